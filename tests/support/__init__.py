@@ -1,0 +1,1 @@
+"""Test helpers shared across areas (emulator process, free ports, manifests)."""
