@@ -19,7 +19,8 @@
     │       └── ServerError         5xx
     ├── StoreError                  the state store
     │   └── StoreLocked             another process holds the store (names its pid)
-    └── PlanError                   a plan that cannot be made or executed
+    ├── PlanError                   a plan that cannot be made or executed
+    └── SourceError                 the git source cannot fetch or check out (last good kept)
 
 Only `chanops.platform.client` knows httpx exceptions and HTTP status codes; it
 translates them into this tree at one edge.
@@ -177,3 +178,7 @@ class StoreLocked(StoreError):
 
 class PlanError(ChanopsError):
     pass
+
+
+class SourceError(ChanopsError):
+    """The manifests source failed (git fetch/checkout); the last good checkout stays in use."""
