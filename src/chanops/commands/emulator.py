@@ -1,11 +1,127 @@
-"""`chanops emulator` (placeholder: owned by the issue that builds it)."""
+"""`chanops emulator`: serve the bundled platform emulator under uvicorn."""
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
+
 import click
+
+from chanops.emulator.rules import ALL_DRIVERS
+
+DEFAULT_DB = ".chanops/emulator.db"
+
+
+class _DropInjectedResets(logging.Filter):
+    """uvicorn logs every app exception with a traceback; an injected reset is not one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return type(exc).__name__ != "ConnectionDropped"
 
 
 @click.command(name="emulator")
-def command() -> None:
-    """Not built yet."""
-    raise click.ClickException("chanops emulator is not built yet")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", default=8787, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--db",
+    default=DEFAULT_DB,
+    show_default=True,
+    metavar="PATH",
+    help="SQLite database holding the platform's state (`:memory:` for throwaway).",
+)
+@click.option(
+    "--token",
+    envvar="CHANOPS_EMULATOR_TOKEN",
+    metavar="TOKEN",
+    help="Bearer token clients must send [env CHANOPS_EMULATOR_TOKEN].",
+)
+@click.option(
+    "--time-scale",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Job duration factor: 1.0 = seconds-long syncs; tests use 0.01.",
+)
+@click.option(
+    "--faults",
+    metavar="SPEC",
+    default=None,
+    help="Fault injection, e.g. latency=50ms,jitter=20ms,error_rate=0.1,rate_limit=20/s,"
+    "reset_rate=0.01,seed=7.",
+)
+@click.option(
+    "--drivers",
+    metavar="LIST",
+    default=None,
+    help=f"Comma-separated installed drivers [default all: {','.join(ALL_DRIVERS)}].",
+)
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+)
+@click.option(
+    "--log-format",
+    default=None,
+    type=click.Choice(["json", "console"]),
+    help="Log format on stderr [default: console on a TTY, else json].",
+)
+def command(
+    host: str,
+    port: int,
+    db: str,
+    token: str | None,
+    time_scale: float,
+    faults: str | None,
+    drivers: str | None,
+    log_level: str,
+    log_format: str | None,
+) -> None:
+    """Serve the bundled platform emulator (the API in schemas/platform-api.yaml).
+
+    State lives in SQLite at --db and survives restarts. Requests are logged to stderr.
+    """
+    import uvicorn
+
+    from chanops.emulator.app import create_app
+    from chanops.emulator.faults import parse_faults
+    from chanops.observability.logging import configure_logging
+
+    if not token:
+        raise click.UsageError("--token (or CHANOPS_EMULATOR_TOKEN) is required")
+    try:
+        parse_faults(faults)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--faults") from None
+    driver_list = [d.strip() for d in drivers.split(",") if d.strip()] if drivers else None
+    configure_logging(fmt=log_format, level=log_level, stream=sys.stderr)
+    try:
+        app = create_app(
+            db=db, token=token, time_scale=time_scale, faults=faults, drivers=driver_list
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    logging.getLogger("uvicorn.error").addFilter(_DropInjectedResets())
+    log = logging.getLogger("chanops.emulator")
+    log.info(
+        "emulator starting on http://%s:%d (db %s, time scale %s, faults %s, pid %d)",
+        host,
+        port,
+        db,
+        time_scale,
+        faults or "none",
+        os.getpid(),
+    )
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+    )
+    uvicorn.Server(config).run()

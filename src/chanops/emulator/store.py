@@ -1,0 +1,607 @@
+"""The emulated platform's state and operations, over SQLite.
+
+Jobs have no background worker: a job row stores when it was created and how long its
+queued and running phases last (already scaled by --time-scale), and its state and
+progress are derived on every read. So state survives restarts and a stopped emulator
+"catches up" when it starts again. The effects of finished jobs (a deleted connection
+disappearing, the marketplace data model becoming known, price rules locking) are
+derived the same way.
+
+Every public method is one SQLite transaction; the app calls them from the event loop
+without awaiting in between, so requests never interleave inside one.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from chanops.emulator import rules
+from chanops.emulator.rules import RuleViolation
+
+# Seconds at --time-scale 1.0: (queued, running).
+DURATIONS: dict[str, tuple[float, float]] = {
+    "initial_sync": (0.5, 3.0),
+    "sync": (0.5, 2.0),
+    "delete": (1.0, 6.0),  # deleting takes longer than syncing
+}
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS connections (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    driver TEXT NOT NULL,
+    status TEXT NOT NULL,
+    has_order_errors INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    version INTEGER NOT NULL,
+    credentials TEXT NOT NULL,
+    settings TEXT NOT NULL,
+    automation TEXT NOT NULL,
+    authorized INTEGER,
+    gone_at REAL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    connection_id INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    queued_s REAL NOT NULL,
+    running_s REAL NOT NULL,
+    fails INTEGER NOT NULL DEFAULT 0,
+    snapshot TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS jobs_by_connection ON jobs (connection_id, id);
+CREATE TABLE IF NOT EXISTS idempotency (
+    key TEXT PRIMARY KEY,
+    request TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+"""
+
+IDEMPOTENCY_TTL_S = 24 * 3600.0
+
+
+class Problem(Exception):
+    """A rule violation on its way to becoming an error response."""
+
+    def __init__(self, violation: RuleViolation) -> None:
+        super().__init__(violation.message)
+        self.violation = violation
+
+
+def problem(status: int, code: str, message: str, field: str | None = None) -> Problem:
+    return Problem(RuleViolation(status, code, message, field))
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class JobView:
+    """A job row plus its state derived at `now`."""
+
+    id: int
+    kind: str
+    connection_id: int
+    created_at: float
+    started_at: float
+    finished_at: float
+    fails: bool
+    snapshot: Mapping[str, Any]
+    now: float
+
+    @property
+    def state(self) -> str:
+        if self.now < self.started_at:
+            return "queued"
+        if self.now < self.finished_at:
+            return "running"
+        return "failed" if self.fails else "succeeded"
+
+    @property
+    def done(self) -> bool:
+        return self.now >= self.finished_at
+
+    @property
+    def succeeded(self) -> bool:
+        return self.done and not self.fails
+
+    def wire(self) -> dict[str, Any]:
+        state = self.state
+        if state == "queued":
+            progress = 0
+        elif state == "running":
+            span = max(self.finished_at - self.started_at, 1e-9)
+            progress = min(99, int(100 * (self.now - self.started_at) / span))
+        else:
+            progress = 100
+        error = None
+        if state == "failed":
+            error = "the marketplace rejected the sync: authentication with the shop failed"
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "connection_id": self.connection_id,
+            "state": state,
+            "progress": progress,
+            "created_at": iso(self.created_at),
+            "started_at": iso(self.started_at) if state != "queued" else None,
+            "finished_at": iso(self.finished_at) if self.done else None,
+            "error": error,
+        }
+
+
+class Platform:
+    """The emulated platform over one SQLite database."""
+
+    def __init__(
+        self,
+        db: str,
+        *,
+        time_scale: float = 1.0,
+        drivers: Sequence[str] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if db != ":memory:":
+            Path(db).parent.mkdir(parents=True, exist_ok=True)
+        self.db = db
+        self.time_scale = time_scale
+        unknown = [d for d in drivers or () if d not in rules.DRIVERS]
+        if unknown:
+            raise ValueError(
+                f"unknown driver(s) {', '.join(unknown)}; known: {', '.join(rules.ALL_DRIVERS)}"
+            )
+        self.drivers: tuple[str, ...] = tuple(drivers) if drivers else rules.ALL_DRIVERS
+        self.clock = clock
+        self.conn = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+        self.conn.row_factory = sqlite3.Row
+        self.conn.execute("PRAGMA busy_timeout = 5000")
+        if db != ":memory:":
+            self.conn.execute("PRAGMA journal_mode = WAL")
+        self.conn.execute("PRAGMA synchronous = NORMAL")
+        self.conn.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- transactions ---------------------------------------------------------------
+
+    @contextmanager
+    def tx(self) -> Iterator[float]:
+        """One write transaction; yields `now` and settles finished deletes first."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            now = self.clock()
+            self.conn.execute(
+                "DELETE FROM connections WHERE gone_at IS NOT NULL AND gone_at <= ?", (now,)
+            )
+            yield now
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        else:
+            self.conn.execute("COMMIT")
+
+    def idempotent(
+        self,
+        key: str | None,
+        request: str,
+        run: Callable[[float], tuple[int, Any]],
+    ) -> tuple[int, Any, bool]:
+        """Run `run` once per key: a repeated key returns the first (status, body).
+
+        Returns (status, body, replayed). Only successful responses are remembered, so
+        a request that failed a rule can be corrected and retried with the same key.
+        """
+        with self.tx() as now:
+            if key is not None:
+                row = self.conn.execute(
+                    "SELECT request, status, body FROM idempotency WHERE key = ?", (key,)
+                ).fetchone()
+                if row is not None:
+                    if row["request"] != request:
+                        raise problem(
+                            422,
+                            "idempotency_key_reused",
+                            "this Idempotency-Key was already used for a different request",
+                        )
+                    return int(row["status"]), json.loads(row["body"]), True
+            try:
+                status, body = run(now)
+            except Problem:
+                raise
+            if key is not None and status < 300:
+                self.conn.execute(
+                    "DELETE FROM idempotency WHERE created_at < ?", (now - IDEMPOTENCY_TTL_S,)
+                )
+                self.conn.execute(
+                    "INSERT INTO idempotency (key, request, status, body, created_at) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (key, request, status, json.dumps(body), now),
+                )
+            return status, body, False
+
+    # -- reads ------------------------------------------------------------------------
+
+    def _row(self, cid: int) -> sqlite3.Row:
+        row = self.conn.execute("SELECT * FROM connections WHERE id = ?", (cid,)).fetchone()
+        if row is None:
+            raise problem(404, "not_found", f"connection {cid} does not exist")
+        return row  # type: ignore[no-any-return]
+
+    def _job(self, row: sqlite3.Row, now: float) -> JobView:
+        created = float(row["created_at"])
+        started = created + float(row["queued_s"])
+        return JobView(
+            id=int(row["id"]),
+            kind=str(row["kind"]),
+            connection_id=int(row["connection_id"]),
+            created_at=created,
+            started_at=started,
+            finished_at=started + float(row["running_s"]),
+            fails=bool(row["fails"]),
+            snapshot=json.loads(row["snapshot"]),
+            now=now,
+        )
+
+    def _jobs_of(self, cid: int, now: float) -> list[JobView]:
+        rows = self.conn.execute(
+            "SELECT * FROM jobs WHERE connection_id = ? ORDER BY id", (cid,)
+        ).fetchall()
+        return [self._job(r, now) for r in rows]
+
+    def _synced(self, cid: int, now: float) -> bool:
+        return any(
+            j.succeeded for j in self._jobs_of(cid, now) if j.kind in ("initial_sync", "sync")
+        )
+
+    def _locked(self, cid: int, driver: str, now: float) -> dict[str, set[str]]:
+        locked: dict[str, set[str]] = {}
+        for j in self._jobs_of(cid, now):
+            if j.kind in ("initial_sync", "sync") and j.succeeded:
+                for dotted in rules.DRIVERS[driver].locking_settings:
+                    items = j.snapshot.get(dotted)
+                    if isinstance(items, list):
+                        locked.setdefault(dotted, set()).update(rules.canonical(i) for i in items)
+        return locked
+
+    def wire_connection(self, row: sqlite3.Row) -> dict[str, Any]:
+        driver = str(row["driver"])
+        creds = json.loads(row["credentials"])
+        authorized = row["authorized"]
+        return {
+            "id": int(row["id"]),
+            "name": row["name"],
+            "driver": driver,
+            "status": row["status"],
+            "has_order_errors": bool(row["has_order_errors"]),
+            "created_at": iso(float(row["created_at"])),
+            "updated_at": iso(float(row["updated_at"])),
+            "version": int(row["version"]),
+            "credentials": rules.redact(driver, creds),
+            "settings": json.loads(row["settings"]),
+            "automation": json.loads(row["automation"]),
+            "authorization": None
+            if authorized is None
+            else ("authorized" if authorized else "pending"),
+        }
+
+    def list_connections(
+        self, *, after: int, limit: int
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        with self.tx():
+            rows = self.conn.execute(
+                "SELECT * FROM connections WHERE id > ? ORDER BY id LIMIT ?", (after, limit + 1)
+            ).fetchall()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        items = [self.wire_connection(r) for r in rows]
+        return items, (int(rows[-1]["id"]) if more and rows else None)
+
+    def get_connection(self, cid: int) -> dict[str, Any]:
+        with self.tx():
+            return self.wire_connection(self._row(cid))
+
+    def list_jobs(
+        self, *, connection_id: int | None, state: str | None, after: int, limit: int
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        with self.tx() as now:
+            sql = "SELECT * FROM jobs WHERE id > ?"
+            args: list[Any] = [after]
+            if connection_id is not None:
+                sql += " AND connection_id = ?"
+                args.append(connection_id)
+            sql += " ORDER BY id"
+            items: list[dict[str, Any]] = []
+            last: int | None = None
+            # state is derived, so filter in Python; stop one past the page to know if
+            # there is a next page
+            for row in self.conn.execute(sql, args):
+                view = self._job(row, now)
+                if state is not None and view.state != state:
+                    continue
+                if len(items) == limit:
+                    return items, last
+                items.append(view.wire())
+                last = view.id
+            return items, None
+
+    def get_job(self, jid: int) -> dict[str, Any]:
+        with self.tx() as now:
+            row = self.conn.execute("SELECT * FROM jobs WHERE id = ?", (jid,)).fetchone()
+            if row is None:
+                raise problem(404, "not_found", f"job {jid} does not exist")
+            return self._job(row, now).wire()
+
+    def list_drivers(self) -> list[dict[str, Any]]:
+        out = []
+        for name in self.drivers:
+            d = rules.DRIVERS[name]
+            out.append(
+                {
+                    "name": d.name,
+                    "title": d.title,
+                    "creatable": d.creatable,
+                    "secret_fields": rules.secret_paths(d.credentials),
+                    "immutable_fields": [f.name for f in d.credentials if f.immutable],
+                    "oauth_fields": [f.name for f in d.credentials if f.oauth],
+                }
+            )
+        return out
+
+    # -- writes (call inside `idempotent` / `tx`) -------------------------------------
+
+    def _start_job(
+        self, cid: int, kind: str, now: float, settings: Mapping[str, Any], creds: Mapping[str, Any]
+    ) -> JobView:
+        queued, running = DURATIONS[kind]
+        snapshot: dict[str, Any] = {}
+        row = self.conn.execute("SELECT driver FROM connections WHERE id = ?", (cid,)).fetchone()
+        if row is not None:
+            for dotted in rules.DRIVERS[str(row["driver"])].locking_settings:
+                value = rules.get_path(settings, dotted)
+                if value is not None:
+                    snapshot[dotted] = value
+        fails = kind != "delete" and rules.sync_would_fail(creds)
+        cur = self.conn.execute(
+            "INSERT INTO jobs (kind, connection_id, created_at, queued_s, running_s, fails, "
+            "snapshot) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                kind,
+                cid,
+                now,
+                queued * self.time_scale,
+                running * self.time_scale,
+                int(fails),
+                json.dumps(snapshot),
+            ),
+        )
+        jid = cur.lastrowid
+        assert jid is not None
+        return self._job(
+            self.conn.execute("SELECT * FROM jobs WHERE id = ?", (jid,)).fetchone(), now
+        )
+
+    def _running_sync(self, cid: int, now: float) -> JobView | None:
+        for j in reversed(self._jobs_of(cid, now)):
+            if j.kind in ("initial_sync", "sync") and not j.done:
+                return j
+        return None
+
+    def _require_driver(self, driver: str) -> rules.DriverRules:
+        if driver not in rules.DRIVERS:
+            raise problem(422, "unknown_driver", f"driver {driver!r} does not exist", "driver")
+        if driver not in self.drivers:
+            raise problem(
+                422,
+                "driver_not_installed",
+                f"driver {driver!r} is not installed in this account; install it from the "
+                "Omni-Channel marketplace first",
+                "driver",
+            )
+        return rules.DRIVERS[driver]
+
+    def create(
+        self, body: Mapping[str, Any], now: float, *, marketplace: bool = False
+    ) -> tuple[int, Any]:
+        name = body["name"]
+        driver = body["driver"]
+        creds = body.get("credentials") or {}
+        automation = body.get("automation") or {}
+        d = self._require_driver(driver)
+        if "settings" in body:
+            raise problem(
+                422,
+                "settings_after_create",
+                "settings cannot be sent when creating a connection; set them with PATCH "
+                "after it exists",
+                "settings",
+            )
+        if not d.creatable and not marketplace:
+            raise problem(422, "not_creatable", d.how_created, "driver")
+        bad = rules.check_automation(automation)
+        if bad:
+            raise Problem(bad)
+        if not marketplace:
+            bad = rules.oauth_written(driver, creds)
+            if bad:
+                raise Problem(bad)
+            bad = rules.validate_credentials(driver, creds)
+            if bad:
+                raise Problem(bad)
+        has_oauth = any(f.oauth for f in d.credentials)
+        cur = self.conn.execute(
+            "INSERT INTO connections (name, driver, status, created_at, updated_at, version, "
+            "credentials, settings, automation, authorized) VALUES (?, ?, 'active', ?, ?, 1, ?, "
+            "'{}', ?, ?)",
+            (
+                name,
+                driver,
+                now,
+                now,
+                json.dumps(creds),
+                json.dumps({**rules.DEFAULT_AUTOMATION, **automation}),
+                0 if has_oauth else None,
+            ),
+        )
+        cid = cur.lastrowid
+        assert cid is not None
+        job = self._start_job(cid, "initial_sync", now, {}, creds)
+        return 201, {"connection": self.wire_connection(self._row(cid)), "job": job.wire()}
+
+    def update(
+        self, cid: int, patch: Mapping[str, Any], if_match: int | None, now: float
+    ) -> tuple[int, Any]:
+        row = self._row(cid)
+        driver = str(row["driver"])
+        if row["status"] == "deleting":
+            raise problem(409, "connection_deleting", f"connection {cid} is being deleted")
+        if if_match is not None and if_match != int(row["version"]):
+            raise problem(
+                412,
+                "precondition_failed",
+                f"connection {cid} is at version {row['version']}, not {if_match}: it changed "
+                "since you read it",
+            )
+        if "driver" in patch and patch["driver"] != driver:
+            raise problem(
+                422,
+                "immutable_field",
+                "driver cannot change after the connection is created",
+                "driver",
+            )
+        before_creds = json.loads(row["credentials"])
+        before_settings = json.loads(row["settings"])
+        before_auto = json.loads(row["automation"])
+        name = str(row["name"])
+        creds, settings, automation = before_creds, before_settings, before_auto
+        if "name" in patch:
+            name = patch["name"]
+        if "credentials" in patch:
+            bad = rules.oauth_written(driver, patch["credentials"])
+            if bad:
+                raise Problem(bad)
+            creds = rules.merge_patch(before_creds, patch["credentials"])
+            bad = rules.check_immutables(driver, before_creds, creds) or (
+                rules.validate_credentials(driver, creds) if creds != before_creds else None
+            )
+            if bad:
+                raise Problem(bad)
+        if "settings" in patch:
+            settings = rules.merge_patch(before_settings, patch["settings"])
+            bad = rules.check_model_settings(
+                driver, before_settings, settings, self._synced(cid, now)
+            ) or rules.check_locked(driver, settings, self._locked(cid, driver, now))
+            if bad:
+                raise Problem(bad)
+        if "automation" in patch:
+            automation = rules.merge_patch(before_auto, patch["automation"])
+            bad = rules.check_automation(automation)
+            if bad:
+                raise Problem(bad)
+            automation = {**rules.DEFAULT_AUTOMATION, **automation}
+        changed = (name, creds, settings, automation) != (
+            row["name"],
+            before_creds,
+            before_settings,
+            before_auto,
+        )
+        if changed:
+            self.conn.execute(
+                "UPDATE connections SET name = ?, credentials = ?, settings = ?, automation = ?, "
+                "version = version + 1, updated_at = ? WHERE id = ?",
+                (name, json.dumps(creds), json.dumps(settings), json.dumps(automation), now, cid),
+            )
+            if creds != before_creds and self._running_sync(cid, now) is None:
+                # saving credentials triggers a sync
+                self._start_job(cid, "sync", now, settings, creds)
+        return 200, self.wire_connection(self._row(cid))
+
+    def set_status(self, ids: Sequence[int], status: str, now: float) -> tuple[int, Any]:
+        rows = [self._row(i) for i in ids]
+        for row in rows:
+            if row["status"] == "deleting":
+                raise problem(
+                    409, "connection_deleting", f"connection {row['id']} is being deleted"
+                )
+        for row in rows:
+            if row["status"] != status:
+                self.conn.execute(
+                    "UPDATE connections SET status = ?, version = version + 1, updated_at = ? "
+                    "WHERE id = ?",
+                    (status, now, row["id"]),
+                )
+        return 200, {"items": [self.wire_connection(self._row(i)) for i in ids]}
+
+    def delete(self, cid: int, now: float) -> tuple[int, Any]:
+        row = self._row(cid)
+        if row["status"] == "deleting":
+            for j in reversed(self._jobs_of(cid, now)):
+                if j.kind == "delete":
+                    return 202, j.wire()
+        if row["status"] == "active":
+            raise problem(
+                409,
+                "connection_active",
+                f"connection {cid} is active; disable it before deleting it",
+            )
+        job = self._start_job(cid, "delete", now, {}, {})
+        self.conn.execute(
+            "UPDATE connections SET status = 'deleting', version = version + 1, updated_at = ?, "
+            "gone_at = ? WHERE id = ?",
+            (now, job.finished_at, cid),
+        )
+        return 202, job.wire()
+
+    def sync(self, cid: int, now: float) -> tuple[int, Any]:
+        row = self._row(cid)
+        if row["status"] != "active":
+            raise problem(
+                409,
+                "connection_inactive" if row["status"] == "inactive" else "connection_deleting",
+                f"connection {cid} is {row['status']}; only an active connection can sync",
+            )
+        running = self._running_sync(cid, now)
+        if running is not None:
+            return 200, running.wire()
+        job = self._start_job(
+            cid, "sync", now, json.loads(row["settings"]), json.loads(row["credentials"])
+        )
+        return 202, job.wire()
+
+    def set_order_errors(self, cid: int, value: bool, now: float) -> tuple[int, Any]:
+        row = self._row(cid)
+        if bool(row["has_order_errors"]) != value:
+            self.conn.execute(
+                "UPDATE connections SET has_order_errors = ?, version = version + 1, "
+                "updated_at = ? WHERE id = ?",
+                (int(value), now, cid),
+            )
+        return 200, self.wire_connection(self._row(cid))
+
+    def authorize(self, cid: int, now: float) -> tuple[int, Any]:
+        row = self._row(cid)
+        if row["authorized"] is None:
+            raise problem(422, "not_oauth", f"driver {row['driver']} has no authorize (OAuth) flow")
+        creds = json.loads(row["credentials"])
+        creds["accessToken"] = f"oauth-{cid}-{int(now)}"
+        self.conn.execute(
+            "UPDATE connections SET authorized = 1, credentials = ?, version = version + 1, "
+            "updated_at = ? WHERE id = ?",
+            (json.dumps(creds), now, cid),
+        )
+        return 200, self.wire_connection(self._row(cid))
