@@ -1,0 +1,833 @@
+"""Loading manifests: discovery, safe YAML with positions, validation, cross-file checks.
+
+The imperative shell of the manifests package (it reads files); the checks it runs on
+parsed documents are pure. Every problem becomes a Diagnostic with file:line:column
+and the field path; nothing raises for bad input, so one run reports every problem in
+every file.
+
+Safety limits (DESIGN.md section 6): files over MAX_FILE_BYTES are not read, a file
+holds at most MAX_DOCUMENTS documents, a document expands to at most MAX_NODES nodes
+through aliases (a billion-laughs file is an error, not a hang), only YAML's safe
+types are built (no objects), and YAML 1.1 surprises are switched off (`NO` and `on`
+stay strings, dates stay strings).
+"""
+
+from __future__ import annotations
+
+import errno
+import gc
+import os
+import re
+import threading
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from chanops.manifests import validation
+from chanops.manifests.drivers import DRIVER_NAMES, driver_info
+from chanops.manifests.durations import parse_duration
+from chanops.manifests.model import (
+    Diagnostic,
+    LoadResult,
+    Manifest,
+    SecretRef,
+    SourceLocation,
+    SyncSpec,
+)
+from chanops.manifests.secrets import check_secret_ref
+
+MAX_FILE_BYTES = 1024 * 1024
+MAX_DOCUMENTS = 1000
+MAX_NODES = 50_000
+MANIFEST_SUFFIXES = (".yaml", ".yml")
+# Above this many files, loading is split over the CPU cores (forked workers); below it
+# the fork and result transfer cost more than they save.
+PARALLEL_MIN_FILES = 1500
+
+_BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BOOL = "tag:yaml.org,2002:bool"
+_TIMESTAMP = "tag:yaml.org,2002:timestamp"
+_STR = "tag:yaml.org,2002:str"
+_SEQ = "tag:yaml.org,2002:seq"
+_MAP = "tag:yaml.org,2002:map"
+_NULL = "tag:yaml.org,2002:null"
+_MERGE = "tag:yaml.org,2002:merge"
+
+
+class _Loader(_BaseLoader):  # type: ignore[misc]
+    """The C parser and composer (when available) with a faster, stricter resolver.
+
+    Only the node tree is taken from PyYAML; `_Builder` turns it into data.
+    """
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
+        # PyYAML calls this for every node; the generic version walks path resolvers we
+        # never use. Same answers for plain scalars, in a fraction of the time.
+        if kind is yaml.ScalarNode:
+            if implicit[0]:
+                if value == "":
+                    return _NULL
+                for tag, regexp in _RESOLVERS.get(value[0], ()):
+                    if regexp.match(value):
+                        return str(tag)
+            return _STR
+        return _SEQ if kind is yaml.SequenceNode else _MAP
+
+    def descend_resolver(self, current_node: Any, current_index: Any) -> None:
+        pass  # no path resolvers: skip PyYAML's per-node bookkeeping
+
+    def ascend_resolver(self) -> None:
+        pass
+
+
+# YAML 1.2 booleans only (`NO`, `on`, `y` stay strings: marketplace NO is Norway), and no
+# timestamps (`mfnFrom: 2024-01-01` is a string the schema checks as a date).
+_RESOLVERS: dict[str, list[tuple[str, Any]]] = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in (_BOOL, _TIMESTAMP)]
+    for first, resolvers in yaml.resolver.Resolver.yaml_implicit_resolvers.items()
+}
+for _first in "tTfF":
+    _RESOLVERS.setdefault(_first, []).append(
+        (_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"))
+    )
+
+
+class _YAMLProblem(Exception):
+    def __init__(self, node: Any, message: str) -> None:
+        super().__init__(message)
+        self.node = node
+        self.message = message
+
+
+class _Builder:
+    """Node tree -> plain data (dict, list, str, int, float, bool, None).
+
+    Stricter than PyYAML's SafeConstructor where it matters for manifests: a duplicate
+    key is an error (PyYAML keeps the last one silently), tags other than the core
+    schema's are errors, and keys must be scalars. Duplicate keys are collected (every
+    one is reported); anything else stops the document.
+    """
+
+    _scalars = yaml.constructor.SafeConstructor()
+
+    def __init__(self) -> None:
+        self.duplicates: list[tuple[Any, str]] = []
+
+    def build(self, node: Any) -> Any:
+        tag = node.tag
+        if tag == _STR:
+            if isinstance(node, yaml.ScalarNode):
+                return node.value
+        elif tag == _MAP:
+            if isinstance(node, yaml.MappingNode):
+                return self._mapping(node)
+        elif tag == _SEQ:
+            if isinstance(node, yaml.SequenceNode):
+                return [self.build(v) for v in node.value]
+        elif tag == _NULL:
+            return None
+        elif tag == _BOOL:
+            return node.value in ("true", "True", "TRUE")
+        elif tag == "tag:yaml.org,2002:int":
+            return self._scalars.construct_yaml_int(node)
+        elif tag == "tag:yaml.org,2002:float":
+            return self._scalars.construct_yaml_float(node)
+        raise _YAMLProblem(node, f"unsupported YAML tag {tag}: manifests use plain data only")
+
+    def _mapping(self, node: Any) -> dict[Any, Any]:
+        result: dict[Any, Any] = {}
+        merges: list[Any] = []
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE:
+                merges.append(value_node)
+                continue
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise _YAMLProblem(key_node, "a mapping key must be a plain value")
+            key = self.build(key_node)
+            if key in result:
+                self.duplicates.append((key_node, str(key)))
+                continue
+            result[key] = self.build(value_node)
+        for merge in merges:  # `<<: *defaults`: explicit keys win
+            sources = merge.value if isinstance(merge, yaml.SequenceNode) else [merge]
+            for source in sources:
+                merged = self.build(source)
+                if not isinstance(merged, dict):
+                    raise _YAMLProblem(source, "a merge key (<<) needs a mapping")
+                for key, value in merged.items():
+                    result.setdefault(key, value)
+        return result
+
+
+@dataclass(frozen=True, slots=True)
+class LoadOptions:
+    secrets_dirs: tuple[Path, ...] = ()
+    strict: bool = False
+    check_secrets: bool = False
+
+
+@dataclass(slots=True)
+class FileOutcome:
+    """What one file produced. `failed`: it exists but something in it did not load."""
+
+    file: str
+    manifests: list[Manifest] = field(default_factory=list)
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    failed: bool = False
+
+
+# ---------------------------------------------------------------------------- discovery
+
+
+def _is_candidate(name: str) -> bool:
+    """A manifest file name: *.yaml / *.yml, not hidden, not an editor's temp file."""
+    if name.startswith((".", "#", "~")) or name.endswith(("~", "#")):
+        return False
+    return name.endswith(MANIFEST_SUFFIXES)
+
+
+def _error(file: str, message: str, *, code: str, line: int = 1, column: int = 1) -> Diagnostic:
+    return Diagnostic("error", file, line, column, message, code=code)
+
+
+def discover(root: str) -> tuple[list[str], list[Diagnostic], bool]:
+    """(manifest files under `root` sorted, problems, root readable).
+
+    Symlinked directories are followed once; a link back to a directory already on the
+    walk is a loop, reported and not followed.
+    """
+    files: list[str] = []
+    problems: list[Diagnostic] = []
+
+    def walk(directory: str, ancestors: frozenset[str]) -> bool:
+        try:
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except OSError as exc:
+            problems.append(
+                _error(directory, f"cannot read directory: {exc.strerror}", code="unreadable")
+            )
+            return False
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            try:
+                is_dir = entry.is_dir()
+            except OSError:
+                is_dir = False
+            if is_dir:
+                real = os.path.realpath(entry.path)
+                if real in ancestors:
+                    problems.append(
+                        _error(
+                            entry.path,
+                            f"symlink loop: {entry.path} points back to {real}; not followed",
+                            code="symlink-loop",
+                        )
+                    )
+                    continue
+                walk(entry.path, ancestors | {real})
+            elif _is_candidate(entry.name):
+                files.append(entry.path)
+        return True
+
+    ok = walk(root, frozenset({os.path.realpath(root)}))
+    return sorted(files), problems, ok
+
+
+# ---------------------------------------------------------------------------- reading
+
+
+def _read(path: str) -> tuple[str | None, Diagnostic | None]:
+    """The file's text, or the reason it cannot be used."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)
+            size = os.fstat(handle.fileno()).st_size if len(data) > MAX_FILE_BYTES else 0
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return None, _error(
+                path, "symlink loop: the link never reaches a file", code="symlink-loop"
+            )
+        if exc.errno == errno.ENOENT:
+            return None, _error(path, "file does not exist (broken symlink?)", code="unreadable")
+        return None, _error(path, f"cannot read file: {exc.strerror}", code="unreadable")
+    if len(data) > MAX_FILE_BYTES:
+        return None, _error(
+            path,
+            f"file is too large ({size} bytes; the limit is {MAX_FILE_BYTES} bytes)",
+            code="too-large",
+        )
+    if b"\0" in data:
+        line = data.count(b"\n", 0, data.index(b"\0")) + 1
+        return None, _error(
+            path, "binary file (NUL byte): manifests are UTF-8 text", code="encoding", line=line
+        )
+    try:
+        return data.decode("utf-8"), None
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        return None, _error(
+            path,
+            f"not UTF-8 (byte 0x{data[exc.start]:02x}): manifests must be UTF-8 text",
+            code="encoding",
+            line=line,
+            column=column,
+        )
+
+
+def _yaml_error(path: str, text: str, exc: yaml.YAMLError) -> Diagnostic:
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    line = mark.line + 1 if mark is not None else 1
+    column = mark.column + 1 if mark is not None else 1
+    problem = str(getattr(exc, "problem", None) or exc).strip()
+    context = getattr(exc, "context", None)
+    lines = text.splitlines()
+    bad_line = lines[line - 1] if 0 < line <= len(lines) else ""
+    if "\t" in bad_line[:column] or "\\t" in problem:
+        message = "tab character: YAML indentation must use spaces"
+    else:
+        message = f"invalid YAML: {problem}" + (f" ({context})" if context else "")
+    return _error(path, message, code="yaml", line=line, column=column)
+
+
+def _expanded_size(node: Any, limit: int) -> int | None:
+    """Nodes in `node` with every alias expanded, stopping past `limit`; None: recursive."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(n: Any) -> int:
+        key = id(n)
+        if key in sizes:
+            return sizes[key]
+        if key in active:
+            raise RecursionError
+        active.add(key)
+        total = 1
+        if isinstance(n, yaml.MappingNode):
+            for k, v in n.value:
+                total += size(k) + size(v)
+                if total > limit:
+                    break
+        elif isinstance(n, yaml.SequenceNode):
+            for v in n.value:
+                total += size(v)
+                if total > limit:
+                    break
+        active.discard(key)
+        sizes[key] = total
+        return total
+
+    try:
+        return size(node)
+    except RecursionError:
+        return None
+
+
+@dataclass(slots=True)
+class _Document:
+    data: Any
+    node: Any
+    index: int
+
+
+def parse(path: str, text: str) -> tuple[list[_Document], list[Diagnostic]]:
+    """Every non-empty document in `text`, with its node tree for positions."""
+    documents: list[_Document] = []
+    problems: list[Diagnostic] = []
+    may_alias = "&" in text  # no anchor, no alias: skip the expansion walk
+    loader = _Loader(text)
+    index = 0
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            index += 1
+            if index > MAX_DOCUMENTS:
+                problems.append(
+                    _error(
+                        path,
+                        f"too many documents (the limit is {MAX_DOCUMENTS} per file)",
+                        code="limits",
+                        line=node.start_mark.line + 1,
+                    )
+                )
+                break
+            line, column = node.start_mark.line + 1, node.start_mark.column + 1
+            if may_alias:
+                size = _expanded_size(node, MAX_NODES)
+                if size is None or size > MAX_NODES:
+                    why = (
+                        "an alias refers to itself"
+                        if size is None
+                        else (f"aliases expand past {MAX_NODES} nodes")
+                    )
+                    problems.append(
+                        _error(
+                            path,
+                            f"document {index}: {why} (a YAML alias bomb?)",
+                            code="limits",
+                            line=line,
+                            column=column,
+                        )
+                    )
+                    continue
+            builder = _Builder()
+            try:
+                data = builder.build(node)
+            except _YAMLProblem as exc:
+                mark = exc.node.start_mark
+                problems.append(
+                    _error(
+                        path, exc.message, code="yaml", line=mark.line + 1, column=mark.column + 1
+                    )
+                )
+                continue
+            for key_node, key in builder.duplicates:
+                problems.append(
+                    _error(
+                        path,
+                        f'duplicate key "{key}" in a mapping (YAML keys must be unique)',
+                        code="duplicate-key",
+                        line=key_node.start_mark.line + 1,
+                        column=key_node.start_mark.column + 1,
+                    )
+                )
+            if builder.duplicates:
+                continue
+            if data is None:
+                continue  # an empty document (e.g. a trailing ---): nothing to load
+            documents.append(_Document(data, node, index))
+    except yaml.YAMLError as exc:
+        problems.append(_yaml_error(path, text, exc))
+    except RecursionError:
+        problems.append(_error(path, "YAML nesting is too deep", code="limits"))
+    finally:
+        loader.dispose()
+    if not documents and not problems:
+        problems.append(
+            _error(path, "empty file: expected at least one Connection manifest", code="empty")
+        )
+    return documents, problems
+
+
+# ---------------------------------------------------------------------------- positions
+
+
+def locate(node: Any, path: Sequence[str | int], *, at_key: bool = False) -> tuple[int, int]:
+    """(line, column), 1-based, of `path` inside a node tree; the deepest existing part."""
+    current = node
+    key_node = None
+    for part in path:
+        key_node = None
+        if isinstance(current, yaml.MappingNode):
+            for k, v in current.value:
+                if isinstance(k, yaml.ScalarNode) and k.value == str(part):
+                    key_node, current = k, v
+                    break
+            else:
+                break
+        elif isinstance(current, yaml.SequenceNode) and isinstance(part, int):
+            if 0 <= part < len(current.value):
+                current = current.value[part]
+            else:
+                break
+        else:
+            break
+    target = key_node if (at_key and key_node is not None) else current
+    mark = target.start_mark
+    return mark.line + 1, mark.column + 1
+
+
+def dotted(path: Sequence[str | int]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+# ---------------------------------------------------------------------------- documents
+
+
+def _secret_refs_to_model(value: Any) -> Any:
+    """Credentials with every `{secretRef: {...}}` replaced by a SecretRef."""
+    if isinstance(value, dict):
+        ref = value.get("secretRef")
+        if len(value) == 1 and isinstance(ref, dict):
+            return SecretRef(env=ref.get("env"), file=ref.get("file"))
+        return {k: _secret_refs_to_model(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_secret_refs_to_model(v) for v in value]
+    return value
+
+
+def _to_manifest(data: dict[str, Any], source: SourceLocation) -> Manifest:
+    metadata = data["metadata"]
+    spec = data["spec"]
+    sync = spec.get("sync")
+    sync_spec = None
+    if sync is not None:
+        sync_spec = SyncSpec(
+            interval_seconds=parse_duration(sync["interval"]) if "interval" in sync else None,
+            cron=sync.get("cron"),
+            jitter_seconds=parse_duration(sync["jitter"]) if "jitter" in sync else None,
+            timeout_seconds=parse_duration(sync.get("timeout", "45m")),
+        )
+    return Manifest(
+        name=metadata["name"],
+        driver=spec["driver"],
+        display_name=spec.get("displayName", metadata["name"]),
+        source=source,
+        labels=dict(metadata.get("labels") or {}),
+        connection_id=spec.get("connectionId"),
+        enabled=spec.get("enabled", True),
+        credentials=_secret_refs_to_model(spec.get("credentials") or {}),
+        settings=spec.get("settings") or {},
+        automation=dict(spec.get("automation") or {}),
+        sync=sync_spec,
+        deletion_policy=spec.get("deletionPolicy", "Delete"),
+        suspend=spec.get("suspend", False),
+        ignore_differences=tuple(spec.get("ignoreDifferences") or ()),
+    )
+
+
+def _pointer_parts(pointer: str) -> list[str]:
+    return [p.replace("~1", "/").replace("~0", "~") for p in pointer.split("/")[1:]]
+
+
+def _check_secrets(
+    path: str, doc: _Document, manifest: Manifest, options: LoadOptions
+) -> list[Diagnostic]:
+    problems: list[Diagnostic] = []
+    info = driver_info(manifest.driver)
+    for pointer in sorted(info.secret_paths - info.oauth_paths):
+        parts = _pointer_parts(pointer)
+        value: Any = manifest.credentials
+        for part in parts[1:]:
+            value = value.get(part) if isinstance(value, dict) else None
+        if value is None:
+            continue
+        doc_path = ["spec", *parts]
+        field_name = dotted(doc_path)
+        label = info.labels.get(pointer, parts[-1])
+        if isinstance(value, str):
+            line, column = locate(doc.node, doc_path)
+            problems.append(
+                Diagnostic(
+                    "error" if options.strict else "warning",
+                    path,
+                    line,
+                    column,
+                    f"literal secret in {label!r}: use {{secretRef: {{env: NAME}}}} or "
+                    "{secretRef: {file: PATH}} so the value stays out of git",
+                    field_name,
+                    "literal-secret",
+                )
+            )
+        elif isinstance(value, SecretRef):
+            why = check_secret_ref(
+                value, secrets_dirs=options.secrets_dirs, must_resolve=options.check_secrets
+            )
+            if why is not None:
+                line, column = locate(doc.node, [*doc_path, "secretRef"], at_key=False)
+                problems.append(
+                    Diagnostic(
+                        "error",
+                        path,
+                        line,
+                        column,
+                        f"secretRef {value.describe()} {why}",
+                        field_name,
+                        "secret-ref",
+                    )
+                )
+    return problems
+
+
+def check_document(
+    path: str, doc: _Document, options: LoadOptions
+) -> tuple[Manifest | None, list[Diagnostic]]:
+    """Validate one parsed document; the Manifest when it has no error."""
+    data = doc.data
+    if not isinstance(data, dict):
+        line, column = doc.node.start_mark.line + 1, doc.node.start_mark.column + 1
+        got = validation.type_name(data)
+        return None, [
+            _error(
+                path,
+                f"document {doc.index} is {got}: expected a mapping "
+                "(apiVersion: chanops/v1, kind: Connection, metadata, spec)",
+                code="schema",
+                line=line,
+                column=column,
+            )
+        ]
+    spec = data.get("spec")
+    driver = spec.get("driver") if isinstance(spec, dict) else None
+    key = driver if isinstance(driver, str) and driver in DRIVER_NAMES else None
+    if not validation.is_valid_fast(data, key) or key is None:
+        problems = validation.schema_problems(data, key)
+        if problems or key is None:
+            diagnostics = []
+            for problem in problems:
+                line, column = locate(doc.node, problem.path, at_key=problem.at_key)
+                diagnostics.append(
+                    Diagnostic(
+                        "error", path, line, column, problem.message, dotted(problem.path), "schema"
+                    )
+                )
+            return None, diagnostics
+    line, column = doc.node.start_mark.line + 1, doc.node.start_mark.column + 1
+    manifest = _to_manifest(data, SourceLocation(path, line, column))
+    diagnostics = _check_secrets(path, doc, manifest, options)
+    if any(d.severity == "error" for d in diagnostics):
+        return None, diagnostics
+    return manifest, diagnostics
+
+
+def load_file(path: str | Path, options: LoadOptions | None = None) -> FileOutcome:
+    """Read, parse and validate one file (no cross-file checks): a daemon's cheap re-load."""
+    name = str(path)
+    opts = options or LoadOptions()
+    outcome = FileOutcome(name)
+    text, problem = _read(name)
+    if problem is not None or text is None:
+        outcome.diagnostics.append(problem or _error(name, "cannot read file", code="unreadable"))
+        outcome.failed = True
+        return outcome
+    documents, problems = parse(name, text)
+    outcome.diagnostics.extend(problems)
+    for doc in documents:
+        manifest, diagnostics = check_document(name, doc, opts)
+        outcome.diagnostics.extend(diagnostics)
+        if manifest is not None:
+            outcome.manifests.append(manifest)
+    outcome.failed = any(d.severity == "error" for d in outcome.diagnostics)
+    return outcome
+
+
+# ---------------------------------------------------------------------------- many files
+
+
+_Identity = tuple[str, str, str, int | None, int, int]  # name, driver, display, id, line, col
+
+
+def _identity(m: Manifest) -> _Identity:
+    return (m.name, m.driver, m.display_name, m.connection_id, m.source.line, m.source.column)
+
+
+def _from_identity(file: str, ident: _Identity) -> Manifest:
+    name, driver, display, connection_id, line, column = ident
+    return Manifest(
+        name=name,
+        driver=driver,
+        display_name=display,
+        source=SourceLocation(file, line, column),
+        connection_id=connection_id,
+    )
+
+
+def _load_chunk(files: Sequence[str], options: LoadOptions) -> list[FileOutcome]:
+    # Loading allocates many small acyclic objects and keeps them: the cyclic GC would
+    # rescan the growing heap again and again for nothing (measured: up to 2x slower).
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return [load_file(f, options) for f in files]
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _load_chunk_light(
+    files: Sequence[str], options: LoadOptions
+) -> list[tuple[str, list[_Identity], list[Diagnostic], bool]]:
+    """A worker's answer when only validity matters: identities, not whole manifests
+    (pickling 5,000 full manifests back costs more than validating them)."""
+    return [
+        (o.file, [_identity(m) for m in o.manifests], o.diagnostics, o.failed)
+        for o in _load_chunk(files, options)
+    ]
+
+
+def _load_all(
+    files: Sequence[str], options: LoadOptions, *, identities_only: bool = False
+) -> list[FileOutcome]:
+    workers = min(os.cpu_count() or 1, 8)
+    # Forking a process that runs threads (the daemon) can deadlock the child: only a
+    # single-threaded caller (the validate command, a script) gets worker processes.
+    if len(files) < PARALLEL_MIN_FILES or workers < 2 or threading.active_count() > 1:
+        return _load_chunk(files, options)
+    import multiprocessing
+
+    try:
+        context = multiprocessing.get_context("fork")
+    except ValueError:
+        return _load_chunk(files, options)
+    # Warm the compiled validators before forking so every worker inherits them.
+    for name in DRIVER_NAMES:
+        validation.fast_validator(name)
+    size = -(-len(files) // workers)
+    chunks = [files[i : i + size] for i in range(0, len(files), size)]
+    with context.Pool(len(chunks) - 1) as pool:
+        if not identities_only:
+            pending = [pool.apply_async(_load_chunk, (chunk, options)) for chunk in chunks[1:]]
+            outcomes = _load_chunk(chunks[0], options)  # this process takes a share too
+            for job in pending:
+                outcomes.extend(job.get())
+            return outcomes
+        light = [pool.apply_async(_load_chunk_light, (chunk, options)) for chunk in chunks[1:]]
+        outcomes = _load_chunk(chunks[0], options)
+        for light_job in light:
+            for file, idents, diagnostics, failed in light_job.get():
+                manifests = [_from_identity(file, i) for i in idents]
+                outcomes.append(FileOutcome(file, manifests, diagnostics, failed))
+    return outcomes
+
+
+def cross_file_diagnostics(
+    manifests: Iterable[Manifest],
+    positions: dict[tuple[str, int, str], tuple[int, int]] | None = None,
+) -> list[Diagnostic]:
+    """Duplicate metadata.name and spec.connectionId across all loaded manifests.
+
+    `positions` maps (file, manifest line, field) to where that field is written.
+    """
+    where = positions or {}
+    diagnostics: list[Diagnostic] = []
+    by_name: dict[str, list[Manifest]] = defaultdict(list)
+    by_id: dict[int, list[Manifest]] = defaultdict(list)
+    for manifest in manifests:
+        by_name[manifest.name].append(manifest)
+        if manifest.connection_id is not None:
+            by_id[manifest.connection_id].append(manifest)
+    for groups, what, code, field_name in (
+        (by_name, "metadata.name", "duplicate-name", "metadata.name"),
+        (by_id, "spec.connectionId", "duplicate-connection-id", "spec.connectionId"),
+    ):
+        for value, group in groups.items():
+            if len(group) < 2:
+                continue
+            for manifest in group:
+                others = ", ".join(
+                    _field_location(m, field_name, where) for m in group if m is not manifest
+                )
+                src = manifest.source
+                line, column = where.get((src.file, src.line, field_name), (src.line, src.column))
+                diagnostics.append(
+                    Diagnostic(
+                        "error",
+                        src.file,
+                        line,
+                        column,
+                        f"duplicate {what} {value!r}: also defined at {others}",
+                        field_name,
+                        code,
+                    )
+                )
+    return diagnostics
+
+
+def _field_positions(files: Iterable[str]) -> dict[tuple[str, int, str], tuple[int, int]]:
+    """(file, document line, field) -> where metadata.name / spec.connectionId are written."""
+    positions: dict[tuple[str, int, str], tuple[int, int]] = {}
+    for file in files:
+        text, _ = _read(file)
+        if text is None:
+            continue
+        documents, _ = parse(file, text)
+        for doc in documents:
+            start = doc.node.start_mark.line + 1
+            for key in ("metadata.name", "spec.connectionId"):
+                positions[(file, start, key)] = locate(doc.node, key.split("."))
+    return positions
+
+
+def _field_location(
+    manifest: Manifest, field_name: str, where: dict[tuple[str, int, str], tuple[int, int]]
+) -> str:
+    src = manifest.source
+    line, column = where.get((src.file, src.line, field_name), (src.line, src.column))
+    return f"{src.file}:{line}:{column}"
+
+
+def _default_secrets_dirs(roots: Sequence[Path]) -> tuple[Path, ...]:
+    base = roots[0] if roots else Path("connections.d")
+    return (Path("/run/secrets"), base.resolve().parent / "secrets")
+
+
+def load_manifests(
+    paths: Sequence[str | Path],
+    *,
+    secrets_dirs: Sequence[Path] = (),
+    strict: bool = False,
+    check_secrets: bool = False,
+    identities_only: bool = False,
+) -> LoadResult:
+    """Load every manifest under `paths` (directories are searched recursively; files
+    are taken as given). Never raises for bad input: see LoadResult.diagnostics.
+
+    `identities_only` (for `chanops validate`): the manifests may carry only their
+    identity (name, driver, display name, connection ID, source), not credentials or
+    settings; diagnostics are complete either way.
+    """
+    roots = [Path(p) for p in paths]
+    options = LoadOptions(
+        secrets_dirs=tuple(secrets_dirs) or _default_secrets_dirs(roots),
+        strict=strict,
+        check_secrets=check_secrets,
+    )
+    files: list[str] = []
+    diagnostics: list[Diagnostic] = []
+    root_ok = bool(roots)
+    for root in roots:
+        name = str(root)
+        if root.is_dir():
+            found, problems, readable = discover(name)
+            files.extend(found)
+            diagnostics.extend(problems)
+            root_ok = root_ok and readable and bool(found)
+            if readable and not found:
+                diagnostics.append(
+                    _error(name, "no manifest files (*.yaml, *.yml) found", code="empty-root")
+                )
+        elif root.exists() or os.path.islink(root):
+            files.append(name)
+        else:
+            root_ok = False
+            diagnostics.append(_error(name, "path does not exist", code="missing-root"))
+    failed = {d.file for d in diagnostics if d.severity == "error" and d.file in files}
+    outcomes = _load_all(files, options, identities_only=identities_only)
+    manifests: list[Manifest] = []
+    for outcome in outcomes:
+        diagnostics.extend(outcome.diagnostics)
+        manifests.extend(outcome.manifests)
+        if outcome.failed:
+            failed.add(outcome.file)
+    cross = cross_file_diagnostics(manifests)
+    if cross:
+        # Rare: parse those files again, only to point at the duplicated fields.
+        cross = cross_file_diagnostics(manifests, _field_positions({d.file for d in cross}))
+    if cross:
+        diagnostics.extend(cross)
+        # Ambiguous: neither definition wins; all their files freeze (DESIGN.md section 6).
+        names = {m.name for m in manifests} & {
+            n for n, c in Counter(m.name for m in manifests).items() if c > 1
+        }
+        ids = {i for i, c in Counter(m.connection_id for m in manifests).items() if c > 1}
+        ids.discard(None)
+        failed.update(d.file for d in cross)
+        manifests = [m for m in manifests if m.name not in names and m.connection_id not in ids]
+    # A failed symlink loop directory has no file entry; it still counts as failed.
+    failed.update(d.file for d in diagnostics if d.code == "symlink-loop")
+    return LoadResult(
+        root=str(roots[0]) if len(roots) == 1 else ",".join(str(r) for r in roots),
+        manifests=tuple(manifests),
+        diagnostics=tuple(sorted(diagnostics, key=lambda d: (d.file, d.line, d.column))),
+        files=tuple(files),
+        failed_files=frozenset(failed),
+        root_ok=root_ok,
+    )

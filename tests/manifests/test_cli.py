@@ -1,0 +1,114 @@
+"""`chanops validate` and `chanops schema` as real processes: output formats, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+CORPUS = Path(__file__).parent / "corpus"
+
+
+def chanops(
+    *args: str, cwd: Path = REPO, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("CHANOPS_")}
+    full_env.update(env or {})
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "chanops"), *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=full_env,
+        check=False,
+    )
+
+
+def test_validate_default_root_is_connections_d() -> None:
+    done = chanops("validate")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.strip() == "valid: 7 manifests in 6 files, 0 errors, 0 warnings"
+
+
+def test_validate_env_root_and_invalid_exit_1(tmp_path: Path) -> None:
+    shutil.copy(CORPUS / "unknown-driver.yaml", tmp_path / "x.yaml")
+    done = chanops("validate", env={"CHANOPS_MANIFESTS": str(tmp_path)})
+    assert done.returncode == 1
+    assert done.stdout.splitlines()[0].startswith(f"{tmp_path}/x.yaml:6:11: error: spec.driver:")
+    assert done.stdout.splitlines()[-1] == "INVALID: 0 manifests in 1 files, 1 errors, 0 warnings"
+    assert "Traceback" not in done.stderr
+
+
+def test_usage_errors_exit_2() -> None:
+    assert chanops("validate", "no/such/dir").returncode == 2
+    assert chanops("validate", "--format", "xml").returncode == 2
+
+
+def test_github_annotations() -> None:
+    done = chanops("validate", "--format", "github", str(CORPUS / "unknown-key.yaml"))
+    assert done.returncode == 1
+    f = CORPUS / "unknown-key.yaml"
+    assert done.stdout.splitlines() == [
+        f"::error file={f},line=9,col=5,title=chanops validate::spec.credentials.usrname: "
+        'unknown field "usrname"; did you mean "username"?',
+        f"::error file={f},line=12,col=3,title=chanops validate::spec.setings: "
+        'unknown field "setings"; did you mean "settings"?',
+    ]
+
+
+def test_json_format_and_strict() -> None:
+    path = str(CORPUS / "literal-secret.yaml")
+    lenient = chanops("validate", "--format", "json", path)
+    assert lenient.returncode == 0
+    report = json.loads(lenient.stdout)
+    assert report["valid"] is True and report["warnings"] == 1
+    assert report["diagnostics"][0]["path"] == "spec.credentials.secretAccessKey"
+    strict = chanops("validate", "--strict", "--format", "json", path)
+    assert strict.returncode == 1
+    assert json.loads(strict.stdout)["errors"] == 1
+    assert "s3cr3t" not in lenient.stdout + strict.stdout
+
+
+def test_check_secrets_lists_missing_never_values(tmp_path: Path) -> None:
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "magento-b2b-password").write_text("MAGENTO-VALUE")
+    (secrets / "sfcc-eu-client-password").write_text("SFCC-VALUE")
+    env = {
+        "SHOPWARE_DE_SECRET": "SW-VALUE",
+        "TRADEBYTE_REST_PASSWORD": "TB-VALUE",
+        "TRADEBYTE_SFTP_PASSWORD": "TB2-VALUE",
+    }
+    done = chanops(
+        "validate", "--check-secrets", "--secrets-dir", str(secrets), "connections.d", env=env
+    )
+    assert done.returncode == 1
+    errors = [line for line in done.stdout.splitlines() if ": error: " in line]
+    assert errors == [
+        "connections.d/sfcc-eu.yaml:17:33: error: spec.credentials.staging.userPassword: "
+        f"secretRef file:sfcc-eu-user-password does not exist in the allowed secret "
+        f"directories ({secrets})",
+        "connections.d/shopify-outlet.yaml:15:25: error: spec.credentials.apiKey: "
+        "secretRef env:SHOPIFY_OUTLET_API_KEY is not set in the environment",
+    ]
+    assert "VALUE" not in done.stdout + done.stderr
+    # Without --check-secrets, references that merely are not there yet pass.
+    assert chanops("validate", "--secrets-dir", str(secrets), "connections.d").returncode == 0
+
+
+def test_schema_command() -> None:
+    bundle = json.loads(chanops("schema").stdout)
+    assert set(bundle["$defs"]) == {
+        f"driver-{n}"
+        for n in ("shopware6", "shopify", "sfcc", "amazon", "magento2", "tradebyte", "actindo-pos")
+    }
+    amazon = json.loads(chanops("schema", "--driver", "amazon").stdout)
+    assert amazon["properties"]["credentials"]["properties"]["accessToken"]["x-chanops-oauth"]
+    raw = json.loads(chanops("schema", "--raw").stdout)
+    assert raw == json.loads((REPO / "schemas" / "connection.schema.json").read_text())
+    bad = chanops("schema", "--driver", "amazn")
+    assert bad.returncode == 2 and 'did you mean "amazon"?' in bad.stderr
