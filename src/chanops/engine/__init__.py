@@ -1,0 +1,5 @@
+"""The reconcile engine: planner (pure), executor, reconciler (the shell), rendering.
+
+Start at `chanops.engine.reconciler` (the entry point for commands and the daemon);
+`planner` holds the rules, `plan` the data, `render` the output formats.
+"""

@@ -1,0 +1,556 @@
+"""The executor: carries out a Plan against the platform, recording state as it goes.
+
+Imperative shell. Guarantees:
+- Bounded concurrency (a semaphore of `concurrency` calls in flight).
+- Per-connection serialisation: one connection's actions run in plan order in one task.
+  Phases follow DESIGN.md section 5: adopt/create (then settings)/update, then enable,
+  then disable, then delete; enable and disable are bulk calls, one per batch.
+- An intent is stored before every write and cleared after it, so a crash leaves a
+  trace the next plan resolves by observing (a create that happened is adopted).
+- Every update carries If-Match; on 412 the connection is re-read, re-diffed and the
+  remaining difference written once more.
+- One connection failing never stops the others: each action ends in an `Outcome`.
+- Retries of transient errors happen in the client; a failed action is retried by the
+  next reconcile (the daemon's loop), never in a loop here.
+
+Events (DESIGN.md section 7): `connection.created|updated|enabled|disabled|deleted|
+adopted|orphaned` on success, `drift.detected` with the field-level diff, and one
+`connection.failed` event carrying `action` and `error` when an action fails. Secret
+values never reach an event: sensitive changes show "(sensitive value)".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from chanops import errors
+from chanops.engine import pointers
+from chanops.engine.plan import (
+    AWAITING_AUTHORIZATION,
+    AWAITING_INITIAL_SYNC,
+    Action,
+    ActionKind,
+    FieldChange,
+)
+from chanops.engine.planner import Desired, DriverMeta, desired_doc, diff, fingerprint
+from chanops.platform.api import PlatformAPI
+from chanops.platform.models import Connection, Job
+from chanops.state.store import Record, StateStore
+
+log = structlog.get_logger(__name__)
+
+SENSITIVE = "(sensitive value)"
+BULK_BATCH = 100
+JOB_POLL_SECONDS = 0.2
+
+_PAST = {
+    ActionKind.CREATE: "created",
+    ActionKind.ADOPT: "adopted",
+    ActionKind.UPDATE: "updated",
+    ActionKind.ENABLE: "enabled",
+    ActionKind.DISABLE: "disabled",
+    ActionKind.DELETE: "deleted",
+    ActionKind.ORPHAN: "orphaned",
+    ActionKind.RECREATE: "created",  # after its own connection.deleted
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    name: str
+    action: str
+    ok: bool
+    error: str | None = None
+    connection_id: int | None = None
+    duration_ms: float = 0.0
+    waiting: str | None = None  # a condition the action now waits on (not a failure)
+
+
+def describe_changes(changes: Sequence[FieldChange]) -> list[dict[str, Any]]:
+    """The field-level diff for an event, secrets replaced by "(sensitive value)"."""
+    return [
+        {
+            "path": c.path,
+            "op": c.op,
+            "before": SENSITIVE if c.sensitive and c.op != "add" else c.before,
+            "after": SENSITIVE if c.sensitive and c.op != "remove" else c.after,
+        }
+        for c in changes
+    ]
+
+
+def error_text(exc: BaseException) -> str:
+    """One line for a failure; the client's errors never carry secret values."""
+    if isinstance(exc, errors.ChanopsError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+@dataclass
+class Context:
+    """What the executor needs beside the plan (held in memory, never serialised)."""
+
+    desired: Mapping[str, Desired]
+    secrets: Mapping[str, Mapping[str, Any]]  # name -> pointer -> resolved value
+    drivers: Mapping[str, DriverMeta]
+    conditions: dict[str, list[str]] = field(default_factory=dict)
+
+
+class Executor:
+    def __init__(
+        self,
+        client: PlatformAPI,
+        store: StateStore,
+        *,
+        concurrency: int = 8,
+        follow_jobs: bool = True,
+        job_timeout: float = 600.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.client = client
+        self.store = store
+        self.sem = asyncio.Semaphore(max(1, concurrency))
+        self.follow_jobs = follow_jobs
+        self.job_timeout = job_timeout
+        self.clock = clock
+
+    async def run(self, actions: Sequence[Action], ctx: Context) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        failed: set[str] = set()
+        created: dict[str, int] = {}  # name -> id of a connection made in this run
+
+        # Phase 1: per connection, in plan order: adopt, create(+settings), update, orphan.
+        per_name: dict[str, list[Action]] = {}
+        for a in actions:
+            if a.kind in (
+                ActionKind.ADOPT,
+                ActionKind.CREATE,
+                ActionKind.RECREATE,
+                ActionKind.UPDATE,
+                ActionKind.ORPHAN,
+            ):
+                per_name.setdefault(a.name, []).append(a)
+
+        async def one_connection(name: str, steps: list[Action]) -> None:
+            for step in steps:
+                outcome = await self._guarded(step, ctx, created)
+                outcomes.append(outcome)
+                if not outcome.ok:
+                    failed.add(name)
+                    return
+
+        await asyncio.gather(*(one_connection(n, s) for n, s in per_name.items()))
+
+        # Phase 2: bulk enable, then bulk disable (including disable-before-delete).
+        def target(a: Action) -> int | None:
+            return a.connection_id if a.connection_id is not None else created.get(a.name)
+
+        enables = [a for a in actions if a.kind == ActionKind.ENABLE and a.name not in failed]
+        disables = [a for a in actions if a.kind == ActionKind.DISABLE and a.name not in failed]
+        for a in actions:
+            if a.kind == ActionKind.DELETE and a.disable_first:
+                disables.append(a)
+        outcomes += await self._bulk(ActionKind.ENABLE, enables, target, failed)
+        outcomes += await self._bulk(ActionKind.DISABLE, disables, target, failed)
+
+        # Phase 3: syncs and deletes, per connection, bounded.
+        tail = [
+            a
+            for a in actions
+            if a.kind in (ActionKind.SYNC, ActionKind.DELETE) and a.name not in failed
+        ]
+        results = await asyncio.gather(*(self._guarded(a, ctx, created) for a in tail))
+        outcomes += results
+        return outcomes
+
+    async def _guarded(self, action: Action, ctx: Context, created: dict[str, int]) -> Outcome:
+        start = self.clock()
+        try:
+            outcome = await self._do(action, ctx, created)
+        except Exception as exc:  # one failure never blocks the others
+            ms = (self.clock() - start) * 1000
+            text = error_text(exc)
+            log.error(
+                "connection.failed",
+                connection=action.name,
+                driver=action.driver,
+                connection_id=action.connection_id,
+                action=action.kind.value,
+                duration_ms=round(ms, 1),
+                error=text,
+            )
+            refused = isinstance(exc, errors.APIError) and not exc.retryable
+            if action.kind == ActionKind.CREATE and refused:
+                # The platform refused the create: it did not happen, so the next
+                # attempt (after the manifest is fixed) needs a fresh idempotency key.
+                self.store.update(action.name, intent=None)
+            return Outcome(action.name, action.kind.value, False, text, action.connection_id, ms)
+        return outcome
+
+    async def _do(self, a: Action, ctx: Context, created: dict[str, int]) -> Outcome:
+        start = self.clock()
+        waiting: str | None = None
+        cid = a.connection_id
+        if a.kind == ActionKind.ADOPT:
+            assert cid is not None
+            d = ctx.desired[a.name]
+            self.store.put(
+                Record(
+                    name=a.name,
+                    driver=a.driver,
+                    connection_id=cid,
+                    source_file=d.manifest.source.file,
+                    deletion_policy=d.manifest.deletion_policy,
+                )
+            )
+        elif a.kind == ActionKind.CREATE:
+            cid, waiting = await self._create(a, ctx)
+            created[a.name] = cid
+        elif a.kind == ActionKind.RECREATE:
+            assert cid is not None
+            await self._delete(a.name, cid, disable_first=True)
+            log.info(
+                "connection.deleted",
+                connection=a.name,
+                driver=a.driver,
+                connection_id=cid,
+                action=a.kind.value,
+                reason=a.reason,
+            )
+            cid, waiting = await self._create(a, ctx)
+            created[a.name] = cid
+        elif a.kind == ActionKind.UPDATE:
+            assert cid is not None
+            waiting = await self._update(a, ctx)
+        elif a.kind == ActionKind.ORPHAN:
+            self.store.forget(a.name)
+        elif a.kind == ActionKind.SYNC:
+            assert cid is not None
+            job = await self._limited(self.client.trigger_sync(cid))
+            self.store.update(a.name, last_sync_job=job.id, last_sync_outcome=job.state)
+        elif a.kind == ActionKind.DELETE:
+            assert cid is not None
+            await self._delete(a.name, cid, disable_first=False)
+        ms = (self.clock() - start) * 1000
+        event = "sync.triggered" if a.kind == ActionKind.SYNC else f"connection.{_PAST[a.kind]}"
+        log.info(
+            event,
+            connection=a.name,
+            driver=a.driver,
+            connection_id=cid,
+            action=a.kind.value,
+            duration_ms=round(ms, 1),
+            reason=a.reason,
+            **({"changes": describe_changes(a.changes)} if a.kind == ActionKind.UPDATE else {}),
+            **({"condition": waiting} if waiting else {}),
+        )
+        return Outcome(a.name, a.kind.value, True, None, cid, ms, waiting)
+
+    async def _limited(self, coro: Any) -> Any:
+        async with self.sem:
+            return await coro
+
+    # -- create ----------------------------------------------------------------
+
+    def _patch(self, changes: Sequence[FieldChange], secrets: Mapping[str, Any]) -> dict[str, Any]:
+        assignments: list[tuple[str, Any]] = []
+        for c in changes:
+            if c.op == "remove":
+                assignments.append((c.path, None))
+            elif c.sensitive:
+                assignments.append((c.path, secrets.get(c.path)))
+            else:
+                assignments.append((c.path, c.after))
+        return pointers.build(assignments)
+
+    async def _create(self, a: Action, ctx: Context) -> tuple[int, str | None]:
+        d = ctx.desired[a.name]
+        meta = ctx.drivers.get(a.driver, DriverMeta())
+        secrets = ctx.secrets.get(a.name, {})
+        body = self._patch(a.changes, secrets)
+        # Settings exist only once the connection does: a second step after create.
+        settings = body.pop("settings", None)
+        key = a.idempotency_key or f"chanops-{a.name}-{uuid.uuid4().hex}"
+        previous = self.store.get(a.name)
+        base = Record(
+            name=a.name,
+            driver=a.driver,
+            source_file=d.manifest.source.file,
+            deletion_policy=d.manifest.deletion_policy,
+            conditions=previous.conditions if previous else (),
+        )
+        # The intent goes to disk before the call: after a crash the next plan finds it.
+        self.store.put(base.with_(intent={"op": "create", "idempotency_key": key}))
+        result = await self._limited(
+            self.client.create_connection(
+                name=a.display_name or d.manifest.display_name,
+                driver=a.driver,
+                credentials=body.get("credentials", {}),
+                automation=body.get("automation") or None,
+                idempotency_key=key,
+            )
+        )
+        conn: Connection = result.connection
+        applied = desired_doc(d.manifest, meta.secret_paths | set(d.secret_hmacs))
+        applied.pop("settings", None)
+        record = self.store.put(
+            base.with_(
+                connection_id=conn.id,
+                version=conn.version,
+                applied_spec=applied,
+                secret_hmacs=dict(d.secret_hmacs),
+                last_sync_job=result.initial_job.id if result.initial_job else None,
+                last_sync_outcome=result.initial_job.state if result.initial_job else None,
+                intent=None,
+            )
+        )
+        waiting: str | None = None
+        if settings:
+            waiting = await self._settings_after_create(
+                a.name, conn, record, settings, result.initial_job
+            )
+            record = self.store.get(a.name) or record
+        if waiting is None:
+            self.store.put(
+                record.with_(
+                    applied_spec=desired_doc(d.manifest, meta.secret_paths | set(d.secret_hmacs)),
+                    fingerprint=fingerprint(d),
+                    conditions=tuple(c for c in record.conditions if c != AWAITING_INITIAL_SYNC),
+                )
+            )
+        if waiting is None and conn.authorization == "pending":
+            waiting = AWAITING_AUTHORIZATION  # Amazon: the OAuth flow sets the token
+        return conn.id, waiting
+
+    async def _settings_after_create(
+        self,
+        name: str,
+        conn: Connection,
+        record: Record,
+        settings: Mapping[str, Any],
+        initial_job: Job | None,
+    ) -> str | None:
+        """Settings are a second step; values mirrored by the first sync wait for it."""
+        self.store.put(record.with_(intent={"op": "update", "connection_id": conn.id}))
+        try:
+            updated = await self._limited(
+                self.client.update_connection(
+                    conn.id, {"settings": settings}, if_match=conn.version
+                )
+            )
+        except errors.UnknownValue:
+            if not (self.follow_jobs and initial_job is not None):
+                return self._await_initial_sync(record)
+            job = await self._follow(initial_job)
+            self.store.put(record.with_(last_sync_job=job.id, last_sync_outcome=job.state))
+            if job.state != "succeeded":
+                return self._await_initial_sync(record)
+            current = await self._limited(self.client.get_connection(conn.id))
+            updated = await self._limited(
+                self.client.update_connection(
+                    conn.id, {"settings": settings}, if_match=current.version
+                )
+            )
+        latest = self.store.get(name) or record
+        self.store.put(latest.with_(version=updated.version, intent=None))
+        return None
+
+    def _await_initial_sync(self, record: Record) -> str:
+        latest = self.store.get(record.name) or record
+        conditions = tuple(dict.fromkeys((*latest.conditions, AWAITING_INITIAL_SYNC)))
+        self.store.put(latest.with_(intent=None, conditions=conditions))
+        return AWAITING_INITIAL_SYNC
+
+    # -- update ----------------------------------------------------------------
+
+    async def _update(self, a: Action, ctx: Context) -> str | None:
+        assert a.connection_id is not None
+        d = ctx.desired[a.name]
+        meta = ctx.drivers.get(a.driver, DriverMeta())
+        secrets = ctx.secrets.get(a.name, {})
+        record = self.store.get(a.name)
+        if record is None:
+            raise errors.PlanError(f"connection {a.name} is not in the state store")
+        if a.reason.startswith("drift"):
+            log.info(
+                "drift.detected",
+                connection=a.name,
+                driver=a.driver,
+                connection_id=a.connection_id,
+                changes=describe_changes(a.changes),
+            )
+        changes = list(a.changes)
+        version = a.if_match
+        waiting: str | None = None
+        self.store.put(record.with_(intent={"op": "update", "connection_id": a.connection_id}))
+        for attempt in range(2):
+            patch = self._patch(changes, secrets)
+            try:
+                updated = await self._limited(
+                    self.client.update_connection(a.connection_id, patch, if_match=version)
+                )
+                break
+            except errors.PreconditionFailed:
+                if attempt:
+                    raise
+                # Someone wrote between our read and our write: re-read, re-diff, retry.
+                current = await self._limited(self.client.get_connection(a.connection_id))
+                changes, _, immutable = diff(d, current, record, meta)
+                if immutable:
+                    raise errors.PlanError(
+                        f"connection {a.name}: an immutable field changed while applying"
+                    ) from None
+                version = current.version
+                if not changes:
+                    updated = current
+                    break
+            except errors.UnknownValue:
+                if attempt or not any(c.path.startswith("/settings") for c in changes):
+                    raise
+                if await self._initial_sync_succeeded(a.connection_id):
+                    raise
+                # Values the first sync has not mirrored yet: apply the rest now, the
+                # settings once the initial sync has succeeded (a later reconcile).
+                waiting = AWAITING_INITIAL_SYNC
+                changes = [c for c in changes if not c.path.startswith("/settings")]
+                if not changes:
+                    self._await_initial_sync(record)
+                    return waiting
+        applied = desired_doc(d.manifest, meta.secret_paths | set(d.secret_hmacs))
+        latest = self.store.get(a.name) or record
+        conditions = tuple(c for c in latest.conditions if c != AWAITING_INITIAL_SYNC)
+        if waiting:
+            applied["settings"] = dict(record.applied_spec.get("settings", {}))
+            conditions = (*conditions, waiting)
+        self.store.put(
+            latest.with_(
+                applied_spec=applied,
+                secret_hmacs=dict(d.secret_hmacs),
+                version=updated.version,
+                fingerprint="" if waiting else fingerprint(d),
+                source_file=d.manifest.source.file,
+                deletion_policy=d.manifest.deletion_policy,
+                conditions=conditions,
+                intent=None,
+            )
+        )
+        return waiting
+
+    async def _initial_sync_succeeded(self, connection_id: int) -> bool:
+        jobs: list[Job] = await self._limited(self.client.list_jobs(connection_id=connection_id))
+        return any(j.state == "succeeded" and j.kind in ("initial_sync", "sync") for j in jobs)
+
+    # -- enable / disable --------------------------------------------------------
+
+    async def _bulk(
+        self,
+        kind: ActionKind,
+        actions: Sequence[Action],
+        target: Callable[[Action], int | None],
+        failed: set[str],
+    ) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        todo: list[tuple[Action, int]] = []
+        for a in actions:
+            cid = target(a)
+            if cid is not None:
+                todo.append((a, cid))
+        call = self.client.enable if kind == ActionKind.ENABLE else self.client.disable
+        for i in range(0, len(todo), BULK_BATCH):
+            batch = todo[i : i + BULK_BATCH]
+            start = self.clock()
+            for a, _ in batch:
+                rec = self.store.get(a.name)
+                if rec is not None:
+                    self.store.put(rec.with_(intent={"op": kind.value}))
+            try:
+                conns = await self._limited(call([cid for _, cid in batch]))
+            except Exception as exc:
+                text = error_text(exc)
+                ms = (self.clock() - start) * 1000
+                for a, cid in batch:
+                    failed.add(a.name)
+                    log.error(
+                        "connection.failed",
+                        connection=a.name,
+                        driver=a.driver,
+                        connection_id=cid,
+                        action=kind.value,
+                        error=text,
+                    )
+                    self.store.update(a.name, intent=None)
+                    outcomes.append(Outcome(a.name, kind.value, False, text, cid, ms))
+                continue
+            ms = (self.clock() - start) * 1000
+            versions = {c.id: c.version for c in conns}
+            for a, cid in batch:
+                rec = self.store.get(a.name)
+                if rec is not None:
+                    self.store.put(rec.with_(version=versions.get(cid, rec.version), intent=None))
+                if a.reason.startswith("drift"):
+                    log.info(
+                        "drift.detected",
+                        connection=a.name,
+                        driver=a.driver,
+                        connection_id=cid,
+                        changes=[
+                            {
+                                "path": "/enabled",
+                                "before": kind != ActionKind.ENABLE,
+                                "after": kind == ActionKind.ENABLE,
+                            }
+                        ],
+                    )
+                log.info(
+                    f"connection.{_PAST[kind]}",
+                    connection=a.name,
+                    driver=a.driver,
+                    connection_id=cid,
+                    action=kind.value,
+                    duration_ms=round(ms, 1),
+                    reason=a.reason if a.kind == kind else "disable before delete",
+                )
+                if a.kind == kind:
+                    outcomes.append(Outcome(a.name, kind.value, True, None, cid, ms))
+        return outcomes
+
+    # -- delete ----------------------------------------------------------------
+
+    async def _delete(self, name: str, cid: int, *, disable_first: bool) -> None:
+        record = self.store.get(name)
+        if record is not None:
+            self.store.put(record.with_(intent={"op": "delete", "connection_id": cid}))
+        if disable_first:
+            current = await self._limited(self.client.get_connection(cid))
+            if current.status == "active":
+                await self._limited(self.client.disable([cid]))
+        try:
+            job = await self._limited(self.client.delete_connection(cid))
+        except errors.Conflict:
+            # Enabled again by someone since the plan: disable before delete, once.
+            await self._limited(self.client.disable([cid]))
+            job = await self._limited(self.client.delete_connection(cid))
+        if self.follow_jobs:
+            job = await self._follow(job)
+            if not job.done:
+                return  # still deleting: the next reconcile sees it gone and forgets it
+            if job.state != "succeeded":
+                raise errors.PlanError(
+                    f"delete job {job.id} of connection {cid} failed: {job.error or job.state}"
+                )
+            self.store.forget(name)
+
+    async def _follow(self, job: Job) -> Job:
+        """Poll a job until it ends or `job_timeout` passes (then return it unfinished)."""
+        deadline = self.clock() + self.job_timeout
+        while not job.done and self.clock() < deadline:
+            await asyncio.sleep(JOB_POLL_SECONDS)
+            job = await self._limited(self.client.get_job(job.id))
+        return job

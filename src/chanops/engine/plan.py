@@ -1,0 +1,175 @@
+"""A plan is data: what the planner decided, for the executor and the renderers.
+
+Pure: frozen dataclasses and their JSON form, no I/O. A `Plan` holds an ordered list
+of `Action`s (a closed enum of kinds, each with its reason and, for updates, a
+field-level diff), the actions a safety rule blocked (with why), the unmanaged
+connections, the differences `ignoreDifferences` kept, per-connection conditions and
+errors. Secrets never appear: a sensitive change carries no values, only the flag.
+`Plan.to_json()` / `Plan.from_json()` round-trip exactly.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+class ActionKind(enum.StrEnum):
+    CREATE = "create"
+    ADOPT = "adopt"
+    UPDATE = "update"
+    ENABLE = "enable"
+    DISABLE = "disable"
+    SYNC = "sync"
+    DELETE = "delete"
+    ORPHAN = "orphan"
+    RECREATE = "recreate"
+
+
+# Conditions a connection can be in; shown by `status`, set by the planner/executor.
+AWAITING_MARKETPLACE_SETUP = "AwaitingMarketplaceSetup"
+AWAITING_AUTHORIZATION = "AwaitingAuthorization"
+AWAITING_INITIAL_SYNC = "AwaitingInitialSync"
+SUSPENDED = "Suspended"
+FROZEN = "Frozen"
+SECRET_UNRESOLVED = "SecretUnresolved"  # noqa: S105 (a condition name)
+FAILED = "Failed"
+
+
+@dataclass(frozen=True, slots=True)
+class FieldChange:
+    """One leaf of the field-level diff; `path` is a JSON pointer relative to spec."""
+
+    path: str  # e.g. "/settings/taxClasses/standard", "/name", "/credentials/apiKey"
+    op: str  # "add" | "change" | "remove"
+    before: Any = None  # None for a sensitive change
+    after: Any = None  # None for a sensitive change or a removal
+    sensitive: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    kind: ActionKind
+    name: str  # manifest name (identity in git)
+    driver: str
+    reason: str
+    connection_id: int | None = None
+    changes: tuple[FieldChange, ...] = ()
+    # create/recreate: the non-secret body; secrets are resolved by the executor.
+    display_name: str = ""
+    if_match: int | None = None  # the observed version an update is based on
+    idempotency_key: str | None = None
+    deletion_policy: str = "Delete"
+    disable_first: bool = False  # delete: the connection is active, disable it before
+
+
+@dataclass(frozen=True, slots=True)
+class Blocked:
+    """An action a safety rule refused this reconcile, and why."""
+
+    kind: ActionKind
+    name: str
+    reason: str
+    connection_id: int | None = None
+    rule: str = ""  # "immutable", "mass-delete", "frozen", "root-unreadable", ...
+
+
+@dataclass(frozen=True, slots=True)
+class Unmanaged:
+    connection_id: int
+    name: str
+    driver: str
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ignored:
+    """A difference `spec.ignoreDifferences` keeps from being healed."""
+
+    name: str
+    path: str
+    before: Any = None
+    after: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class PlanError:
+    """A connection the planner cannot decide for (ambiguous adoption, missing id, ...)."""
+
+    name: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    actions: tuple[Action, ...] = ()
+    blocked: tuple[Blocked, ...] = ()
+    unmanaged: tuple[Unmanaged, ...] = ()
+    ignored: tuple[Ignored, ...] = ()
+    errors: tuple[PlanError, ...] = ()
+    conditions: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    managed: int = 0  # connections in memory when planned (the guard's base)
+    max_delete: int = 1
+
+    @property
+    def empty(self) -> bool:
+        """No write would happen (blocked actions and conditions are not writes)."""
+        return not self.actions
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.actions)
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for action in self.actions:
+            out[action.kind.value] = out.get(action.kind.value, 0) + 1
+        return out
+
+    def for_name(self, name: str) -> tuple[Action, ...]:
+        return tuple(a for a in self.actions if a.name == name)
+
+    # -- JSON ------------------------------------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["conditions"] = {k: list(v) for k, v in sorted(self.conditions.items())}
+        data["summary"] = self.counts()
+        return _plain(data)  # type: ignore[no-any-return]
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Plan:
+        return cls(
+            actions=tuple(
+                Action(
+                    **{
+                        **a,
+                        "kind": ActionKind(a["kind"]),
+                        "changes": tuple(FieldChange(**c) for c in a.get("changes", ())),
+                    }
+                )
+                for a in data.get("actions", ())
+            ),
+            blocked=tuple(
+                Blocked(**{**b, "kind": ActionKind(b["kind"])}) for b in data.get("blocked", ())
+            ),
+            unmanaged=tuple(Unmanaged(**u) for u in data.get("unmanaged", ())),
+            ignored=tuple(Ignored(**i) for i in data.get("ignored", ())),
+            errors=tuple(PlanError(**e) for e in data.get("errors", ())),
+            conditions={k: tuple(v) for k, v in data.get("conditions", {}).items()},
+            managed=int(data.get("managed", 0)),
+            max_delete=int(data.get("max_delete", 1)),
+        )
+
+
+def _plain(value: Any) -> Any:
+    """Tuples to lists and enums to strings, so json.dumps and equality agree."""
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value

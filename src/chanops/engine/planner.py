@@ -1,0 +1,749 @@
+"""The planner: desired + observed + memory -> Plan.
+
+Pure function, no I/O: no network, no files, no clock, no randomness (idempotency
+keys derive from the manifest name and the memory). The shell (`reconciler`) loads
+manifests, resolves secrets into HMACs, reads the platform and the store, and calls
+`make_plan`; the same inputs always give the same plan.
+
+Rules (DESIGN.md sections 5 and 6), in the order `make_plan` applies them:
+- Ownership: only connections in memory (created or adopted) are touched; every other
+  observed connection is listed as unmanaged.
+- Adoption: `spec.connectionId`, or exactly one unmanaged connection with the same
+  name and driver; more than one is an error naming the candidate ids.
+- A pending create intent (a crash between the create call and recording its result)
+  resolves by observing: the created connection matches by name+driver and is adopted;
+  if none matches, the create is planned again with the same idempotency key.
+- Create when nothing matches; non-creatable drivers get AwaitingMarketplaceSetup.
+- Field-level diff, three-way for settings/credentials/automation: chanops manages the
+  keys the manifest sets, and removes keys it applied before that the manifest has since
+  dropped (like `kubectl apply`'s last-applied annotation). Keys set only in the UI and
+  never in a manifest are left alone.
+- Secrets compare by HMAC against memory; a changed HMAC, no HMAC (adoption), or a
+  platform `version` moved by someone else (a secret may have been rotated in the UI,
+  and reads never show secrets) re-applies them.
+- Immutable fields (driver; per-driver such as Amazon's marketplace) are refused unless
+  `allow_recreate`, which plans delete + create.
+- `spec.suspend`: nothing at all, condition Suspended.
+- `spec.ignoreDifferences`: matching differences are reported as ignored, not healed.
+- Connections defined last time by a file that now fails to load are frozen.
+- An unreadable or empty root deletes nothing; the mass-delete guard blocks every
+  delete of a plan with more deletes than `max_delete`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Set
+from dataclasses import dataclass, field
+from typing import Any
+
+from chanops.engine import pointers
+from chanops.engine.plan import (
+    AWAITING_AUTHORIZATION,
+    AWAITING_MARKETPLACE_SETUP,
+    FROZEN,
+    SECRET_UNRESOLVED,
+    SUSPENDED,
+    Action,
+    ActionKind,
+    Blocked,
+    FieldChange,
+    Ignored,
+    Plan,
+    PlanError,
+    Unmanaged,
+)
+from chanops.manifests.model import Manifest
+from chanops.platform.models import Connection
+from chanops.state.store import Record
+
+_MISSING: Any = object()
+
+# Order of work (DESIGN.md section 5): create (then settings), update, enable;
+# disable before delete.
+PHASE: Mapping[ActionKind, int] = {
+    ActionKind.ADOPT: 0,
+    ActionKind.CREATE: 1,
+    ActionKind.RECREATE: 1,
+    ActionKind.UPDATE: 2,
+    ActionKind.ENABLE: 3,
+    ActionKind.SYNC: 4,
+    ActionKind.DISABLE: 5,
+    ActionKind.DELETE: 6,
+    ActionKind.ORPHAN: 7,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class DriverMeta:
+    """What the planner needs to know about a driver's fields (pointers relative to spec)."""
+
+    creatable: bool = True
+    secret_paths: frozenset[str] = frozenset()
+    immutable_paths: frozenset[str] = frozenset()
+    oauth_paths: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Desired:
+    """One manifest as the planner sees it: the manifest plus its secrets' HMACs."""
+
+    manifest: Manifest
+    secret_hmacs: Mapping[str, str] = field(default_factory=dict)  # pointer -> HMAC
+    secret_error: str | None = None  # a secretRef that did not resolve (names the ref)
+    # `fingerprint(self)`, when the shell computed it ahead (off the critical path);
+    # "" = compute on demand.
+    fingerprint: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    """What the platform said. `scope` None = the complete list; otherwise the ids read."""
+
+    connections: tuple[Connection, ...]
+    scope: frozenset[int] | None = None
+
+    def saw(self, connection_id: int) -> bool:
+        return self.scope is None or connection_id in self.scope
+
+
+@dataclass(frozen=True, slots=True)
+class PlanOptions:
+    max_delete: int | None = None  # None = 25% of managed, at least 1
+    allow_recreate: bool = False
+    failed_files: frozenset[str] = frozenset()
+    root_ok: bool = True
+    only: frozenset[str] | None = None  # plan just these names (a partial reconcile)
+    targets: frozenset[str] | None = None  # --target: act only on these names
+    selector: Mapping[str, str] | None = None  # --selector: manifests with these labels
+    drivers: Mapping[str, DriverMeta] = field(default_factory=dict)
+
+
+def default_max_delete(managed: int) -> int:
+    return max(1, managed // 4)
+
+
+def desired_doc(manifest: Manifest, secret_paths: Set[str]) -> dict[str, Any]:
+    """The non-secret part of a manifest in the platform's shape (pointers relative to spec)."""
+    credentials = {
+        p: v
+        for p, v in pointers.leaves(manifest.credentials, "/credentials").items()
+        if p not in secret_paths and not _is_secret_ref(v)
+    }
+    doc: dict[str, Any] = {"name": manifest.display_name}
+    doc.update(pointers.build(credentials.items()))
+    if manifest.settings:
+        doc["settings"] = pointers.plain(manifest.settings)
+    if manifest.automation:
+        doc["automation"] = dict(manifest.automation)
+    return doc
+
+
+def _is_secret_ref(value: Any) -> bool:
+    return hasattr(value, "describe") or (isinstance(value, Mapping) and "secretRef" in value)
+
+
+def observed_doc(conn: Connection) -> dict[str, Any]:
+    return {
+        "name": conn.name,
+        "credentials": dict(conn.credentials),
+        "settings": dict(conn.settings),
+        "automation": dict(conn.automation),
+    }
+
+
+def fingerprint(desired: Desired) -> str:
+    """Digest of everything a manifest asks for (secrets by HMAC); changes whenever a write would.
+
+    Stored after a successful apply. With the platform `version` it gives the planner a
+    fast path: same fingerprint and same version as after our last write means nothing
+    can differ, so the field-level diff is skipped (10,000 converged connections).
+    """
+    m = desired.manifest
+    body = [
+        m.driver,
+        m.display_name,
+        m.credentials,
+        m.settings,
+        m.automation,
+        m.enabled,
+        m.deletion_policy,
+        sorted(desired.secret_hmacs.items()),
+    ]
+    text = json.dumps(body, sort_keys=True, default=_json_default)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return repr(value)  # a SecretRef: its reference, never a value
+
+
+def idempotency_key(record: Record | None) -> str | None:
+    """A pending create intent's key, so a create retried after a crash is not repeated.
+
+    None means "a new create": the executor draws a fresh random key (a plan stays a
+    pure function of its inputs) and records it in the intent before the call.
+    """
+    if record is not None and record.intent and record.intent.get("idempotency_key"):
+        return str(record.intent["idempotency_key"])
+    return None
+
+
+def diff(
+    desired: Desired,
+    conn: Connection,
+    record: Record | None,
+    meta: DriverMeta,
+) -> tuple[list[FieldChange], list[Ignored], list[FieldChange]]:
+    """Field-level diff of one connection: (changes, ignored, immutable changes).
+
+    Three-way: desired vs observed for the keys the manifest sets; keys the last apply
+    set (memory) and the manifest dropped are removed if still present.
+    """
+    m = desired.manifest
+    secret_paths = meta.secret_paths | set(desired.secret_hmacs)
+    want = pointers.leaves(desired_doc(m, secret_paths))
+    have = pointers.leaves(observed_doc(conn))
+    applied = pointers.leaves(record.applied_spec) if record else {}
+    changes: list[FieldChange] = []
+    for path, value in want.items():
+        current = have.get(path, _MISSING)
+        if current is _MISSING:
+            # The observed value may hold `path` as a non-object leaf higher up.
+            current = _lookup_leaf(have, path)
+        if current != value:
+            op = "add" if current is _MISSING or current is None else "change"
+            before = None if current is _MISSING else current
+            changes.append(FieldChange(path, op, before, value))
+    for path in applied:
+        if path in want or any(pointers.related(path, w) for w in want):
+            continue
+        if path in secret_paths or path in meta.oauth_paths:
+            continue
+        if path in have and have[path] is not None and not _is_default(path, have[path]):
+            changes.append(FieldChange(path, "remove", have[path], None))
+    # Secrets: by HMAC. A moved version means someone else wrote: re-apply them all.
+    moved = record is not None and record.version is not None and record.version != conn.version
+    known = record.secret_hmacs if record else {}
+    for path, digest in sorted(desired.secret_hmacs.items()):
+        if known.get(path) != digest or moved:
+            changes.append(FieldChange(path, "change" if path in known else "add", sensitive=True))
+    for path in sorted(known):
+        if path not in desired.secret_hmacs and path not in secret_paths:
+            changes.append(FieldChange(path, "remove", sensitive=True))
+    # ignoreDifferences: reported, not healed.
+    ignored: list[Ignored] = []
+    kept: list[FieldChange] = []
+    for change in changes:
+        if any(pointers.related(change.path, p) for p in m.ignore_differences):
+            ignored.append(
+                Ignored(
+                    m.name,
+                    change.path,
+                    None if change.sensitive else change.before,
+                    None if change.sensitive else change.after,
+                )
+            )
+        else:
+            kept.append(change)
+    immutable = [
+        c
+        for c in kept
+        if c.path in meta.immutable_paths and c.op == "change" and c.before is not None
+    ]
+    if m.driver != conn.driver:
+        immutable.insert(0, FieldChange("/driver", "change", conn.driver, m.driver))
+    return kept, ignored, immutable
+
+
+def _is_default(path: str, value: Any) -> bool:
+    """A removed automation key reads back as the platform default "never"."""
+    return path.startswith("/automation/") and value == "never"
+
+
+def _lookup_leaf(have: Mapping[str, Any], path: str) -> Any:
+    """The observed non-object value standing where `path` wants to go, if any."""
+    for existing, value in have.items():
+        if pointers.is_under(path, existing) and not isinstance(value, Mapping):
+            return value
+    return _MISSING
+
+
+def create_changes(desired: Desired, meta: DriverMeta) -> list[FieldChange]:
+    secret_paths = meta.secret_paths | set(desired.secret_hmacs)
+    doc = desired_doc(desired.manifest, secret_paths)
+    out = [FieldChange(p, "add", None, v) for p, v in pointers.leaves(doc).items()]
+    out.extend(FieldChange(p, "add", sensitive=True) for p in sorted(desired.secret_hmacs))
+    return out
+
+
+def make_plan(
+    desired: Mapping[str, Desired],
+    observed: Observed,
+    memory: Mapping[str, Record],
+    options: PlanOptions,
+) -> Plan:
+    """Decide every action; see the module docstring for the rules. No I/O."""
+    planner = _Planner(desired, observed, memory, options)
+    return planner.run()
+
+
+def in_scope(name: str, desired: Mapping[str, Desired], options: PlanOptions) -> bool:
+    """Whether `only`, `--target` and `--selector` let the plan decide about `name`."""
+    if options.only is not None and name not in options.only:
+        return False
+    if options.targets is not None and name not in options.targets:
+        return False
+    if options.selector:
+        d = desired.get(name)
+        if d is None:
+            # Deletions carry no labels: a plan with a selector never deletes.
+            return False
+        labels = d.manifest.labels
+        return all(labels.get(k) == v for k, v in options.selector.items())
+    return True
+
+
+class _Planner:
+    def __init__(
+        self,
+        desired: Mapping[str, Desired],
+        observed: Observed,
+        memory: Mapping[str, Record],
+        options: PlanOptions,
+    ) -> None:
+        self.options = options
+        self.observed = observed
+        self.memory = memory
+        self.by_id = {c.id: c for c in observed.connections}
+        self.owner = {r.connection_id: r.name for r in memory.values() if r.connection_id}
+        self.managed = sum(1 for r in memory.values() if r.connection_id is not None)
+        self.actions: list[Action] = []
+        self.blocked: list[Blocked] = []
+        self.ignored: list[Ignored] = []
+        self.errors: list[PlanError] = []
+        self.conditions: dict[str, list[str]] = {}
+        self.claimed: set[int] = set()  # ids adopted in this plan
+        # A manifest from a file that failed is not desired: its connections are frozen.
+        self.desired = {
+            n: d for n, d in desired.items() if d.manifest.source.file not in options.failed_files
+        }
+
+    def meta(self, driver: str) -> DriverMeta:
+        return self.options.drivers.get(driver, DriverMeta())
+
+    def in_scope(self, name: str) -> bool:
+        return in_scope(name, self.desired, self.options)
+
+    def cond(self, name: str, condition: str) -> None:
+        self.conditions.setdefault(name, [])
+        if condition not in self.conditions[name]:
+            self.conditions[name].append(condition)
+
+    def run(self) -> Plan:
+        for name in sorted(self.desired):
+            if self.in_scope(name):
+                self.plan_desired(self.desired[name])
+        for name in sorted(self.memory):
+            if name not in self.desired and self.in_scope(name):
+                self.plan_removed(self.memory[name])
+        self.guard()
+        unmanaged: tuple[Unmanaged, ...] = ()
+        if self.observed.scope is None and self.options.only is None:
+            unmanaged = tuple(
+                Unmanaged(c.id, c.name, c.driver, c.status)
+                for c in sorted(self.observed.connections, key=lambda c: c.id)
+                if c.id not in self.owner and c.id not in self.claimed
+            )
+        actions = sorted(
+            enumerate(self.actions), key=lambda ia: (PHASE[ia[1].kind], ia[1].name, ia[0])
+        )
+        max_delete = self._max_delete()
+        return Plan(
+            actions=tuple(a for _, a in actions),
+            blocked=tuple(self.blocked),
+            unmanaged=unmanaged,
+            ignored=tuple(self.ignored),
+            errors=tuple(self.errors),
+            conditions={k: tuple(v) for k, v in sorted(self.conditions.items())},
+            managed=self.managed,
+            max_delete=max_delete,
+        )
+
+    # -- a manifest that exists ---------------------------------------------------
+
+    def plan_desired(self, d: Desired) -> None:
+        m = d.manifest
+        meta = self.meta(m.driver)
+        record = self.memory.get(m.name)
+        if m.suspend:
+            self.cond(m.name, SUSPENDED)
+            return
+        if d.secret_error:
+            self.cond(m.name, SECRET_UNRESOLVED)
+            self.errors.append(PlanError(m.name, d.secret_error))
+            return
+        conn, how = self.find(d, record)
+        if how == "error":
+            return
+        if conn is None:
+            if how == "unknown":
+                return  # not read in this partial reconcile: decide next time
+            self.plan_create(d, record, meta, how)
+            return
+        if how != "managed":
+            self.claimed.add(conn.id)
+            self.actions.append(
+                Action(ActionKind.ADOPT, m.name, m.driver, how, connection_id=conn.id)
+            )
+            record = None  # nothing applied by us yet: every field and secret is written
+        self.plan_existing(d, conn, record, meta)
+
+    def find(self, d: Desired, record: Record | None) -> tuple[Connection | None, str]:
+        """The connection a manifest means, and how it was found.
+
+        Returns (conn, "managed"), (conn, <adoption reason>), (None, <create reason>),
+        (None, "unknown") when a partial read did not cover it, or (None, "error").
+        """
+        m = d.manifest
+        if (
+            record is not None
+            and record.connection_id is not None
+            and (m.connection_id is None or m.connection_id == record.connection_id)
+        ):
+            conn = self.by_id.get(record.connection_id)
+            if conn is not None:
+                if conn.status == "deleting":
+                    return None, "unknown"  # being deleted; wait for the delete job
+                return conn, "managed"
+            if not self.observed.saw(record.connection_id):
+                return None, "unknown"
+            # Remembered but gone: someone deleted it on the platform.
+            if m.connection_id is not None:
+                self.errors.append(
+                    PlanError(
+                        m.name,
+                        f"spec.connectionId {m.connection_id} does not exist on the platform",
+                    )
+                )
+                return None, "error"
+            return None, (f"connection {record.connection_id} no longer exists on the platform")
+        if m.connection_id is not None:
+            conn = self.by_id.get(m.connection_id)
+            if conn is None:
+                if not self.observed.saw(m.connection_id):
+                    return None, "unknown"
+                self.errors.append(
+                    PlanError(
+                        m.name,
+                        f"spec.connectionId {m.connection_id} does not exist on the platform",
+                    )
+                )
+                return None, "error"
+            other = self.owner.get(conn.id)
+            if other is not None and other != m.name:
+                self.errors.append(
+                    PlanError(
+                        m.name,
+                        f"spec.connectionId {conn.id} is already managed by manifest {other}",
+                    )
+                )
+                return None, "error"
+            if conn.driver != m.driver:
+                self.errors.append(
+                    PlanError(
+                        m.name,
+                        f"spec.connectionId {conn.id} is a {conn.driver} connection, "
+                        f"not {m.driver}",
+                    )
+                )
+                return None, "error"
+            return conn, f"adopt connection {conn.id} named by spec.connectionId"
+        if self.observed.scope is not None:
+            return None, "unknown"
+        candidates = [
+            c
+            for c in self.observed.connections
+            if c.name == m.display_name
+            and c.driver == m.driver
+            and c.id not in self.owner
+            and c.id not in self.claimed
+            and c.status != "deleting"
+        ]
+        if len(candidates) > 1:
+            ids = ", ".join(str(c.id) for c in sorted(candidates, key=lambda c: c.id))
+            self.errors.append(
+                PlanError(
+                    m.name,
+                    f"{len(candidates)} unmanaged {m.driver} connections are named "
+                    f"{m.display_name!r} (ids {ids}); set spec.connectionId to choose one",
+                )
+            )
+            return None, "error"
+        if candidates:
+            pending = record is not None and record.intent is not None
+            why = (
+                "a create was in flight when chanops stopped; adopt what it made"
+                if pending
+                else "adopt the unmanaged connection with the same name and driver"
+            )
+            return candidates[0], f"{why} (id {candidates[0].id})"
+        return None, "no connection with this name and driver exists"
+
+    def plan_create(self, d: Desired, record: Record | None, meta: DriverMeta, why: str) -> None:
+        m = d.manifest
+        if not meta.creatable:
+            # A condition, not an error: the operator has to act in the marketplace.
+            self.cond(m.name, AWAITING_MARKETPLACE_SETUP)
+            return
+        self.actions.append(
+            Action(
+                ActionKind.CREATE,
+                m.name,
+                m.driver,
+                why,
+                changes=tuple(create_changes(d, meta)),
+                display_name=m.display_name,
+                idempotency_key=idempotency_key(record),
+                deletion_policy=m.deletion_policy,
+            )
+        )
+        if not m.enabled:
+            self.actions.append(
+                Action(ActionKind.DISABLE, m.name, m.driver, "spec.enabled is false")
+            )
+
+    def plan_existing(
+        self, d: Desired, conn: Connection, record: Record | None, meta: DriverMeta
+    ) -> None:
+        m = d.manifest
+        if conn.authorization == "pending":
+            self.cond(m.name, AWAITING_AUTHORIZATION)
+        fp = d.fingerprint or fingerprint(d)
+        drift = record is not None and record.fingerprint == fp
+        if (
+            drift
+            and record is not None
+            and record.version == conn.version
+            and conn.driver == m.driver
+            and not m.ignore_differences
+        ):
+            # Fast path: the manifest is what we applied and nobody wrote since.
+            changes: list[FieldChange] = []
+            ignored: list[Ignored] = []
+            immutable: list[FieldChange] = []
+        else:
+            changes, ignored, immutable = diff(d, conn, record, meta)
+        self.ignored.extend(ignored)
+        if immutable:
+            what = ", ".join(f"{c.path.lstrip('/')} {c.before!r} -> {c.after!r}" for c in immutable)
+            if not self.options.allow_recreate:
+                self.blocked.append(
+                    Blocked(
+                        ActionKind.RECREATE,
+                        m.name,
+                        f"cannot change immutable {what} of connection {conn.id}; "
+                        "rerun with --allow-recreate to delete and create it again",
+                        connection_id=conn.id,
+                        rule="immutable",
+                    )
+                )
+                return
+            if not meta.creatable:
+                self.errors.append(
+                    PlanError(m.name, f"cannot recreate a {m.driver} connection ({what})")
+                )
+                return
+            self.actions.append(
+                Action(
+                    ActionKind.RECREATE,
+                    m.name,
+                    m.driver,
+                    f"immutable {what} changed; --allow-recreate",
+                    connection_id=conn.id,
+                    changes=tuple(create_changes(d, meta)),
+                    display_name=m.display_name,
+                    idempotency_key=None,
+                    deletion_policy=m.deletion_policy,
+                )
+            )
+            if not m.enabled:
+                self.actions.append(
+                    Action(ActionKind.DISABLE, m.name, m.driver, "spec.enabled is false")
+                )
+            return
+        if changes:
+            reason = (
+                "drift: changed on the platform since the last apply"
+                if drift
+                else "manifest differs from the platform"
+            )
+            if record is not None and record.version not in (None, conn.version):
+                reason += f" (version {record.version} -> {conn.version} moved by someone else)"
+            self.actions.append(
+                Action(
+                    ActionKind.UPDATE,
+                    m.name,
+                    m.driver,
+                    reason,
+                    connection_id=conn.id,
+                    changes=tuple(changes),
+                    if_match=conn.version,
+                )
+            )
+        if m.enabled and conn.status == "inactive":
+            self.actions.append(
+                Action(
+                    ActionKind.ENABLE,
+                    m.name,
+                    m.driver,
+                    "drift: disabled on the platform" if drift else "spec.enabled is true",
+                    connection_id=conn.id,
+                )
+            )
+        elif not m.enabled and conn.status == "active":
+            self.actions.append(
+                Action(
+                    ActionKind.DISABLE,
+                    m.name,
+                    m.driver,
+                    "drift: enabled on the platform" if drift else "spec.enabled is false",
+                    connection_id=conn.id,
+                )
+            )
+
+    # -- a manifest that is gone --------------------------------------------------
+
+    def plan_removed(self, record: Record) -> None:
+        name = record.name
+        if record.source_file in self.options.failed_files:
+            self.cond(name, FROZEN)
+            self.blocked.append(
+                Blocked(
+                    ActionKind.DELETE,
+                    name,
+                    f"{record.source_file} failed to load; its connections are frozen "
+                    "(no update, no delete) until it loads again",
+                    connection_id=record.connection_id,
+                    rule="frozen",
+                )
+            )
+            return
+        if record.connection_id is None:
+            # Only a condition or an unresolved create intent was remembered.
+            self.actions.append(
+                Action(
+                    ActionKind.ORPHAN, name, record.driver, "manifest removed; nothing was created"
+                )
+            )
+            return
+        conn = self.by_id.get(record.connection_id)
+        if conn is None:
+            if not self.observed.saw(record.connection_id):
+                return
+            self.actions.append(
+                Action(
+                    ActionKind.ORPHAN,
+                    name,
+                    record.driver,
+                    f"connection {record.connection_id} no longer exists on the platform",
+                    connection_id=record.connection_id,
+                )
+            )
+            return
+        if not self.options.root_ok or not self.desired_root_has_manifests():
+            self.blocked.append(
+                Blocked(
+                    ActionKind.DELETE if record.deletion_policy == "Delete" else ActionKind.DISABLE,
+                    name,
+                    "the manifests root is empty or unreadable; nothing is deleted",
+                    connection_id=conn.id,
+                    rule="root-unreadable",
+                )
+            )
+            return
+        policy = record.deletion_policy
+        if policy == "Orphan":
+            self.actions.append(
+                Action(
+                    ActionKind.ORPHAN,
+                    name,
+                    record.driver,
+                    "manifest removed; deletionPolicy Orphan: forget it, leave it as it is",
+                    connection_id=conn.id,
+                    deletion_policy=policy,
+                )
+            )
+        elif policy == "Disable":
+            if conn.status == "active":
+                self.actions.append(
+                    Action(
+                        ActionKind.DISABLE,
+                        name,
+                        record.driver,
+                        "manifest removed; deletionPolicy Disable keeps it disabled",
+                        connection_id=conn.id,
+                        deletion_policy=policy,
+                    )
+                )
+        elif conn.status == "deleting":
+            return  # the delete job is running; the next reconcile sees it gone
+        else:
+            self.actions.append(
+                Action(
+                    ActionKind.DELETE,
+                    name,
+                    record.driver,
+                    "manifest removed; deletionPolicy Delete"
+                    + (" (disable first)" if conn.status == "active" else ""),
+                    connection_id=conn.id,
+                    if_match=conn.version,
+                    deletion_policy=policy,
+                    disable_first=conn.status == "active",
+                )
+            )
+
+    def desired_root_has_manifests(self) -> bool:
+        return bool(self.desired) or bool(self.options.failed_files)
+
+    # -- safety ---------------------------------------------------------------
+
+    def _max_delete(self) -> int:
+        if self.options.max_delete is not None:
+            return max(0, self.options.max_delete)
+        return default_max_delete(self.managed)
+
+    def guard(self) -> None:
+        limit = self._max_delete()
+        deleting = [a for a in self.actions if a.kind in (ActionKind.DELETE, ActionKind.RECREATE)]
+        if len(deleting) <= limit:
+            return
+        reason = (
+            f"mass-delete guard: this plan would delete {len(deleting)} of {self.managed} "
+            f"managed connections, more than --max-delete {limit}; no connection is deleted"
+        )
+        names = {a.name for a in deleting}
+        kept: list[Action] = []
+        for action in self.actions:
+            if action.kind in (ActionKind.DELETE, ActionKind.RECREATE):
+                self.blocked.append(
+                    Blocked(action.kind, action.name, reason, action.connection_id, "mass-delete")
+                )
+            elif (
+                action.kind == ActionKind.DISABLE
+                and action.name in names
+                and (action.connection_id is None)
+            ):
+                continue  # the disable that followed a blocked recreate
+            else:
+                kept.append(action)
+        self.actions = kept

@@ -1,0 +1,439 @@
+"""The reconciler: one entry point for `plan`, `apply` and the daemon.
+
+Imperative shell around the pure planner: it reads the platform and the store,
+resolves secrets into HMACs, calls `make_plan`, and hands the plan to the executor.
+
+    from chanops.engine.reconciler import EngineOptions, Reconciler
+
+    reconciler = Reconciler(client=client, store=store, options=EngineOptions())
+    plan = await reconciler.plan(load)              # observes, writes nothing
+    result = await reconciler.reconcile(load)       # plan + execute (full)
+    result = await reconciler.reconcile(load, only={"shopware-de"})   # partial
+
+`reconcile(load)` lists every platform connection (a full reconcile: drift of every
+connection, unmanaged list, deletions). `reconcile(load, only=names)` is what a file
+edit needs: it reads just the named connections by id (GET /connections/{id}) and
+never deletes or touches anything outside `only`. A name in `only` that the store does
+not know and whose manifest has no `spec.connectionId` still needs the full list (to
+adopt an existing connection of the same name and driver rather than create a
+duplicate), so that case lists the platform.
+
+For `apply` (show, confirm, then execute exactly what was shown) use
+`prepare()` then `execute(prepared)`.
+
+The result (`ReconcileResult`) carries the plan, one `Outcome` per executed action,
+drift entries, failed names, conditions the connections wait on, blocked actions and
+`converged` (every action succeeded and nothing was blocked or in error).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Mapping, Set
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from chanops import errors
+from chanops.engine import pointers
+from chanops.engine.executor import Context, Executor, Outcome, describe_changes
+from chanops.engine.plan import (
+    AWAITING_AUTHORIZATION,
+    AWAITING_INITIAL_SYNC,
+    AWAITING_MARKETPLACE_SETUP,
+    SUSPENDED,
+    Blocked,
+    Plan,
+)
+from chanops.engine.planner import (
+    Desired,
+    DriverMeta,
+    Observed,
+    PlanOptions,
+    fingerprint,
+    in_scope,
+    make_plan,
+)
+from chanops.manifests.model import LoadResult
+from chanops.platform.api import PlatformAPI
+from chanops.platform.models import Connection
+from chanops.state.store import Record, StateStore
+
+log = structlog.get_logger(__name__)
+
+WAITING_CONDITIONS = frozenset(
+    {AWAITING_MARKETPLACE_SETUP, AWAITING_AUTHORIZATION, AWAITING_INITIAL_SYNC, SUSPENDED}
+)
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    max_delete: int | None = None  # None = 25% of managed connections, at least 1
+    allow_recreate: bool = False
+    concurrency: int = 8
+    secrets_dirs: tuple[Path, ...] = ()
+    environ: Mapping[str, str] | None = None  # None = os.environ (secretRef.env)
+    follow_jobs: bool = True  # follow delete jobs (and the initial sync for settings)
+    job_timeout: float = 600.0
+
+
+@dataclass(frozen=True)
+class DriftEntry:
+    name: str
+    connection_id: int | None
+    changes: tuple[dict[str, Any], ...]  # field-level, secrets as "(sensitive value)"
+    reason: str
+
+
+@dataclass(frozen=True)
+class ReconcileResult:
+    plan: Plan
+    outcomes: tuple[Outcome, ...] = ()
+    drift: tuple[DriftEntry, ...] = ()
+    failed: tuple[str, ...] = ()
+    waiting: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    blocked: tuple[Blocked, ...] = ()
+
+    @property
+    def converged(self) -> bool:
+        return not self.failed and not self.blocked and not self.plan.errors
+
+
+@dataclass
+class Prepared:
+    """A plan together with what executing it needs (secrets stay in memory only)."""
+
+    plan: Plan
+    context: Context
+    observed: Observed
+    planned: frozenset[str] = frozenset()  # the names this plan decided about
+
+
+def driver_meta(driver: str) -> DriverMeta:
+    """DriverMeta from the manifests package's schema-derived driver table."""
+    from chanops.manifests.drivers import driver_info
+
+    try:
+        info = driver_info(driver)
+    except KeyError:
+        return DriverMeta()
+    return DriverMeta(
+        creatable=info.creatable,
+        secret_paths=info.secret_paths,
+        immutable_paths=info.immutable_paths,
+        oauth_paths=info.oauth_paths,
+    )
+
+
+class Reconciler:
+    """Plans and applies manifests against a platform, remembering in a state store.
+
+    `client` is any PlatformAPI; `store` must be open for writing to reconcile (a
+    read-only store is enough to plan). Safe to reuse across reconciles; not for
+    concurrent reconciles (the daemon serialises them).
+    """
+
+    def __init__(self, *, client: PlatformAPI, store: StateStore, options: EngineOptions) -> None:
+        self.client = client
+        self.store = store
+        self.options = options
+        self._drivers: dict[str, DriverMeta] = {}
+        self._prefetch: asyncio.Future[list[Connection]] | None = None
+
+    # -- public --------------------------------------------------------------
+
+    async def plan(
+        self,
+        load: LoadResult,
+        *,
+        only: Set[str] | None = None,
+        targets: Set[str] | None = None,
+        selector: Mapping[str, str] | None = None,
+    ) -> Plan:
+        """Observe and plan; writes nothing anywhere."""
+        return (await self.prepare(load, only=only, targets=targets, selector=selector)).plan
+
+    async def reconcile(
+        self,
+        load: LoadResult,
+        *,
+        only: Set[str] | None = None,
+        targets: Set[str] | None = None,
+        selector: Mapping[str, str] | None = None,
+    ) -> ReconcileResult:
+        prepared = await self.prepare(load, only=only, targets=targets, selector=selector)
+        return await self.execute(prepared)
+
+    async def prepare(
+        self,
+        load: LoadResult,
+        *,
+        only: Set[str] | None = None,
+        targets: Set[str] | None = None,
+        selector: Mapping[str, str] | None = None,
+    ) -> Prepared:
+        # The full list is I/O-bound (the platform pages it) while reading the store and
+        # resolving secrets is CPU-bound: overlap them.
+        listing: asyncio.Future[list[Connection]] | None = None
+        if only is None:
+            listing = self._prefetch or asyncio.ensure_future(self.client.list_connections())
+        self._prefetch = None
+        try:
+            memory, (desired, secrets) = await asyncio.to_thread(
+                self._memory_and_desired, load, only
+            )
+            if listing is not None:
+                observed = Observed(tuple(await listing))
+            else:
+                observed = await self._observe(desired, memory, only)
+        except BaseException:
+            if listing is not None:
+                listing.cancel()
+            raise
+        options = PlanOptions(
+            max_delete=self.options.max_delete,
+            allow_recreate=self.options.allow_recreate,
+            failed_files=frozenset(load.failed_files),
+            root_ok=load.root_ok,
+            only=frozenset(only) if only is not None else None,
+            targets=frozenset(targets) if targets is not None else None,
+            selector=dict(selector) if selector else None,
+            drivers=self._driver_table(desired, memory, observed),
+        )
+        plan = make_plan(desired, observed, memory, options)
+        ctx = Context(desired=desired, secrets=secrets, drivers=options.drivers)
+        planned = frozenset(n for n in set(desired) | set(memory) if in_scope(n, desired, options))
+        return Prepared(plan=plan, context=ctx, observed=observed, planned=planned)
+
+    async def execute(self, prepared: Prepared) -> ReconcileResult:
+        plan = prepared.plan
+        for b in plan.blocked:
+            log.warning(
+                "guard.blocked",
+                connection=b.name,
+                connection_id=b.connection_id,
+                action=b.kind.value,
+                rule=b.rule,
+                reason=b.reason,
+            )
+        for e in plan.errors:
+            log.error("connection.failed", connection=e.name, action="plan", error=e.message)
+        executor = Executor(
+            self.client,
+            self.store,
+            concurrency=self.options.concurrency,
+            follow_jobs=self.options.follow_jobs,
+            job_timeout=self.options.job_timeout,
+        )
+        outcomes = await executor.run(plan.actions, prepared.context)
+        waiting = self._record_conditions(plan, outcomes, prepared)
+        self._refresh_memory(prepared)
+        failed = sorted({o.name for o in outcomes if not o.ok} | {e.name for e in plan.errors})
+        drift = tuple(
+            DriftEntry(a.name, a.connection_id, tuple(describe_changes(a.changes)), a.reason)
+            for a in plan.actions
+            if a.reason.startswith("drift")
+        )
+        return ReconcileResult(
+            plan=plan,
+            outcomes=tuple(outcomes),
+            drift=drift,
+            failed=tuple(failed),
+            waiting=waiting,
+            blocked=plan.blocked,
+        )
+
+    def prefetch(self) -> None:
+        """Start listing the platform now, for the next full `prepare`/`plan`/`reconcile`.
+
+        Lets a caller overlap the listing with its own work (the commands load the
+        manifests meanwhile). Must be called inside the running event loop.
+        """
+        if self._prefetch is None:
+            self._prefetch = asyncio.ensure_future(self.client.list_connections())
+
+    # -- steps -----------------------------------------------------------------
+
+    def _memory_and_desired(
+        self, load: LoadResult, only: Set[str] | None
+    ) -> tuple[dict[str, Record], tuple[dict[str, Desired], dict[str, dict[str, Any]]]]:
+        return self.store.records(), self._desired(load, only)
+
+    def _desired(
+        self, load: LoadResult, only: Set[str] | None
+    ) -> tuple[dict[str, Desired], dict[str, dict[str, Any]]]:
+        """Manifests with their secrets resolved into HMACs (values kept for execute)."""
+        from chanops.manifests.secrets import iter_secret_refs, resolve_credentials
+
+        desired: dict[str, Desired] = {}
+        values: dict[str, dict[str, Any]] = {}
+        # One snapshot: os.environ's per-lookup decoding is measurable at 10,000 manifests.
+        environ = dict(os.environ) if self.options.environ is None else self.options.environ
+        for m in load.manifests:
+            if only is not None and m.name not in only:
+                desired[m.name] = Desired(m)  # not planned; present so it is not "removed"
+                continue
+            refs = [p for p, _ in iter_secret_refs(m)]
+            if not refs or m.suspend:
+                desired[m.name] = Desired(m)
+                continue
+            try:
+                resolved = resolve_credentials(
+                    m, secrets_dirs=self.options.secrets_dirs, environ=environ
+                )
+            except errors.SecretResolutionError as exc:
+                desired[m.name] = Desired(m, secret_error=str(exc))
+                continue
+            secret_values = {
+                p: pointers.get(resolved, p.removeprefix("/credentials"))
+                for p in refs
+                if p.startswith("/credentials/")
+            }
+            secret_values = {p: v for p, v in secret_values.items() if v is not None}
+            values[m.name] = secret_values
+            desired[m.name] = Desired(
+                m, secret_hmacs={p: self.store.hmac(str(v)) for p, v in secret_values.items()}
+            )
+        # Fingerprints now: this runs in a thread while the platform list is in flight.
+        for name, d in desired.items():
+            if d.secret_error is None and (only is None or name in only):
+                desired[name] = replace(d, fingerprint=fingerprint(d))
+        return desired, values
+
+    async def _observe(
+        self,
+        desired: Mapping[str, Desired],
+        memory: Mapping[str, Record],
+        only: Set[str] | None,
+    ) -> Observed:
+        if only is None:
+            return Observed(tuple(await self.client.list_connections()))
+        ids: set[int] = set()
+        for name in only:
+            record = memory.get(name)
+            d = desired.get(name)
+            if d is not None and d.manifest.connection_id is not None:
+                ids.add(d.manifest.connection_id)
+            if record is not None and record.connection_id is not None:
+                ids.add(record.connection_id)
+            elif d is not None and d.manifest.connection_id is None and not d.manifest.suspend:
+                # A name chanops has not bound yet: adoption needs the full list.
+                return Observed(tuple(await self.client.list_connections()))
+        sem = asyncio.Semaphore(max(1, self.options.concurrency))
+
+        async def read(cid: int) -> Connection | None:
+            async with sem:
+                try:
+                    return await self.client.get_connection(cid)
+                except errors.NotFound:
+                    return None
+
+        found = await asyncio.gather(*(read(cid) for cid in sorted(ids)))
+        return Observed(tuple(c for c in found if c is not None), scope=frozenset(ids))
+
+    def _driver_table(
+        self,
+        desired: Mapping[str, Desired],
+        memory: Mapping[str, Record],
+        observed: Observed,
+    ) -> dict[str, DriverMeta]:
+        names = {d.manifest.driver for d in desired.values()}
+        names |= {r.driver for r in memory.values()}
+        for name in names - self._drivers.keys():
+            self._drivers[name] = driver_meta(name)
+        return {n: self._drivers[n] for n in names}
+
+    def _record_conditions(
+        self, plan: Plan, outcomes: list[Outcome], prepared: Prepared
+    ) -> dict[str, tuple[str, ...]]:
+        """Persist conditions; log a condition only when it is new (no log spam)."""
+        current: dict[str, list[str]] = {k: list(v) for k, v in plan.conditions.items()}
+        for o in outcomes:
+            if o.waiting:
+                bucket = current.setdefault(o.name, [])
+                if o.waiting not in bucket:
+                    bucket.append(o.waiting)
+        records = self.store.records()
+        touched = {a.name for a in plan.actions}
+        desired = prepared.context.desired
+        for name in sorted(prepared.planned):
+            conds = tuple(current.get(name, ()))
+            record = records.get(name)
+            if record is None:
+                if not conds or name not in desired:
+                    continue
+                m = desired[name].manifest
+                # No connection yet, but remember the condition so it is logged once.
+                record = Record(
+                    name=name,
+                    driver=m.driver,
+                    source_file=m.source.file,
+                    deletion_policy=m.deletion_policy,
+                )
+            elif name not in touched and AWAITING_INITIAL_SYNC in record.conditions:
+                # The executor owns this one; a plan without an update for it keeps it.
+                conds = (*conds, AWAITING_INITIAL_SYNC)
+            merged = tuple(dict.fromkeys(conds))
+            if merged == record.conditions and name in records:
+                continue
+            for c in merged:
+                if c not in record.conditions:
+                    log.info(
+                        "connection.condition",
+                        connection=name,
+                        driver=record.driver,
+                        connection_id=record.connection_id,
+                        condition=c,
+                    )
+            if not self.store.readonly:
+                self.store.put(record.with_(conditions=merged))
+        return {k: tuple(v) for k, v in current.items() if set(v) & WAITING_CONDITIONS}
+
+    def _refresh_memory(self, prepared: Prepared) -> None:
+        """Remember version and fingerprint of connections found converged.
+
+        So old drift is not re-detected and the planner's fast path (same fingerprint,
+        same version: skip the diff) applies from the next plan on. Store writes only.
+        """
+        if self.store.readonly:
+            return
+        plan = prepared.plan
+        acted = {a.name for a in plan.actions} | {b.name for b in plan.blocked}
+        acted |= {e.name for e in plan.errors}
+        by_id = {c.id: c for c in prepared.observed.connections}
+        desired = prepared.context.desired
+        for record in self.store.records().values():
+            name = record.name
+            if name in acted or name not in prepared.planned or record.connection_id is None:
+                continue
+            conn = by_id.get(record.connection_id)
+            if conn is None or record.intent is not None:
+                continue
+            d = desired.get(name)
+            changes: dict[str, Any] = {}
+            if record.version is not None and conn.version != record.version:
+                changes["version"] = conn.version
+            if (
+                d is not None
+                and not d.manifest.suspend
+                and d.secret_error is None
+                and AWAITING_INITIAL_SYNC not in record.conditions
+            ):
+                fp = fingerprint(d)
+                if fp != record.fingerprint:
+                    changes["fingerprint"] = fp
+            if changes:
+                self.store.put(record.with_(**changes))
+
+
+__all__ = [
+    "DriftEntry",
+    "EngineOptions",
+    "Prepared",
+    "ReconcileResult",
+    "Reconciler",
+    "driver_meta",
+]

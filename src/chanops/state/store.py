@@ -1,0 +1,408 @@
+"""The state store: chanops's memory of what it manages (the inventory).
+
+SQLite in WAL mode. One writer at a time, enforced by `fcntl.flock` on a lock file
+beside the database (`state.db.lock`, holding the writer's pid); a second writer gets
+`StoreLocked` naming that pid. Readers (`chanops plan`, `chanops status`) open the
+database read-only without the lock: WAL lets them read a consistent snapshot while a
+daemon writes, and they never block it.
+
+Per connection the store keeps: manifest name, platform id, driver, source file,
+fingerprint of the last-applied spec, the last-applied *non-secret* spec (the base of
+the three-way settings diff), a keyed HMAC per secret pointer (never a secret), the
+platform `version` seen after our last write (drift detection), the deletion policy
+(needed once the manifest is gone), last sync job and outcome, conditions, and the
+pending intent recorded before each write.
+
+The HMAC key is generated once into `state.key` beside the database with mode 0600.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import sqlite3
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from chanops.errors import StoreError, StoreLocked
+
+SCHEMA_VERSION = 1
+
+# MIGRATIONS[n] takes the schema from version n to n+1. Never edit a released entry:
+# append a new one, so every existing store upgrades in order.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE connections (
+        name             TEXT PRIMARY KEY,
+        connection_id    INTEGER,
+        driver           TEXT NOT NULL,
+        source_file      TEXT NOT NULL DEFAULT '',
+        fingerprint      TEXT NOT NULL DEFAULT '',
+        applied_spec     TEXT NOT NULL DEFAULT '{}',
+        secret_hmacs     TEXT NOT NULL DEFAULT '{}',
+        version          INTEGER,
+        deletion_policy  TEXT NOT NULL DEFAULT 'Delete',
+        last_sync_job    INTEGER,
+        last_sync_outcome TEXT,
+        last_sync_at     TEXT,
+        conditions       TEXT NOT NULL DEFAULT '[]',
+        intent           TEXT,
+        updated_at       TEXT NOT NULL DEFAULT ''
+    );
+    CREATE UNIQUE INDEX connections_id ON connections(connection_id)
+        WHERE connection_id IS NOT NULL;
+    """,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """What the store remembers about one managed connection (pure data)."""
+
+    name: str
+    driver: str
+    connection_id: int | None = None  # None while a create intent is pending
+    source_file: str = ""
+    fingerprint: str = ""
+    applied_spec: Mapping[str, Any] = field(default_factory=dict)  # non-secret only
+    secret_hmacs: Mapping[str, str] = field(default_factory=dict)  # pointer -> HMAC
+    version: int | None = None  # platform version after our last write
+    deletion_policy: str = "Delete"
+    last_sync_job: int | None = None
+    last_sync_outcome: str | None = None
+    last_sync_at: str | None = None
+    conditions: tuple[str, ...] = ()
+    intent: Mapping[str, Any] | None = None  # recorded before a write, cleared after
+    updated_at: str = ""
+
+    def with_(self, **changes: Any) -> Record:
+        return replace(self, **changes)
+
+
+def _plain(value: Any) -> Any:
+    """Mappings (LazyJSON, MappingProxy) to dicts so json.dumps takes them."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class LazyJSON(Mapping[str, Any]):
+    """A JSON object decoded on first use.
+
+    A plan of 10,000 converged connections reads every record but, on the planner's
+    fast path, never looks at the last-applied body or the HMACs: decoding them lazily
+    saves most of the cost of reading the store.
+    """
+
+    __slots__ = ("_data", "_text")
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self._data: dict[str, Any] | None = None
+
+    def _decoded(self) -> dict[str, Any]:
+        if self._data is None:
+            self._data = json.loads(self._text) if self._text != "{}" else {}
+        return self._data
+
+    def __getitem__(self, key: str) -> Any:
+        return self._decoded()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._decoded())
+
+    def __len__(self) -> int:
+        return len(self._decoded())
+
+    def __repr__(self) -> str:
+        return repr(self._decoded())
+
+
+def _row_to_record(row: sqlite3.Row) -> Record:
+    conditions = row["conditions"]
+    return Record(
+        name=row["name"],
+        driver=row["driver"],
+        connection_id=row["connection_id"],
+        source_file=row["source_file"],
+        fingerprint=row["fingerprint"],
+        applied_spec=LazyJSON(row["applied_spec"]),
+        secret_hmacs=LazyJSON(row["secret_hmacs"]),
+        version=row["version"],
+        deletion_policy=row["deletion_policy"],
+        last_sync_job=row["last_sync_job"],
+        last_sync_outcome=row["last_sync_outcome"],
+        last_sync_at=row["last_sync_at"],
+        conditions=tuple(json.loads(conditions)) if conditions != "[]" else (),
+        intent=json.loads(row["intent"]) if row["intent"] else None,
+        updated_at=row["updated_at"],
+    )
+
+
+class StateStore:
+    """Open with `StateStore.open(path)` (writer, locked) or `open(path, readonly=True)`."""
+
+    def __init__(
+        self, path: Path, conn: sqlite3.Connection | None, key: bytes, lock_fd: int | None
+    ) -> None:
+        self.path = path
+        self._conn = conn
+        self._key = key
+        self._lock_fd = lock_fd
+        self.readonly = lock_fd is None
+
+    # -- opening ---------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: Path | str, *, readonly: bool = False) -> StateStore:
+        path = Path(path)
+        if readonly:
+            return cls._open_readonly(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create state directory {path.parent}: {exc.strerror}"
+            ) from None
+        lock_fd = cls._lock(path)
+        try:
+            key = cls._load_key(path, create=True)
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            # NORMAL is durable across process crashes in WAL mode (only an OS crash can
+            # lose the last commits), which is the failure the intents protect against.
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=5000")
+            cls._migrate(conn, path)
+        except sqlite3.Error as exc:
+            os.close(lock_fd)
+            raise StoreError(f"state store {path}: {exc}") from None
+        except BaseException:
+            os.close(lock_fd)
+            raise
+        return cls(path, conn, key, lock_fd)
+
+    @classmethod
+    def _open_readonly(cls, path: Path) -> StateStore:
+        if not path.exists():
+            # Nothing applied yet: empty memory. An ephemeral key is correct here: with
+            # no stored HMACs every secret reads as "to be set" whatever the key.
+            return cls(path, None, secrets.token_bytes(32), None)
+        try:
+            key = cls._load_key(path, create=False)
+        except StoreError:
+            key = secrets.token_bytes(32)
+        try:
+            conn = sqlite3.connect(
+                f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+            )
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA busy_timeout=5000")
+            version = cls._version(conn)
+        except sqlite3.Error as exc:
+            raise StoreError(f"state store {path}: {exc}") from None
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"state store {path} has schema version {version}, newer than this chanops "
+                f"understands ({SCHEMA_VERSION}); upgrade chanops"
+            )
+        if version < SCHEMA_VERSION:
+            # Migrating needs the writer lock; a read-only caller sees an empty memory
+            # rather than misreading an old schema.
+            conn.close()
+            return cls(path, None, key, None)
+        return cls(path, conn, key, None)
+
+    @staticmethod
+    def _lock(path: Path) -> int:
+        lock_path = path.with_name(path.name + ".lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                pid_text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+                pid = int(pid_text) if pid_text.isdigit() else None
+            finally:
+                os.close(fd)
+            raise StoreLocked(str(path), pid) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        return fd
+
+    @staticmethod
+    def _load_key(path: Path, *, create: bool) -> bytes:
+        key_path = path.with_name(path.name.removesuffix(".db") + ".key")
+        try:
+            return bytes.fromhex(key_path.read_text(encoding="ascii").strip())
+        except FileNotFoundError:
+            if not create:
+                raise StoreError(f"no HMAC key at {key_path}") from None
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"cannot read HMAC key {key_path}: {exc}") from None
+        key = secrets.token_bytes(32)
+        # O_EXCL + 0600 from the start: the key is never readable by others, not even
+        # for the instant between create and chmod.
+        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as fh:
+            fh.write(key.hex() + "\n")
+        return key
+
+    @staticmethod
+    def _version(conn: sqlite3.Connection) -> int:
+        exists = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='schema_version'"
+        ).fetchone()
+        if not exists:
+            return 0
+        row = conn.execute("SELECT version FROM schema_version").fetchone()
+        return int(row[0]) if row else 0
+
+    @classmethod
+    def _migrate(cls, conn: sqlite3.Connection, path: Path) -> None:
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        version = cls._version(conn)
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"state store {path} has schema version {version}, newer than this chanops "
+                f"understands ({SCHEMA_VERSION}); upgrade chanops"
+            )
+        while version < len(MIGRATIONS):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in MIGRATIONS[version].split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute("DELETE FROM schema_version")
+                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version + 1,))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            version += 1
+
+    # -- reading ---------------------------------------------------------------
+
+    def hmac(self, value: str) -> str:
+        """Keyed digest of a secret: comparable across runs, useless to a reader."""
+        return hmac.new(self._key, value.encode("utf-8"), hashlib.sha256).hexdigest()
+
+    def records(self) -> dict[str, Record]:
+        """Every record by manifest name (the planner's memory)."""
+        if self._conn is None:
+            return {}
+        try:
+            rows = self._conn.execute("SELECT * FROM connections").fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"state store {self.path}: {exc}") from None
+        return {row["name"]: _row_to_record(row) for row in rows}
+
+    def get(self, name: str) -> Record | None:
+        if self._conn is None:
+            return None
+        row = self._conn.execute("SELECT * FROM connections WHERE name = ?", (name,)).fetchone()
+        return _row_to_record(row) if row else None
+
+    # -- writing ---------------------------------------------------------------
+
+    def _writer(self) -> sqlite3.Connection:
+        if self._conn is None or self.readonly:
+            raise StoreError(f"state store {self.path} is open read-only")
+        return self._conn
+
+    def put(self, record: Record) -> Record:
+        """Insert or replace one record (one transaction)."""
+        conn = self._writer()
+        record = record.with_(updated_at=_now())
+        try:
+            with self._tx(conn):
+                if record.connection_id is not None:
+                    # A platform id belongs to one name: a rename of the manifest moves it.
+                    conn.execute(
+                        "DELETE FROM connections WHERE connection_id = ? AND name != ?",
+                        (record.connection_id, record.name),
+                    )
+                conn.execute(
+                    """INSERT OR REPLACE INTO connections (name, connection_id, driver,
+                    source_file, fingerprint, applied_spec, secret_hmacs, version,
+                    deletion_policy, last_sync_job, last_sync_outcome, last_sync_at,
+                    conditions, intent, updated_at)
+                    VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)""",
+                    (
+                        record.name,
+                        record.connection_id,
+                        record.driver,
+                        record.source_file,
+                        record.fingerprint,
+                        json.dumps(_plain(record.applied_spec), sort_keys=True),
+                        json.dumps(_plain(record.secret_hmacs), sort_keys=True),
+                        record.version,
+                        record.deletion_policy,
+                        record.last_sync_job,
+                        record.last_sync_outcome,
+                        record.last_sync_at,
+                        json.dumps(list(record.conditions)),
+                        json.dumps(record.intent) if record.intent is not None else None,
+                        record.updated_at,
+                    ),
+                )
+        except sqlite3.Error as exc:
+            raise StoreError(f"state store {self.path}: {exc}") from None
+        return record
+
+    def update(self, name: str, **changes: Any) -> Record | None:
+        """Change some fields of an existing record; None if there is none."""
+        current = self.get(name)
+        if current is None:
+            return None
+        return self.put(current.with_(**changes))
+
+    def forget(self, name: str) -> None:
+        conn = self._writer()
+        try:
+            with self._tx(conn):
+                conn.execute("DELETE FROM connections WHERE name = ?", (name,))
+        except sqlite3.Error as exc:
+            raise StoreError(f"state store {self.path}: {exc}") from None
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _tx(conn: sqlite3.Connection) -> Iterator[None]:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    # -- closing ---------------------------------------------------------------
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the fd releases the flock
+            self._lock_fd = None
+
+    def __enter__(self) -> StateStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,111 @@
+"""The state store: records, lock, HMAC key, schema versions, read-only readers."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from chanops.errors import StoreError, StoreLocked
+from chanops.state.store import SCHEMA_VERSION, Record, StateStore
+
+
+def test_records_round_trip_and_forget(tmp_path: Path) -> None:
+    with StateStore.open(tmp_path / "s" / "state.db") as store:
+        rec = Record(
+            name="a",
+            driver="shopware6",
+            connection_id=7,
+            source_file="c.d/a.yaml",
+            applied_spec={"settings": {"klarna": True}},
+            secret_hmacs={"/credentials/x": "ab"},
+            version=3,
+            conditions=("Frozen",),
+            intent={"op": "update"},
+        )
+        store.put(rec)
+        got = store.get("a")
+        assert got is not None
+        assert got.with_(updated_at="") == rec
+        assert store.update("a", intent=None).intent is None  # type: ignore[union-attr]
+        # A platform id belongs to one name: re-binding it under a new name moves it.
+        store.put(Record(name="b", driver="shopware6", connection_id=7))
+        assert set(store.records()) == {"b"}
+        store.forget("b")
+        assert store.records() == {}
+
+
+def test_hmac_key_is_created_once_with_0600(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    with StateStore.open(path) as store:
+        digest = store.hmac("secret")
+    key = tmp_path / "state.key"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert "secret" not in key.read_text()
+    with StateStore.open(path) as store:
+        assert store.hmac("secret") == digest  # same key on reopen
+        assert store.hmac("other") != digest
+    # Never the secret in the database either.
+    with StateStore.open(path) as store:
+        store.put(Record(name="a", driver="d", secret_hmacs={"/p": store.hmac("hunter2")}))
+    assert b"hunter2" not in path.read_bytes()
+
+
+def test_second_writer_gets_store_locked_naming_the_pid(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    with StateStore.open(path):
+        code = textwrap.dedent(
+            f"""
+            from chanops.state.store import StateStore
+            from chanops.errors import StoreLocked
+            try:
+                StateStore.open({str(path)!r})
+            except StoreLocked as exc:
+                print(exc.pid, exc)
+            """
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout
+        pid, message = out.split(" ", 1)
+        assert int(pid) == os.getpid()
+        assert f"process {os.getpid()}" in message
+        # Readers need no lock: plan/status work beside a running daemon.
+        with StateStore.open(path, readonly=True) as reader:
+            assert reader.records() == {}
+            with pytest.raises(StoreError):
+                reader.put(Record(name="x", driver="d"))
+    # Released on close.
+    StateStore.open(path).close()
+
+
+def test_same_process_second_writer_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    with StateStore.open(path), pytest.raises(StoreLocked):
+        StateStore.open(path)
+
+
+def test_readonly_without_a_store_is_empty_and_creates_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "none" / "state.db"
+    with StateStore.open(path, readonly=True) as store:
+        assert store.records() == {}
+    assert not path.parent.exists()
+
+
+def test_schema_is_versioned_and_a_newer_store_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    StateStore.open(path).close()
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    db.execute("UPDATE schema_version SET version = 99")
+    db.commit()
+    db.close()
+    with pytest.raises(StoreError, match="schema version 99"):
+        StateStore.open(path)
