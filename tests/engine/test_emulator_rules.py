@@ -170,6 +170,18 @@ async def test_non_creatable_driver_waits_for_marketplace_setup_without_spam(env
     assert not env.store.get("shop").conditions  # type: ignore[union-attr]
 
 
+async def test_non_creatable_connection_id_not_yet_installed_waits_not_fails(env: Env) -> None:
+    """A manifest bound by connectionId to a Shopify connection the app has not made yet."""
+    seed = env.emu.admin.marketplace_install("shopify", "Someone else's")  # the list is seen
+    m = manifest("shop", "shopify", connection_id=seed + 100)
+    result = await env.reconciler().reconcile(load_result([m]))
+    assert result.converged
+    assert result.failed == ()
+    assert result.waiting == {"shop": (AWAITING_MARKETPLACE_SETUP,)}
+    assert result.plan.errors == ()
+    assert "POST /api/v1/connections" not in env.emu.admin.stats()
+
+
 async def test_amazon_awaits_authorization_until_the_oauth_flow(env: Env) -> None:
     m = manifest("amz", "amazon")
     rec = env.reconciler()

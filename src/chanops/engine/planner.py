@@ -393,7 +393,7 @@ class _Planner:
             self.errors.append(PlanError(m.name, d.secret_error))
             return
         conn, how = self.find(d, record)
-        if how == "error":
+        if how in ("error", "waiting"):
             return
         if conn is None:
             if how == "unknown":
@@ -412,7 +412,8 @@ class _Planner:
         """The connection a manifest means, and how it was found.
 
         Returns (conn, "managed"), (conn, <adoption reason>), (None, <create reason>),
-        (None, "unknown") when a partial read did not cover it, or (None, "error").
+        (None, "unknown") when a partial read did not cover it, (None, "waiting") when a
+        person must act first, or (None, "error").
         """
         m = d.manifest
         if (
@@ -442,6 +443,11 @@ class _Planner:
             if conn is None:
                 if not self.observed.saw(m.connection_id):
                     return None, "unknown"
+                if not self.meta(m.driver).creatable:
+                    # The marketplace app (or POS store) has not made it yet: a person's
+                    # step, not an error to retry.
+                    self.cond(m.name, AWAITING_MARKETPLACE_SETUP)
+                    return None, "waiting"
                 self.errors.append(
                     PlanError(
                         m.name,
