@@ -13,12 +13,14 @@ from typing import Any
 
 import click
 
-from chanops.commands.common import common_options
+from chanops.commands.common import common_options, with_git_checkout
 from chanops.commands.plan import filter_options, parse_selector
+from chanops.sources.options import git_options, pop_git_options
 
 
 @click.command(name="apply")
 @common_options
+@git_options()
 @filter_options
 @click.option("--yes", "-y", "assume_yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--dry-run", is_flag=True, help="Show the plan and stop.")
@@ -61,8 +63,10 @@ def command(
         run_cli,
     )
 
+    git = pop_git_options(common)
     settings = cli_settings(**common)
-    cli_logging(log_level)
+    cli_logging(log_level)  # before the git checkout, whose events go to stderr too
+    settings = with_git_checkout(settings, git)
     selector = parse_selector(selectors)
     result = load(settings)
     print_diagnostics(result)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from chanops.config import Settings, load_settings
 from chanops.errors import ConfigError
+
+if TYPE_CHECKING:
+    from chanops.sources.options import GitOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -91,3 +94,24 @@ def settings_from(
         )
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
+
+
+def with_git_checkout(settings: Settings, git: GitOptions | None) -> Settings:
+    """For one-shot commands given --git: fetch now and point `manifests` at the checkout.
+
+    A failed fetch is one clear error (exit 1): a plan against a stale checkout would
+    mislead a reviewer. The state store and git cache stay where --state puts them.
+    """
+    if git is None:
+        return settings
+    import asyncio
+    import dataclasses
+
+    from chanops.errors import ChanopsError
+    from chanops.sources.options import checkout_once
+
+    try:
+        revision = asyncio.run(checkout_once(git.source(settings.state)))
+    except ChanopsError as exc:
+        raise click.ClickException(str(exc)) from None
+    return dataclasses.replace(settings, manifests=revision.path)

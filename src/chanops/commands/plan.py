@@ -13,7 +13,8 @@ from typing import Any
 
 import click
 
-from chanops.commands.common import common_options
+from chanops.commands.common import common_options, with_git_checkout
+from chanops.sources.options import git_options, pop_git_options
 
 
 def parse_selector(selectors: tuple[str, ...]) -> dict[str, str] | None:
@@ -58,6 +59,7 @@ def filter_options(func: Any) -> Any:
 
 @click.command(name="plan")
 @common_options
+@git_options()
 @filter_options
 @click.option(
     "--format",
@@ -94,8 +96,10 @@ def command(
         run_cli,
     )
 
+    git = pop_git_options(common)
     settings = cli_settings(**common)
-    cli_logging(log_level)
+    cli_logging(log_level)  # before the git checkout, whose events go to stderr too
+    settings = with_git_checkout(settings, git)
     selector = parse_selector(selectors)
     options = EngineOptions(
         max_delete=max_delete,
