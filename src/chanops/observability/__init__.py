@@ -1,0 +1,5 @@
+"""Logging (structlog configuration and processors) and Prometheus metrics.
+
+Configured once at the edge (`configure_logging` in a command); library modules only
+call `structlog.get_logger(__name__)`.
+"""

@@ -1,0 +1,902 @@
+"""The daemon: watcher + scheduler + reconcile loop + HTTP endpoints, in one event loop.
+
+Read `Daemon.run` top to bottom: start (endpoints, first full reconcile, schedules,
+watch), loop, stop. The loop is an interruptible sleep (kopf): it waits until the next
+deadline (the periodic resync, or the earliest per-connection retry) unless something
+cuts the wait short (a batch of file changes, SIGHUP, a stop signal). Events only say
+*when* to reconcile; every reconcile plans from desired + observed + memory (DESIGN.md
+section 5), and reconciles never overlap.
+
+- Full reconcile: at startup, every `--resync`, on SIGHUP, when the root is swapped or a
+  directory moved, and while the platform is unreachable (retried with backoff).
+- Partial reconcile: a batch of changed files reconciles `only` the names those files
+  define now or defined last time (store record or previous load), plus connections
+  whose retry is due. The engine reads just those connections by id.
+- Per-connection backoff (1 s doubling to 5 min) after a failed action; visible in
+  /status; reset by a change to the connection's file or by success.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterable, Mapping, MutableMapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import structlog
+
+from chanops.daemon.backoff import Backoff
+from chanops.daemon.http import HttpServer, bind, create_app
+from chanops.daemon.loader import IncrementalLoader
+from chanops.daemon.revision import RevisionReader
+from chanops.daemon.scheduler import SyncOutcome, SyncScheduler, Target, utc_iso
+from chanops.daemon.watcher import Batch, ManifestWatcher
+from chanops.engine.reconciler import Reconciler, ReconcileResult
+from chanops.errors import APIError, ChanopsError, NotFound, PlatformError
+from chanops.manifests.model import Diagnostic, LoadResult, Manifest
+from chanops.observability.logging import LogConfig, describe_error
+from chanops.observability.metrics import Metrics
+from chanops.platform.api import PlatformAPI
+from chanops.platform.models import Connection
+from chanops.state.store import Record, StateStore
+
+log = structlog.get_logger("chanops.daemon")
+
+FULL = "(full reconcile)"  # backoff key of a full reconcile that could not reach the platform
+SETTLE_SECONDS = 0.25
+REFRESH_BY_LIST = 50  # more written connections than this: re-list instead of GET each
+EVENTS_PER_CONNECTION = 20
+RECENT_EVENTS = 100
+_EVENT_FIELDS = (
+    "event",
+    "timestamp",
+    "level",
+    "action",
+    "error",
+    "duration_ms",
+    "reconcile_id",
+    "revision",
+    "job_id",
+    "condition",
+    "reason",
+    "changes",
+)
+
+Kind = Literal["full", "partial"]
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonOptions:
+    manifests: Path
+    secrets_dirs: tuple[Path, ...] = ()
+    resync_seconds: float = 300.0
+    listen: tuple[str, int] | None = ("127.0.0.1", 9464)
+    shutdown_timeout: float = 30.0
+    watch_step_ms: int = 30
+    force_polling: bool | None = None
+
+
+_CANONICAL: dict[str, str] = {}
+
+
+def canonical(path: str) -> str:
+    """The real path, memoised: thousands of manifest paths are compared per edit.
+
+    The memo is cleared on every full reconcile (`forget_canonical`), which is also what
+    a root swap or directory move triggers, so a stale answer cannot outlive a layout
+    change.
+    """
+    real = _CANONICAL.get(path)
+    if real is None:
+        if len(_CANONICAL) > 200_000:
+            _CANONICAL.clear()
+        real = _CANONICAL[path] = os.path.realpath(path)
+    return real
+
+
+def forget_canonical() -> None:
+    _CANONICAL.clear()
+
+
+class Daemon:
+    def __init__(
+        self,
+        *,
+        client: PlatformAPI,
+        store: StateStore,
+        reconciler: Reconciler,
+        options: DaemonOptions,
+        metrics: Metrics,
+        logging: LogConfig,
+    ) -> None:
+        self.client = client
+        self.store = store
+        self.reconciler = reconciler
+        self.options = options
+        self.metrics = metrics
+        self.logging = logging
+        self.backoff = Backoff()
+        self.revision = RevisionReader(options.manifests)
+        self.loader = IncrementalLoader(options.manifests, secrets_dirs=options.secrets_dirs)
+        self.scheduler = SyncScheduler(
+            client, lookup=self._sync_target, on_outcome=self._sync_outcome
+        )
+        self.load: LoadResult | None = None
+        self.observed: dict[int, Connection] = {}
+        self.first_done = False
+        self.platform_ok = False
+        self.outage_since: float | None = None
+        self.last_reconcile: dict[str, Any] = {}
+        self.events: dict[str, deque[dict[str, Any]]] = {}
+        self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_EVENTS)
+        self._files_to_names: dict[str, set[str]] = {}
+        # name -> managed connection, and file -> names, from the store after the last
+        # reconcile (the store changes only during reconciles).
+        self._records: dict[str, Record] = {}
+        self._not_files: set[str] = set()  # manifest paths replaced by a directory etc.
+        self._held: set[str] = set()  # deletions held back while the root is unhealthy
+        self._released: set[str] = set()  # ... and released when it is healthy again
+        self._record_files: dict[str, set[str]] = {}
+        self._logged_diagnostics: set[tuple[str, int, int, str]] = set()
+        self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._pending_files: set[str] = set()
+        self._pending_full: str | None = None
+        self._stop_signal: str | None = None
+        self._http: HttpServer | None = None
+        logging.tap.subscribe(self._remember_event)
+        logging.tap.subscribe(metrics.on_event)
+
+    # -- the process ---------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Serve until SIGTERM/SIGINT; 0 on a clean stop."""
+        loop = asyncio.get_running_loop()
+        self._install_signals(loop)
+        if self.options.listen is not None:
+            sock = bind(*self.options.listen)
+            app = create_app(metrics=self.metrics, ready=self.readiness, status=self.status)
+            self._http = HttpServer(app, sock)
+            self._http.start()
+            host, port = self._http.address
+            log.info("http.listening", address=f"{host}:{port}", port=port)
+        log.info(
+            "daemon.started",
+            manifests=str(self.options.manifests),
+            resync_s=self.options.resync_seconds,
+            pid=os.getpid(),
+        )
+        if not self.options.manifests.exists():
+            log.warning(
+                "manifests.missing",
+                manifests=str(self.options.manifests),
+                message="the manifests root does not exist yet: nothing will be created or "
+                "deleted until it does; create it and add *.yaml manifests (chanops export "
+                "writes them for existing connections). It is picked up when it appears.",
+            )
+        watcher = ManifestWatcher(
+            self.options.manifests,
+            self._on_batch,
+            step_ms=self.options.watch_step_ms,
+            force_polling=self.options.force_polling,
+        )
+        watch_task = asyncio.create_task(watcher.run(self._stop))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(watcher.armed.wait(), timeout=10)
+        self.scheduler.start()
+        loop_task = asyncio.create_task(self._loop())
+        await self._stop.wait()
+        started = time.monotonic()
+        log.info("daemon.stopping", signal=self._stop_signal)
+        # Let the reconcile in flight finish its API calls, up to the timeout.
+        done, _ = await asyncio.wait({loop_task}, timeout=self.options.shutdown_timeout)
+        if not done:
+            log.warning(
+                "daemon.shutdown_timeout",
+                timeout_s=self.options.shutdown_timeout,
+                error="a reconcile was still running; cancelled",
+            )
+            loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await loop_task
+        remaining = self.options.shutdown_timeout - (time.monotonic() - started)
+        await self.scheduler.shutdown(grace=min(remaining, 5.0))
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.wait_for(watch_task, timeout=3)
+        if self._http is not None:
+            await self._http.stop()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(sig)
+        log.info("daemon.stopped", duration_ms=round((time.monotonic() - started) * 1000))
+        return 0
+
+    async def once(self) -> int:
+        """One full reconcile: 0 when everything chanops can do is done, else 1."""
+        self._snapshot_records()
+        result = await self.reconcile("full", None, reason="once")
+        if result is None:
+            return 1
+        return 0 if result.converged else 1
+
+    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.add_signal_handler(signal.SIGTERM, self._on_stop_signal, "SIGTERM")
+        loop.add_signal_handler(signal.SIGINT, self._on_stop_signal, "SIGINT")
+        loop.add_signal_handler(signal.SIGHUP, self._on_hup)
+
+    def _on_stop_signal(self, name: str) -> None:
+        if self._stop.is_set():
+            return
+        self._stop_signal = name
+        self._stop.set()
+        self._wake.set()
+
+    def _on_hup(self) -> None:
+        log.info("signal.received", signal="SIGHUP", action="full reconcile")
+        self._pending_full = self._pending_full or "SIGHUP"
+        self._wake.set()
+
+    def _on_batch(self, batch: Batch) -> None:
+        if batch.rescan:
+            self._pending_full = self._pending_full or batch.reason
+        self._pending_files |= {canonical(f) for f in batch.files}
+        self._wake.set()
+
+    def request_full(self, reason: str) -> None:
+        self._pending_full = self._pending_full or reason
+        self._wake.set()
+
+    # -- the loop ------------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        self._snapshot_records()
+        await self.reconcile("full", None, reason="startup")
+        next_resync = time.monotonic() + self.options.resync_seconds
+        while not self._stop.is_set():
+            now = time.monotonic()
+            deadline = min(next_resync, self._next_retry())
+            if not self._wake.is_set() and deadline > now:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=deadline - now)
+            if self._stop.is_set():
+                return
+            self._wake.clear()
+            now = time.monotonic()
+            files, self._pending_files = self._pending_files, set()
+            reason, self._pending_full = self._pending_full, None
+            if reason is None and now >= next_resync:
+                reason = "resync"
+            if reason is None and FULL in self.backoff.due(now):
+                reason = "platform retry"
+            if reason is not None:
+                # Taken, not forgotten: the failure count keeps growing during an outage.
+                self.backoff.postpone_due([FULL])
+                await self.reconcile("full", None, reason=reason, changed=files)
+                next_resync = time.monotonic() + self.options.resync_seconds
+                continue
+            # During an outage the full reconcile's retry covers every name.
+            due = self.backoff.due(now) - {FULL} if self.outage_since is None else set()
+            if files or due:
+                await self._partial(files, due)
+
+    def _next_retry(self) -> float:
+        if self.outage_since is not None:
+            full = self.backoff.get(FULL)
+            return full.due if full is not None else float("inf")
+        return self.backoff.next_due() or float("inf")
+
+    async def _partial(self, files: set[str], due: set[str]) -> None:
+        if any(_empty(f) for f in files):
+            # An editor saving in place truncates first: an empty file for a moment would
+            # read as "its connections were removed". Let the write land, then look.
+            await asyncio.sleep(SETTLE_SECONDS)
+            files |= self._pending_files
+            self._pending_files = set()
+        load = await self._load(files)
+        changed = self._names_in(files, load)
+        self.backoff.reset(changed)  # a manifest change resets its backoff
+        self.backoff.postpone_due(due)
+        released, self._released = self._released, set()
+        only = changed | due | released
+        if due:
+            self.metrics.retries.labels(kind="reconcile").inc(len(due))
+        await self.reconcile(
+            "partial",
+            only,
+            reason="retry" if due and not files else "files changed",
+            changed=files,
+            load=load,
+        )
+
+    def _names_in(self, files: set[str], load: LoadResult) -> set[str]:
+        """Names defined in `files` now (this load) or last time (previous load, store)."""
+        names: set[str] = set()
+        for m in load.manifests:
+            if canonical(m.source.file) in files:
+                names.add(m.name)
+        for file in files:
+            names |= self._files_to_names.get(file, set())
+        for file in files:
+            names |= self._record_files.get(file, set())
+        return names
+
+    # -- one reconcile -------------------------------------------------------------------
+
+    async def _load(self, changed: Iterable[str] = ()) -> LoadResult:
+        changed_set = set(changed)
+        load = await asyncio.to_thread(self.loader.load, changed_set)
+        return self._guard(load, changed_set)
+
+    def _guard(self, load: LoadResult, changed: set[str]) -> LoadResult:
+        """The daemon's part of the safety rules (DESIGN.md section 6), as extra freezes.
+
+        - A manifest path that is now a directory (or another non-file) is a broken
+          manifest, not a removed one: it is reported and its connections freeze.
+        - A deleted file is a delete only while the rest of the root loads cleanly:
+          otherwise the connections of vanished files freeze until it does.
+        The engine freezes whatever `failed_files` names (the store's source paths).
+        """
+        by_file: dict[str, set[str]] = {}
+        for record in self._records.values():
+            if record.source_file:
+                by_file.setdefault(canonical(record.source_file), set()).add(record.source_file)
+        extra: list[Diagnostic] = []
+        frozen: set[str] = set()
+        # Re-checked on every load until fixed: the path stays broken between changes.
+        suspects = changed | self._not_files
+        self._not_files = set()
+        for path in sorted(suspects):
+            if os.path.lexists(path) and not os.path.isfile(path):
+                self._not_files.add(path)
+                extra.append(
+                    Diagnostic(
+                        "error",
+                        path,
+                        1,
+                        1,
+                        "not a regular file (a directory?): expected a YAML manifest file; "
+                        "the connections it defined are frozen",
+                        code="not-a-file",
+                    )
+                )
+                frozen |= {path} | by_file.get(path, set())
+        if load.root_ok and not load.failed_files and not extra:
+            # Healthy again: the deletions held back are due in this reconcile.
+            self._released |= self._held
+            self._held = set()
+            return load
+        present = {canonical(f) for f in load.files}
+        desired = {m.name for m in load.manifests}
+        held: list[str] = []
+        for record in self._records.values():
+            if (
+                record.source_file
+                and record.name not in desired
+                and canonical(record.source_file) not in present
+                and record.source_file not in frozen
+            ):
+                frozen.add(record.source_file)
+                held.append(record.name)
+        self._held = set(held)
+        if held and load.root_ok:
+            broken = len(load.failed_files) + len(extra)
+            log.warning(
+                "guard.blocked",
+                rule="unhealthy-root",
+                action="delete",
+                connections=sorted(held),
+                reason=f"{broken} manifest file(s) fail to load: connections whose files "
+                "are gone are kept until the root loads cleanly",
+            )
+        return replace(
+            load,
+            diagnostics=tuple(
+                sorted((*load.diagnostics, *extra), key=lambda d: (d.file, d.line, d.column))
+            ),
+            failed_files=load.failed_files | frozen,
+        )
+
+    async def reconcile(
+        self,
+        kind: Kind,
+        only: set[str] | None,
+        *,
+        reason: str,
+        changed: Iterable[str] = (),
+        load: LoadResult | None = None,
+    ) -> ReconcileResult | None:
+        reconcile_id = uuid.uuid4().hex[:12]
+        if kind == "full":
+            forget_canonical()
+            self._released = set()  # a full reconcile plans every name anyway
+        revision = await self.revision.read()
+        self.logging.revision.value = revision
+        started = time.monotonic()
+        with structlog.contextvars.bound_contextvars(reconcile_id=reconcile_id):
+            if load is None:
+                load = await self._load(changed)
+            self._note_load(load, changed)
+            if only is not None and not only:
+                # A change that defines nothing (an empty file, comments): nothing to do.
+                log.debug("reconcile.skipped", reason=reason, kind=kind)
+                return None
+            (log.debug if self.outage_since is not None else log.info)(
+                "reconcile.started",
+                kind=kind,
+                reason=reason,
+                connections=len(only) if only is not None else len(load.manifests),
+            )
+            try:
+                prepared = await self.reconciler.prepare(load, only=only)
+                self._register_secrets(load, prepared.context.secrets, only)
+                result = await self.reconciler.execute(prepared)
+            except PlatformError as exc:
+                self._failed(kind, only, exc, started)
+                return None
+            except ChanopsError as exc:
+                self._failed(kind, only, exc, started, platform=False)
+                return None
+            self._snapshot_records(only)
+            self._succeeded(kind, only, load, result, prepared.observed.connections, started)
+            await self._refresh_observed(result)
+            return result
+
+    def _snapshot_records(self, only: Iterable[str] | None = None) -> None:
+        """Refresh the copy of the store's records (only the `only` names after a partial)."""
+        if only is not None:
+            for name in only:
+                old = self._records.pop(name, None)
+                if old is not None and old.source_file:
+                    self._record_files.get(canonical(old.source_file), set()).discard(name)
+                record = self.store.get(name)
+                if record is not None:
+                    self._records[name] = record
+                    if record.source_file:
+                        key = canonical(record.source_file)
+                        self._record_files.setdefault(key, set()).add(name)
+            return
+        self._records = self.store.records()
+        files: dict[str, set[str]] = {}
+        for record in self._records.values():
+            if record.source_file:
+                files.setdefault(canonical(record.source_file), set()).add(record.name)
+        self._record_files = files
+
+    async def _refresh_observed(self, result: ReconcileResult) -> None:
+        """Re-read the connections this reconcile wrote, so /status and the scheduler see
+        their state now rather than at the next resync (one GET per written connection)."""
+        ids: set[int] = set()
+        for o in result.outcomes:
+            cid = o.connection_id
+            if cid is None:
+                record = self.store.get(o.name)
+                cid = record.connection_id if record is not None else None
+            if cid is not None:
+                ids.add(cid)
+
+        async def read(cid: int) -> None:
+            try:
+                self.observed[cid] = await self.client.get_connection(cid)
+            except NotFound:
+                self.observed.pop(cid, None)
+            except PlatformError as exc:
+                log.debug("status.refresh_failed", connection_id=cid, error=describe_error(exc))
+
+        if len(ids) > REFRESH_BY_LIST:
+            # Many writes (a first start, a big merge): one paged list is cheaper.
+            try:
+                listed = await self.client.list_connections()
+            except PlatformError as exc:
+                log.debug("status.refresh_failed", error=describe_error(exc))
+                return
+            self.observed = {c.id: c for c in listed}
+        elif ids:
+            await asyncio.gather(*(read(cid) for cid in sorted(ids)))
+        if ids and self.load is not None:
+            self._count_connections(self.load)
+
+    def _note_load(self, load: LoadResult, changed: Iterable[str]) -> None:
+        """Log new manifest errors (once each; again when their file changes)."""
+        changed_set = set(changed)
+        errors = [d for d in load.diagnostics if d.severity == "error"]
+        current = {_diag_key(d) for d in errors}
+        self._logged_diagnostics &= current
+        for d in errors:
+            key = _diag_key(d)
+            if key in self._logged_diagnostics and canonical(d.file) not in changed_set:
+                continue
+            self._logged_diagnostics.add(key)
+            log.error(
+                "manifest.invalid",
+                file=d.file,
+                line=d.line,
+                column=d.column,
+                field=d.path or None,
+                code=d.code or None,
+                error=d.message,
+                frozen=sorted(self._files_to_names.get(canonical(d.file), set())),
+            )
+        self.metrics.manifest_errors.set(len(errors))
+        # Remember which names each file defines (kept for files that fail now, so a
+        # later fix or deletion still maps to the names they defined last time).
+        mapping: dict[str, set[str]] = {}
+        for m in load.manifests:
+            mapping.setdefault(canonical(m.source.file), set()).add(m.name)
+        for failed in load.failed_files:
+            path = canonical(failed)
+            if path in self._files_to_names:
+                mapping.setdefault(path, set()).update(self._files_to_names[path])
+        self._files_to_names = mapping
+        self.load = load
+
+    def _register_secrets(
+        self, load: LoadResult, resolved: Mapping[str, Any], only: set[str] | None
+    ) -> None:
+        """Teach the log redactor every secret value this reconcile may write or echo."""
+        from chanops.manifests.secrets import iter_secret_refs
+
+        values: list[str] = []
+        for by_pointer in resolved.values():
+            values.extend(str(v) for v in by_pointer.values() if v is not None)
+        for m in load.manifests:
+            if only is not None and m.name not in only:
+                continue  # unchanged since the reconcile that scanned it
+            for _, ref in iter_secret_refs(m):
+                if isinstance(ref, str):  # a literal secret in a manifest (validate warns)
+                    values.append(ref)
+        self.logging.redactor.add(values)
+
+    def _succeeded(
+        self,
+        kind: Kind,
+        only: set[str] | None,
+        load: LoadResult,
+        result: ReconcileResult,
+        observed: Iterable[Connection],
+        started: float,
+    ) -> None:
+        elapsed = time.monotonic() - started
+        for conn in observed:
+            self.observed[conn.id] = conn
+        if kind == "full":
+            seen = {c.id for c in observed}
+            self.observed = {i: c for i, c in self.observed.items() if i in seen}
+        now = time.monotonic()
+        failed = set(result.failed)
+        errors = {e.name: e.message for e in result.plan.errors}
+        errors.update({o.name: o.error or "failed" for o in result.outcomes if not o.ok})
+        for name in sorted(failed):
+            error = errors.get(name, "failed")
+            if is_refusal(error):
+                self.backoff.park(name, error)
+                log.info("connection.parked", connection=name, reason="until the manifest changes")
+                continue
+            retry = self.backoff.fail(name, now, error)
+            (log.debug if self.outage_since is not None else log.info)(
+                "connection.requeued",
+                connection=name,
+                retry_in_s=retry.delay,
+                failures=retry.failures,
+            )
+        names = {m.name for m in load.manifests} | set(self._records)
+        settled = (names if only is None else set(only)) - failed
+        self.backoff.reset(settled)
+        self.metrics.backoff.set(len(self._backoff_names()))
+        outcome = "success" if result.converged else "failed"
+        self.metrics.reconciles.labels(outcome=outcome, kind=kind).inc()
+        self.metrics.reconcile_duration.labels(kind=kind).observe(elapsed)
+        if result.converged:
+            self.metrics.last_success.set(time.time())
+        if kind == "full":
+            self.backoff.reset([FULL])
+            if self.outage_since is not None:
+                log.info(
+                    "platform.reachable",
+                    outage_ms=round((now - self.outage_since) * 1000),
+                )
+                self.outage_since = None
+            self.platform_ok = True
+        self.first_done = True
+        self.metrics.ready.set(1 if self.readiness()[0] else 0)
+        self._count_connections(load)
+        frozen = {n for f in load.failed_files for n in self._files_to_names.get(canonical(f), ())}
+        self.scheduler.update(load.manifests, frozen=frozen)
+        self.last_reconcile = {
+            "kind": kind,
+            "finished_at": utc_iso(_now_utc()),
+            "duration_ms": round(elapsed * 1000),
+            "converged": result.converged,
+            "actions": len(result.outcomes),
+            "failed": sorted(failed),
+            "blocked": [b.name for b in result.blocked],
+            "waiting": {k: list(v) for k, v in result.waiting.items()},
+        }
+        log_method = log.info if result.converged else log.warning
+        if self.outage_since is not None and not result.converged:
+            log_method = log.debug  # still the same failure streak
+        log_method(
+            "reconcile.completed",
+            kind=kind,
+            duration_ms=round(elapsed * 1000),
+            actions=len(result.outcomes),
+            failed=len(failed),
+            blocked=len(result.blocked),
+            waiting=len(result.waiting),
+            drift=len(result.drift),
+            converged=result.converged,
+        )
+
+    def _failed(
+        self,
+        kind: Kind,
+        only: set[str] | None,
+        exc: ChanopsError,
+        started: float,
+        *,
+        platform: bool = True,
+    ) -> None:
+        elapsed = time.monotonic() - started
+        now = time.monotonic()
+        with contextlib.suppress(ChanopsError):
+            self._snapshot_records()  # the engine may have written some before failing
+        self.metrics.reconciles.labels(outcome="failed", kind=kind).inc()
+        self.metrics.reconcile_duration.labels(kind=kind).observe(elapsed)
+        error = describe_error(exc)
+        in_outage = self.outage_since is not None
+        # One event per failure streak: the first failure is loud, the retries during
+        # the same outage are logged at debug (and counted in /metrics).
+        failed_log = log.debug if in_outage else log.error
+        failed_log("reconcile.failed", kind=kind, duration_ms=round(elapsed * 1000), error=error)
+        if platform:
+            # Unreachable: one full reconcile is retried with backoff, not each name.
+            self.platform_ok = False
+            keys = [FULL]
+        else:
+            keys = [FULL] if kind == "full" else sorted(only or ())
+        delays = [self.backoff.fail(key, now, error).delay for key in keys]
+        retry_in = min(delays) if delays else None
+        if platform and not in_outage:
+            self.outage_since = now
+            log.error("platform.unreachable", error=error, retry_in_s=retry_in)
+        elif delays:
+            (log.debug if in_outage else log.info)(
+                "reconcile.requeued", kind=kind, retry_in_s=retry_in
+            )
+        self.metrics.ready.set(1 if self.readiness()[0] else 0)
+        self.metrics.backoff.set(len(self._backoff_names()))
+
+    def _backoff_names(self) -> list[str]:
+        names = {m.name for m in self.load.manifests} if self.load else set()
+        names |= set(self._records)
+        return [n for n in names if n in self.backoff]
+
+    def _count_connections(self, load: LoadResult) -> None:
+        frozen = {n for f in load.failed_files for n in self._files_to_names.get(canonical(f), ())}
+        counts: dict[str, int] = {}
+        for record in self._records.values():
+            if record.name in frozen:
+                status = "frozen"
+            elif record.connection_id is None or record.connection_id not in self.observed:
+                status = "missing"
+            else:
+                status = self.observed[record.connection_id].status
+            counts[status] = counts.get(status, 0) + 1
+        self.metrics.set_connections(counts)
+
+    # -- syncs ---------------------------------------------------------------------------
+
+    def _manifest(self, name: str) -> Manifest | None:
+        if self.load is None:
+            return None
+        for m in self.load.manifests:
+            if m.name == name:
+                return m
+        return None
+
+    def _sync_target(self, name: str) -> Target | None:
+        manifest = self._manifest(name)
+        record = self.store.get(name)
+        if manifest is None or record is None or record.connection_id is None:
+            return None
+        observed = self.observed.get(record.connection_id)
+        active = manifest.enabled if observed is None else observed.status == "active"
+        return Target(
+            connection_id=record.connection_id,
+            driver=manifest.driver,
+            active=active,
+            suspended=manifest.suspend,
+        )
+
+    def _sync_outcome(self, outcome: SyncOutcome) -> None:
+        self.metrics.sync_jobs.labels(outcome=outcome.outcome).inc()
+        if outcome.outcome in ("completed", "failed") and outcome.job_id:
+            self.metrics.sync_duration.observe(outcome.seconds)
+        if outcome.outcome == "stuck":
+            return
+        with contextlib.suppress(ChanopsError):
+            self.store.update(
+                outcome.name,
+                last_sync_job=outcome.job_id or None,
+                last_sync_outcome=outcome.outcome,
+                last_sync_at=utc_iso(_now_utc()),
+            )
+
+    # -- endpoints -----------------------------------------------------------------------
+
+    def readiness(self) -> tuple[bool, list[str]]:
+        reasons: list[str] = []
+        if not self.first_done:
+            reasons.append("first reconcile not finished")
+        if not self.platform_ok:
+            reasons.append("platform not reachable in the last resync")
+        return not reasons, reasons
+
+    def status(self) -> dict[str, Any]:
+        records = self.store.records()
+        manifests = {m.name: m for m in self.load.manifests} if self.load else {}
+        frozen_files = {canonical(f) for f in self.load.failed_files} if self.load else set()
+        now = time.monotonic()
+        connections = []
+        for name in sorted(set(manifests) | set(records)):
+            m = manifests.get(name)
+            r = records.get(name)
+            cid = r.connection_id if r is not None else (m.connection_id if m else None)
+            obs = self.observed.get(cid) if cid is not None else None
+            retry = self.backoff.get(name)
+            file = m.source.file if m else (r.source_file if r else None)
+            connections.append(
+                {
+                    "name": name,
+                    "file": file,
+                    "frozen": bool(file and canonical(file) in frozen_files),
+                    "desired": _desired(m),
+                    "observed": _observed(obs),
+                    "conditions": list(r.conditions) if r else [],
+                    "lastSync": (
+                        {
+                            "job": r.last_sync_job,
+                            "outcome": r.last_sync_outcome,
+                            "at": r.last_sync_at,
+                        }
+                        if r and r.last_sync_outcome
+                        else None
+                    ),
+                    "nextSync": utc_iso(self.scheduler.next_run(name)),
+                    "syncing": self.scheduler.syncing(name),
+                    "backoff": (
+                        {
+                            "failures": retry.failures,
+                            "retryInSeconds": max(0.0, round(retry.due - now, 1))
+                            if retry.due != float("inf")
+                            else 0.0,
+                            "delaySeconds": retry.delay,
+                            "untilManifestChanges": retry.terminal,
+                            "error": retry.error,
+                        }
+                        if retry
+                        else None
+                    ),
+                    "events": list(self.events.get(name, ())),
+                }
+            )
+        ready, reasons = self.readiness()
+        errors = [
+            {
+                "file": d.file,
+                "line": d.line,
+                "column": d.column,
+                "field": d.path,
+                "error": d.message,
+            }
+            for d in (self.load.errors if self.load else ())
+        ]
+        return {
+            "ready": ready,
+            "reasons": reasons,
+            "revision": self.logging.revision.value,
+            "manifests": str(self.options.manifests),
+            "lastReconcile": self.last_reconcile,
+            "platformRetry": (
+                {"failures": pr.failures, "delaySeconds": pr.delay, "error": pr.error}
+                if (pr := self.backoff.get(FULL))
+                else None
+            ),
+            "manifestErrors": self.logging.redactor.scrub(errors),
+            "connections": connections,
+            "events": list(self.recent),
+        }
+
+    def _remember_event(self, event: MutableMapping[str, Any]) -> None:
+        name = event.get("connection")
+        compact = {k: event[k] for k in _EVENT_FIELDS if k in event}
+        if isinstance(name, str):
+            self.events.setdefault(name, deque(maxlen=EVENTS_PER_CONNECTION)).append(compact)
+            compact = {"connection": name, **compact}
+        self.recent.append(compact)
+
+
+def _refusal_codes() -> tuple[str, ...]:
+    """Error codes of platform refusals: 4xx other than 409/412/429 (DESIGN.md section 5)."""
+    found: set[str] = set()
+    stack: list[type[APIError]] = [APIError]
+    while stack:
+        cls = stack.pop()
+        stack.extend(cls.__subclasses__())
+        if 400 <= cls.status < 500 and cls.status not in (409, 412, 429):
+            found.add(cls.code)
+    return tuple(sorted(found))
+
+
+REFUSAL_CODES = _refusal_codes()
+
+
+def is_refusal(error: str) -> bool:
+    """Whether an outcome's error text (`code: message`, from APIError) is a refusal.
+
+    The engine reports outcomes as text; the executor formats APIError as its code
+    first, so the code prefix is the stable part to classify by.
+    """
+    return error.startswith(tuple(f"{code}:" for code in REFUSAL_CODES))
+
+
+def _empty(path: str) -> bool:
+    try:
+        return os.path.getsize(path) == 0
+    except OSError:
+        return False
+
+
+def _diag_key(d: Diagnostic) -> tuple[str, int, int, str]:
+    return (d.file, d.line, d.column, d.message)
+
+
+def _now_utc() -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)
+
+
+def _desired(m: Manifest | None) -> dict[str, Any] | None:
+    if m is None:
+        return None  # removed from git: the engine applies its deletionPolicy
+    return {
+        "driver": m.driver,
+        "displayName": m.display_name,
+        "enabled": m.enabled,
+        "suspend": m.suspend,
+        "deletionPolicy": m.deletion_policy,
+        "connectionId": m.connection_id,
+        "labels": dict(m.labels),
+        "sync": (
+            {
+                "interval_s": m.sync.interval_seconds,
+                "cron": m.sync.cron,
+                "jitter_s": m.sync.jitter_seconds,
+                "timeout_s": m.sync.timeout_seconds,
+            }
+            if m.sync
+            else None
+        ),
+    }
+
+
+def _observed(c: Connection | None) -> dict[str, Any] | None:
+    if c is None:
+        return None
+    return {
+        "id": c.id,
+        "name": c.name,
+        "driver": c.driver,
+        "status": c.status,
+        "version": c.version,
+        "hasOrderErrors": c.has_order_errors,
+        "authorization": c.authorization,
+        "updatedAt": c.updated_at,
+    }

@@ -1,0 +1,250 @@
+"""structlog configuration for every chanops process, and the processors it uses.
+
+Configured once, at the edge (`configure_logging`, called by the CLI); library code only
+does `log = structlog.get_logger(__name__)`. The processors are plain callables over the
+event dict (STYLE.md, structlog), each testable on its own:
+
+- `Redactor` removes every registered secret value from every field, recursively, and
+  runs last before rendering so nothing rendered (messages, tracebacks) can leak one.
+- `ErrorRenderer` turns `exc_info` into one `error` string ("Type: message") unless the
+  level is debug, where the full traceback is kept.
+- `RevisionStamp` adds the manifests' git commit to every event.
+- `EventTap` hands each finished event to listeners (metrics, the /status ring buffer).
+
+Output: one JSON object per line on stdout, or the console renderer when stdout is a
+TTY (`--log-format` overrides). Every event has `event`, `timestamp` (UTC ISO 8601) and
+`level`. Standard-library loggers (uvicorn, APScheduler) are routed through the same
+chain so every line on stdout is JSON.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import threading
+from collections.abc import Callable, Iterable, MutableMapping
+from typing import Any, Literal, TextIO
+
+import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+LogFormat = Literal["json", "console"]
+LEVELS = ("debug", "info", "warning", "error", "critical")
+REDACTED = "(sensitive value)"
+
+EventListener = Callable[[MutableMapping[str, Any]], None]
+
+
+class Redactor:
+    """Replace every registered secret value, wherever it occurs in an event, by a marker.
+
+    Secrets are registered as they are resolved (`add`); matching is by substring so a
+    secret quoted inside an error message or a traceback is caught too. Longest values
+    are matched first so a secret that contains another is removed whole.
+    """
+
+    def __init__(self, values: Iterable[str] = ()) -> None:
+        self._values: set[str] = set()
+        self._pattern: re.Pattern[str] | None = None
+        self._lock = threading.Lock()
+        self.add(values)
+
+    def add(self, values: Iterable[str]) -> None:
+        new = {v for v in values if isinstance(v, str) and v}
+        with self._lock:
+            if new <= self._values:
+                return
+            self._values |= new
+            ordered = sorted(self._values, key=len, reverse=True)
+            self._pattern = re.compile("|".join(re.escape(v) for v in ordered))
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def scrub(self, value: Any) -> Any:
+        pattern = self._pattern
+        if pattern is None:
+            return value
+        return _scrub(value, pattern)
+
+    def __call__(self, logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
+        pattern = self._pattern
+        if pattern is None:
+            return event_dict
+        for key, value in list(event_dict.items()):
+            event_dict[key] = _scrub(value, pattern)
+        return event_dict
+
+
+def _scrub(value: Any, pattern: re.Pattern[str]) -> Any:
+    if isinstance(value, str):
+        return pattern.sub(REDACTED, value)
+    if isinstance(value, dict):
+        return {_scrub(k, pattern): _scrub(v, pattern) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_scrub(v, pattern) for v in value]
+    if isinstance(value, int | float | bool) or value is None:
+        return value
+    # Anything else (exceptions, paths, dataclasses) is rendered as text by the
+    # renderer anyway: render it here so the secret check sees the final text.
+    return pattern.sub(REDACTED, str(value))
+
+
+class ErrorRenderer:
+    """`exc_info` -> one `error` string at default levels; a traceback only when debugging."""
+
+    def __init__(self, debug: bool) -> None:
+        self._debug = debug
+        self._traceback = structlog.processors.format_exc_info
+
+    def __call__(self, logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
+        exc_info = event_dict.get("exc_info")
+        if not exc_info:
+            event_dict.pop("exc_info", None)
+            return event_dict
+        if self._debug:
+            return self._traceback(logger, method, event_dict)
+        event_dict.pop("exc_info")
+        exc = _exception(exc_info)
+        if exc is not None and "error" not in event_dict:
+            event_dict["error"] = describe_error(exc)
+        return event_dict
+
+
+def _exception(exc_info: Any) -> BaseException | None:
+    if isinstance(exc_info, BaseException):
+        return exc_info
+    if isinstance(exc_info, tuple) and len(exc_info) == 3:
+        return exc_info[1]  # type: ignore[no-any-return]
+    if exc_info is True:
+        return sys.exc_info()[1]
+    return None
+
+
+def describe_error(exc: BaseException) -> str:
+    """`Type: message`, the one-line form of an error used in every event's `error`."""
+    text = str(exc).strip()
+    name = type(exc).__name__
+    return f"{name}: {text}" if text else name
+
+
+class RevisionStamp:
+    """Add `revision` (the manifests' git commit) to every event that lacks one."""
+
+    def __init__(self) -> None:
+        self.value: str | None = None
+
+    def __call__(self, logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
+        if self.value is not None:
+            event_dict.setdefault("revision", self.value)
+        return event_dict
+
+
+class EventTap:
+    """Give each final event dict (after redaction) to the registered listeners."""
+
+    def __init__(self) -> None:
+        self._listeners: list[EventListener] = []
+
+    def subscribe(self, listener: EventListener) -> None:
+        self._listeners.append(listener)
+
+    def __call__(self, logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
+        for listener in self._listeners:
+            try:
+                listener(event_dict)
+            except Exception:  # noqa: S112 - a broken listener must never break logging
+                continue
+        return event_dict
+
+
+def _drop_stdlib_noise(logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
+    # ProcessorFormatter hands these through for foreign (stdlib) records.
+    event_dict.pop("_record", None)
+    event_dict.pop("_from_structlog", None)
+    return event_dict
+
+
+class LogConfig:
+    """The handles a running process keeps on its logging: redaction, revision, tap."""
+
+    def __init__(self) -> None:
+        self.redactor = Redactor()
+        self.revision = RevisionStamp()
+        self.tap = EventTap()
+
+
+def resolve_format(fmt: str | None, stream: TextIO) -> LogFormat:
+    if fmt in ("json", "console"):
+        return fmt  # type: ignore[return-value]
+    isatty = getattr(stream, "isatty", None)
+    return "console" if isatty is not None and isatty() else "json"
+
+
+def configure_logging(
+    *,
+    fmt: str | None = None,
+    level: str = "info",
+    stream: TextIO | None = None,
+    config: LogConfig | None = None,
+) -> LogConfig:
+    """Configure structlog (and route stdlib logging through it). Call once, at the edge."""
+    out = stream if stream is not None else sys.stdout
+    cfg = config if config is not None else LogConfig()
+    level_name = level.lower()
+    if level_name not in LEVELS:
+        raise ValueError(f"invalid log level {level!r}: expected one of {', '.join(LEVELS)}")
+    numeric = getattr(logging, level_name.upper())
+    chosen = resolve_format(fmt, out)
+    debug = level_name == "debug"
+
+    shared: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
+        cfg.revision,
+        ErrorRenderer(debug),
+        structlog.processors.UnicodeDecoder(),
+        cfg.redactor,  # last before rendering: scrubs messages and tracebacks alike
+        cfg.tap,
+    ]
+    renderer: Processor
+    if chosen == "json":
+        renderer = structlog.processors.JSONRenderer(default=str, sort_keys=False)
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=_colors(out))
+
+    structlog.configure(
+        processors=[*shared, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.WriteLoggerFactory(file=out),
+        cache_logger_on_first_use=True,
+    )
+
+    # stdlib loggers (uvicorn, APScheduler, asyncio) render through the same chain.
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared[:-2]],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                _drop_stdlib_noise,
+                cfg.redactor,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(numeric)
+    # APScheduler and httpx narrate every job run and request at INFO; chanops logs its
+    # own sync.* events and counts requests in /metrics.
+    for noisy in ("apscheduler", "uvicorn.access", "watchfiles", "httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
+    return cfg
+
+
+def _colors(stream: TextIO) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty is not None and isatty())
