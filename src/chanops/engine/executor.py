@@ -287,10 +287,17 @@ class Executor:
             conditions=previous.conditions if previous else (),
         )
         # The intent goes to disk before the call: after a crash the next plan finds it.
-        self.store.put(base.with_(intent={"op": "create", "idempotency_key": key}))
+        sent_name = a.display_name or d.manifest.display_name
+        # The name goes in the intent too: if the manifest is renamed before the next
+        # run, the planner still recognises the connection this create made.
+        self.store.put(
+            base.with_(
+                intent={"op": "create", "idempotency_key": key, "display_name": sent_name}
+            )
+        )
         result = await self._limited(
             self.client.create_connection(
-                name=a.display_name or d.manifest.display_name,
+                name=sent_name,
                 driver=a.driver,
                 credentials=body.get("credentials", {}),
                 automation=body.get("automation") or None,

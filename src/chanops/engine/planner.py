@@ -476,15 +476,22 @@ class _Planner:
             return conn, f"adopt connection {conn.id} named by spec.connectionId"
         if self.observed.scope is not None:
             return None, "unknown"
+        intent = record.intent if record is not None else None
+        pending = intent is not None and intent.get("op") == "create"
+        sent = str(intent.get("display_name") or "") if intent is not None and pending else ""
+        names = {m.display_name, sent} - {""}
         candidates = [
             c
             for c in self.observed.connections
-            if c.name == m.display_name
+            if c.name in names
             and c.driver == m.driver
             and c.id not in self.owner
             and c.id not in self.claimed
             and c.status != "deleting"
         ]
+        ours = [c for c in candidates if c.name == sent]
+        if len(ours) == 1:
+            candidates = ours  # what the interrupted create made, whatever else matches
         if len(candidates) > 1:
             ids = ", ".join(str(c.id) for c in sorted(candidates, key=lambda c: c.id))
             self.errors.append(
@@ -496,7 +503,6 @@ class _Planner:
             )
             return None, "error"
         if candidates:
-            pending = record is not None and record.intent is not None
             why = (
                 "a create was in flight when chanops stopped; adopt what it made"
                 if pending
