@@ -6,6 +6,7 @@
     ├── SecretResolutionError       a secretRef that does not resolve (names the ref, never a value)
     ├── PlatformError               anything the platform client raises
     │   ├── TransportError          timeout, refused or reset connection (retried)
+    │   │   └── PlatformUnavailable the platform stopped answering: fail fast, no retries
     │   └── APIError                the platform answered with an error status
     │       ├── Unauthorized        401
     │       ├── Forbidden           403
@@ -51,6 +52,14 @@ class PlatformError(ChanopsError):
 
 class TransportError(PlatformError):
     pass
+
+
+class PlatformUnavailable(TransportError):
+    """Several calls in a row got no answer: the rest of this reconcile is not attempted.
+
+    Raised instead of retrying each remaining call, so an outage costs one event and one
+    backoff for the whole reconcile, not full retries for every connection.
+    """
 
 
 class APIError(PlatformError):

@@ -302,3 +302,30 @@ async def test_timeouts_are_retried_then_raised_as_transport_errors(tmp_path: Pa
             with pytest.raises(errors.TransportError, match="timed out"):
                 await client.list_drivers()
         assert calls == [0, 0]  # one retry; status 0 = no answer
+
+
+async def test_an_outage_opens_the_breaker_and_warns_once(emulator: EmulatorProcess) -> None:
+    """Platform gone: one `platform.retry` warning, then every call fails fast, no retries."""
+    attempts: list[int] = []
+    async with open_client(
+        emulator.url, emulator.token, on_request=lambda m, status, s: attempts.append(status)
+    ) as client:
+        await client.list_drivers()
+        emulator.kill()
+        attempts.clear()
+        with structlog.testing.capture_logs() as logs:
+            results = await asyncio.gather(
+                *(client.get_connection(i) for i in range(1, 21)), return_exceptions=True
+            )
+        assert all(isinstance(r, errors.TransportError) for r in results), results
+        assert any(isinstance(r, errors.PlatformUnavailable) for r in results)
+        # 20 calls with 6 retries each would be 140 attempts; the breaker stops that.
+        assert len(attempts) < 40, len(attempts)
+        assert set(attempts) == {0}
+        warnings = [
+            e for e in logs if e["event"] == "platform.retry" and e["log_level"] == "warning"
+        ]
+        assert len(warnings) == 1
+        emulator.start()
+        assert [d.name for d in await client.list_drivers()]  # an answer closes the breaker
+        assert not client.breaker_open

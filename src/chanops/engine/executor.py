@@ -120,6 +120,10 @@ class Executor:
         self.follow_jobs = follow_jobs
         self.job_timeout = job_timeout
         self.clock = clock
+        # Set when the client reports the platform gone: the remaining actions are not
+        # attempted and run() raises it, so an outage is one reconcile failure (one
+        # event, one backoff) instead of a failure event per pending connection.
+        self.unavailable: errors.PlatformUnavailable | None = None
 
     async def run(self, actions: Sequence[Action], ctx: Context) -> list[Outcome]:
         outcomes: list[Outcome] = []
@@ -168,12 +172,30 @@ class Executor:
         ]
         results = await asyncio.gather(*(self._guarded(a, ctx, created) for a in tail))
         outcomes += results
+        if self.unavailable is not None:
+            raise self.unavailable
         return outcomes
 
     async def _guarded(self, action: Action, ctx: Context, created: dict[str, int]) -> Outcome:
         start = self.clock()
+        if self.unavailable is not None:
+            return Outcome(
+                action.name,
+                action.kind.value,
+                False,
+                "platform unavailable",
+                action.connection_id,
+                0.0,
+            )
         try:
             outcome = await self._do(action, ctx, created)
+        except errors.PlatformUnavailable as exc:
+            # Not this connection's failure: the intent stays for the next reconcile.
+            self.unavailable = exc
+            ms = (self.clock() - start) * 1000
+            return Outcome(
+                action.name, action.kind.value, False, error_text(exc), action.connection_id, ms
+            )
         except Exception as exc:  # one failure never blocks the others
             ms = (self.clock() - start) * 1000
             text = error_text(exc)
@@ -291,9 +313,7 @@ class Executor:
         # The name goes in the intent too: if the manifest is renamed before the next
         # run, the planner still recognises the connection this create made.
         self.store.put(
-            base.with_(
-                intent={"op": "create", "idempotency_key": key, "display_name": sent_name}
-            )
+            base.with_(intent={"op": "create", "idempotency_key": key, "display_name": sent_name})
         )
         result = await self._limited(
             self.client.create_connection(
@@ -478,7 +498,15 @@ class Executor:
                 if rec is not None:
                     self.store.put(rec.with_(intent={"op": kind.value}))
             try:
+                if self.unavailable is not None:
+                    raise self.unavailable
                 conns = await self._limited(call([cid for _, cid in batch]))
+            except errors.PlatformUnavailable as exc:
+                self.unavailable = exc
+                for a, _ in batch:
+                    failed.add(a.name)
+                    self.store.update(a.name, intent=None)  # the next plan observes status
+                continue
             except Exception as exc:
                 text = error_text(exc)
                 ms = (self.clock() - start) * 1000

@@ -8,7 +8,11 @@
 - connection pooling, timeouts, a concurrency limit and a client-side rate limiter that
   paces requests so a configured limit is met without provoking 429s;
 - retries with capped exponential backoff and full jitter for timeouts, connection
-  errors, 5xx and 429 (honouring Retry-After), never for other 4xx;
+  errors, 5xx and 429 (honouring Retry-After), never for other 4xx; `platform.retry` is
+  a warning once per failure streak and debug after that;
+- a circuit breaker: after BREAKER_THRESHOLD attempts in a row got no answer at all,
+  every call makes one attempt and raises PlatformUnavailable instead of retrying,
+  until an answer arrives (so an outage is not multiplied by every pending call);
 - an Idempotency-Key on every write (POST, PATCH, DELETE), reused across the retries of
   one call, so a retried write whose first answer was lost is not applied twice;
 - `url="local:PATH"`: the emulator app in-process through httpx's ASGI transport over
@@ -42,6 +46,7 @@ PAGE_SIZE = 500
 BACKOFF_BASE_S = 0.1
 BACKOFF_CAP_S = 10.0
 MAX_ERROR_TEXT = 500  # a huge error body must not flood the log
+BREAKER_THRESHOLD = 5  # attempts in a row without any answer: the platform is down
 
 OnRequest = Callable[[str, int, float], None]
 
@@ -191,6 +196,13 @@ class PlatformClient:
         self.on_close = on_close
         self.rng = rng or random.Random()
         self.page_size = PAGE_SIZE
+        # Failure-streak state shared by all calls of this client.
+        self.unanswered = 0  # attempts in a row that got no HTTP answer
+        self.retry_logged = False  # the current failure streak has logged its warning
+
+    @property
+    def breaker_open(self) -> bool:
+        return self.unanswered >= BREAKER_THRESHOLD
 
     async def __aenter__(self) -> Self:
         return self
@@ -258,15 +270,19 @@ class PlatformClient:
             except httpx.TimeoutException as exc:
                 error = errors.TransportError(f"{method} {path}: timed out ({type(exc).__name__})")
                 delay = self._backoff(attempt)
+                self.unanswered += 1
             except httpx.TransportError as exc:
                 error = errors.TransportError(f"{method} {path}: {type(exc).__name__}: {exc}")
                 delay = self._backoff(attempt)
+                self.unanswered += 1
             except httpx.HTTPError as exc:  # e.g. a body that fails to decode: not transient
                 raise errors.PlatformError(
                     f"{method} {path}: {type(exc).__name__}: {exc}"
                 ) from None
             else:
+                self.unanswered = 0
                 if response.status_code < 400:
+                    self.retry_logged = False
                     if not response.content:
                         return None
                     try:
@@ -289,10 +305,19 @@ class PlatformClient:
                         self.limiter.push_back(retry_after)
                 else:
                     delay = self._backoff(attempt)
+            if self.breaker_open:
+                raise errors.PlatformUnavailable(
+                    f"the platform did not answer {self.unanswered} attempts in a row "
+                    f"(last: {error})"
+                ) from None
             if attempt >= self.max_retries:
                 raise error
             attempt += 1
-            log.warning(
+            # One warning per failure streak; the retries after it are debug (and counted
+            # through on_request), so an outage does not flood the log.
+            retry_log = log.debug if self.retry_logged else log.warning
+            self.retry_logged = True
+            retry_log(
                 "platform.retry",
                 method=method,
                 path=path,
