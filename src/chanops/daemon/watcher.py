@@ -33,6 +33,9 @@ MANIFEST_SUFFIXES = (".yaml", ".yml")
 _TEMP_SUFFIXES = ("~", ".swp", ".swx", ".swo", ".tmp", ".bak", ".orig", ".part", ".crdownload")
 
 
+RESOLVE_POLL_S = 1.0  # safety net for a root swap the link watch missed
+
+
 @dataclass(frozen=True, slots=True)
 class Batch:
     """What changed since the last batch: absolute real paths of manifest files."""
@@ -125,7 +128,17 @@ class ManifestWatcher:
                     if self._resolve() != self.target:
                         swapped.set()  # swapped while the watches were being set up
                     self.armed.set()
-                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                while True:
+                    done, _ = await asyncio.wait(
+                        waiters, timeout=RESOLVE_POLL_S, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    if done:
+                        break
+                    # inotify watches are armed in watchfiles' thread, so a swap can land
+                    # before they exist; one cheap re-resolve a second closes that gap.
+                    if self._resolve() != self.target:
+                        swapped.set()
+                        break
                 inner_stop.set()
                 for w in waiters:
                     w.cancel()
