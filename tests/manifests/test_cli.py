@@ -74,17 +74,32 @@ def test_json_format_and_strict() -> None:
 
 
 def test_check_secrets_lists_missing_never_values(tmp_path: Path) -> None:
+    # The examples with two references switched to env, so both kinds go missing.
+    shutil.copytree(REPO / "connections.d", tmp_path / "connections.d")
+    for name, old, new in [
+        ("shopware-de", "{file: shopware-de-secret-access-key}", "{env: SHOPWARE_DE_SECRET}"),
+        ("shopify-outlet", "{file: shopify-outlet-api-key}", "{env: SHOPIFY_OUTLET_API_KEY}"),
+    ]:
+        path = tmp_path / "connections.d" / f"{name}.yaml"
+        path.write_text(path.read_text().replace(old, new))
     secrets = tmp_path / "secrets"
     secrets.mkdir()
-    (secrets / "magento-b2b-password").write_text("MAGENTO-VALUE")
-    (secrets / "sfcc-eu-client-password").write_text("SFCC-VALUE")
-    env = {
-        "SHOPWARE_DE_SECRET": "SW-VALUE",
-        "TRADEBYTE_REST_PASSWORD": "TB-VALUE",
-        "TRADEBYTE_SFTP_PASSWORD": "TB2-VALUE",
-    }
+    for file in [
+        "magento-b2b-password",
+        "sfcc-eu-client-password",
+        "tradebyte-rest-password",
+        "tradebyte-sftp-password",
+    ]:
+        (secrets / file).write_text(f"{file}-VALUE")
+    env = {"SHOPWARE_DE_SECRET": "SW-VALUE"}
     done = chanops(
-        "validate", "--check-secrets", "--secrets-dir", str(secrets), "connections.d", env=env
+        "validate",
+        "--check-secrets",
+        "--secrets-dir",
+        str(secrets),
+        "connections.d",
+        env=env,
+        cwd=tmp_path,
     )
     assert done.returncode == 1
     errors = [line for line in done.stdout.splitlines() if ": error: " in line]
@@ -97,7 +112,14 @@ def test_check_secrets_lists_missing_never_values(tmp_path: Path) -> None:
     ]
     assert "VALUE" not in done.stdout + done.stderr
     # Without --check-secrets, references that merely are not there yet pass.
-    assert chanops("validate", "--secrets-dir", str(secrets), "connections.d").returncode == 0
+    passes = chanops("validate", "--secrets-dir", str(secrets), "connections.d", cwd=tmp_path)
+    assert passes.returncode == 0
+
+
+def test_the_examples_resolve_every_secret_from_the_demo_directory() -> None:
+    """`chanops run` on a fresh checkout needs every example secret to resolve."""
+    done = chanops("validate", "--check-secrets", "connections.d")
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_schema_command() -> None:

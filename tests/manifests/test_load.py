@@ -41,7 +41,7 @@ def test_model_fields_from_a_manifest() -> None:
     (m,) = result.manifests
     assert m.name == "shopware-de" and m.display_name == "Shopware DE"
     assert m.labels == {"team": "emea", "country": "de"}
-    assert m.credentials["secretAccessKey"] == SecretRef(env="SHOPWARE_DE_SECRET")
+    assert m.credentials["secretAccessKey"] == SecretRef(file="shopware-de-secret-access-key")
     assert m.settings["orders"]["importStatuses"] == ["open", "in_progress"]
     assert m.automation == {"orderDownload": "5m", "returnDownload": "30m"}
     assert m.sync is not None
