@@ -13,9 +13,9 @@ from typing import Any
 
 import click
 
-from chanops.commands.common import common_options, with_git_checkout
+from chanops.commands.common import common_options
 from chanops.commands.plan import filter_options, parse_selector
-from chanops.sources.options import git_options, pop_git_options
+from chanops.sources.options import git_options
 
 
 @click.command(name="apply")
@@ -55,18 +55,14 @@ def command(
     from chanops.engine.reconciler import EngineOptions, ReconcileResult
     from chanops.engine.render import render
     from chanops.engine.session import (
-        cli_logging,
-        cli_settings,
+        cli_start,
         load,
         open_session,
         print_diagnostics,
         run_cli,
     )
 
-    git = pop_git_options(common)
-    settings = cli_settings(**common)
-    cli_logging(log_level)  # before the git checkout, whose events go to stderr too
-    settings = with_git_checkout(settings, git)
+    settings = cli_start(common, log_level)
     selector = parse_selector(selectors)
     result = load(settings)
     print_diagnostics(result)

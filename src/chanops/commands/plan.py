@@ -13,8 +13,8 @@ from typing import Any
 
 import click
 
-from chanops.commands.common import common_options, with_git_checkout
-from chanops.sources.options import git_options, pop_git_options
+from chanops.commands.common import common_options
+from chanops.sources.options import git_options
 
 
 def parse_selector(selectors: tuple[str, ...]) -> dict[str, str] | None:
@@ -88,18 +88,14 @@ def command(
     from chanops.engine.reconciler import EngineOptions
     from chanops.engine.render import render
     from chanops.engine.session import (
-        cli_logging,
-        cli_settings,
+        cli_start,
         load,
         open_session,
         print_diagnostics,
         run_cli,
     )
 
-    git = pop_git_options(common)
-    settings = cli_settings(**common)
-    cli_logging(log_level)  # before the git checkout, whose events go to stderr too
-    settings = with_git_checkout(settings, git)
+    settings = cli_start(common, log_level)
     selector = parse_selector(selectors)
     options = EngineOptions(
         max_delete=max_delete,

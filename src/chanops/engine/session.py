@@ -81,6 +81,21 @@ def cli_settings(**common: object) -> Settings:
         raise click.ClickException(exc.message) from None
 
 
+def cli_start(common: dict[str, Any], log_level: str) -> Settings:
+    """The start of every one-shot engine command: settings, logging, then --git.
+
+    Logging is configured before the git checkout so its events go to stderr and
+    stdout keeps only the command's output (a JSON plan stays parseable).
+    """
+    from chanops.commands.common import with_git_checkout
+    from chanops.sources.options import pop_git_options
+
+    git = pop_git_options(common)
+    settings = cli_settings(**common)
+    cli_logging(log_level)
+    return with_git_checkout(settings, git)
+
+
 def cli_logging(level: str = "warning") -> None:
     """Events to stderr, so stdout carries only the command's own output (plans, JSON)."""
     import sys
