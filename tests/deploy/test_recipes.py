@@ -90,8 +90,6 @@ def accepted(name: str, flags: list[str]) -> None:
     if options is None:
         return
     missing = sorted(set(flags) - options)
-    if missing and set(missing) <= GIT_FLAGS and "--git" not in options:
-        pytest.xfail(f"chanops {name} does not take the git source flags yet: {missing}")
     assert not missing, f"chanops {name} does not accept {missing}"
 
 
@@ -388,7 +386,7 @@ def test_recipe_command_runs_once(recipe: Recipe, tmp_path: Path) -> None:
     options = built_options("run")
     if options is None or "--once" not in options:
         pytest.skip("chanops run is not built yet")
-    accepted("run", recipe.flags())  # xfails here while the git flags are not wired
+    accepted("run", recipe.flags())
     from support.emulator import free_port, start_emulator
 
     manifests = tmp_path / "manifests"

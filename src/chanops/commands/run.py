@@ -5,17 +5,26 @@ With no flags it reconciles `connections.d` against the embedded local platform
 stream. Startup order: configure logging, take the state lock (a second daemon on the
 same state exits 1 naming the holder), open the platform client, then the daemon's
 first full reconcile, schedules, watch.
+
+With `--git URL` the manifests come from a git repository instead (docs/git.md): the
+daemon follows the source's checkouts (one full reconcile per new commit), serves
+`POST /hooks/git` when `--webhook-secret-file` is given, and keeps running on the last
+good checkout while fetches fail. `--once` fetches once (a failed fetch is exit 1).
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from chanops.commands.common import common_options, settings_from
+from chanops.sources.options import git_options, pop_git_options
+
+if TYPE_CHECKING:
+    from chanops.sources.options import GitOptions
 
 LOG_LEVELS = ["debug", "info", "warning", "error"]
 
@@ -35,6 +44,7 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
 
 @click.command(name="run")
 @common_options
+@git_options(webhook=True)
 @click.option(
     "--listen",
     default="127.0.0.1:9464",
@@ -99,11 +109,13 @@ def command(
     """Watch the manifests and keep the platform equal to them (the daemon)."""
     from chanops.observability.logging import configure_logging
 
+    git = pop_git_options(common)  # before settings_from: it takes no git keys
     settings = settings_from(**common)
     logcfg = configure_logging(fmt=log_format, level=log_level)
     code = asyncio.run(
         _main(
             settings=settings,
+            git=git,
             logcfg=logcfg,
             listen=None if once else listen,
             resync=resync,
@@ -120,6 +132,7 @@ def command(
 async def _main(
     *,
     settings: Any,
+    git: GitOptions | None,
     logcfg: Any,
     listen: str | None,
     resync: float,
@@ -142,8 +155,17 @@ async def _main(
 
     log = structlog.get_logger("chanops.daemon")
     metrics = Metrics()
+    source = None
+    routes = []
     try:
         address = parse_listen(listen) if listen is not None else None
+        if git is not None:
+            from chanops.sources.webhook import git_webhook_route
+
+            source = git.source(settings.state)
+            if git.webhook_secret_file is not None and address is not None:
+                # Reads the secret now: a missing or empty file stops startup here.
+                routes.append(git_webhook_route(source.trigger, git.webhook_secret_file))
         if address is not None and address[0] not in ("127.0.0.1", "::1", "localhost"):
             log.warning(
                 "http.not_loopback",
@@ -183,7 +205,7 @@ async def _main(
                 store=store,
                 reconciler=reconciler,
                 options=DaemonOptions(
-                    manifests=settings.manifests,
+                    manifests=source.stable_path if source is not None else settings.manifests,
                     secrets_dirs=settings.secrets_dirs,
                     resync_seconds=resync,
                     listen=address,
@@ -191,6 +213,8 @@ async def _main(
                 ),
                 metrics=metrics,
                 logging=logcfg,
+                source=source,
+                routes=routes,
             )
             if once:
                 return await daemon.once()

@@ -7,6 +7,7 @@
 - `/status`   JSON: every connection's desired and observed state, conditions, next
               scheduled sync, backoff and last events. Never a secret: desired state is
               summarised without credentials, and events were redacted when logged.
+- extra `routes` (the git source's `POST /hooks/git`) are served beside them.
 
 The socket is bound by chanops itself (a clear error when the address is taken, port 0
 for tests) and uvicorn's own signal handling is disabled: the daemon owns the signals.
@@ -17,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
 import structlog
@@ -25,7 +26,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from chanops.errors import ConfigError
 from chanops.observability.metrics import CONTENT_TYPE_LATEST, Metrics
@@ -61,6 +62,7 @@ def create_app(
     metrics: Metrics,
     ready: Callable[[], tuple[bool, list[str]]],
     status: Callable[[], dict[str, Any]],
+    routes: Sequence[BaseRoute] = (),
 ) -> Starlette:
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -84,6 +86,7 @@ def create_app(
             Route("/readyz", readyz),
             Route("/metrics", metrics_endpoint),
             Route("/status", status_endpoint),
+            *routes,
         ]
     )
 

@@ -14,6 +14,13 @@ section 5), and reconciles never overlap.
   whose retry is due. The engine reads just those connections by id.
 - Per-connection backoff (1 s doubling to 5 min) after a failed action; visible in
   /status; reset by a change to the connection's file or by success.
+- Git source (`--git`): no file watcher. Each checkout `GitSource.updates()` yields
+  (the current one first, then every new commit) becomes the root of the next full
+  reconcile, switched only between reconciles; its SHA and subject are on every event.
+  Checkouts are immutable directories, so a reconcile always reads one whole commit.
+
+Files are keyed relative to the manifests root (`source_key`, as the engine stores
+them), so the names a file defined survive a root that moves with every commit.
 """
 
 from __future__ import annotations
@@ -25,19 +32,21 @@ import signal
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterable, Mapping, MutableMapping
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 
 from chanops.daemon.backoff import Backoff
+from chanops.daemon.gitsource import GitSourceCollector, git_status, readiness_reasons
 from chanops.daemon.http import HttpServer, bind, create_app
 from chanops.daemon.loader import IncrementalLoader
 from chanops.daemon.revision import RevisionReader
 from chanops.daemon.scheduler import SyncOutcome, SyncScheduler, Target, utc_iso
 from chanops.daemon.watcher import Batch, ManifestWatcher
+from chanops.engine.planner import source_key
 from chanops.engine.reconciler import Reconciler, ReconcileResult
 from chanops.errors import APIError, ChanopsError, NotFound, PlatformError
 from chanops.manifests.model import Diagnostic, LoadResult, Manifest
@@ -46,6 +55,11 @@ from chanops.observability.metrics import Metrics
 from chanops.platform.api import PlatformAPI
 from chanops.platform.models import Connection
 from chanops.state.store import Record, StateStore
+
+if TYPE_CHECKING:
+    from starlette.routing import BaseRoute
+
+    from chanops.sources.git import GitSource, Revision
 
 log = structlog.get_logger("chanops.daemon")
 
@@ -115,6 +129,8 @@ class Daemon:
         options: DaemonOptions,
         metrics: Metrics,
         logging: LogConfig,
+        source: GitSource | None = None,
+        routes: Sequence[BaseRoute] = (),
     ) -> None:
         self.client = client
         self.store = store
@@ -125,6 +141,16 @@ class Daemon:
         self.backoff = Backoff()
         self.revision = RevisionReader(options.manifests)
         self.loader = IncrementalLoader(options.manifests, secrets_dirs=options.secrets_dirs)
+        self.root = str(options.manifests)  # what the loader reports as LoadResult.root
+        self.source = source
+        self.routes = list(routes)
+        self.git_revision: Revision | None = None  # the checkout the last load read
+        self._next_revision: Revision | None = None  # ... and the one to switch to
+        self._have_revision = asyncio.Event()
+        if source is not None:
+            metrics.registry.register(GitSourceCollector(source))
+            # Fetch failures change readiness between reconciles: read it at scrape time.
+            metrics.ready.set_function(lambda: 1.0 if self.readiness()[0] else 0.0)
         self.scheduler = SyncScheduler(
             client, lookup=self._sync_target, on_outcome=self._sync_outcome
         )
@@ -162,18 +188,27 @@ class Daemon:
         self._install_signals(loop)
         if self.options.listen is not None:
             sock = bind(*self.options.listen)
-            app = create_app(metrics=self.metrics, ready=self.readiness, status=self.status)
+            app = create_app(
+                metrics=self.metrics,
+                ready=self.readiness,
+                status=self.status,
+                routes=self.routes,
+            )
             self._http = HttpServer(app, sock)
             self._http.start()
             host, port = self._http.address
             log.info("http.listening", address=f"{host}:{port}", port=port)
+        git: dict[str, Any] = {}
+        if self.source is not None:
+            git = {"git": self.source.display_url, "ref": self.source.ref}
         log.info(
             "daemon.started",
             manifests=str(self.options.manifests),
             resync_s=self.options.resync_seconds,
             pid=os.getpid(),
+            **git,
         )
-        if not self.options.manifests.exists():
+        if self.source is None and not self.options.manifests.exists():
             log.warning(
                 "manifests.missing",
                 manifests=str(self.options.manifests),
@@ -181,15 +216,18 @@ class Daemon:
                 "deleted until it does; create it and add *.yaml manifests (chanops export "
                 "writes them for existing connections). It is picked up when it appears.",
             )
-        watcher = ManifestWatcher(
-            self.options.manifests,
-            self._on_batch,
-            step_ms=self.options.watch_step_ms,
-            force_polling=self.options.force_polling,
-        )
-        watch_task = asyncio.create_task(watcher.run(self._stop))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(watcher.armed.wait(), timeout=10)
+        if self.source is None:
+            watcher = ManifestWatcher(
+                self.options.manifests,
+                self._on_batch,
+                step_ms=self.options.watch_step_ms,
+                force_polling=self.options.force_polling,
+            )
+            watch_task = asyncio.create_task(watcher.run(self._stop))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(watcher.armed.wait(), timeout=10)
+        else:
+            watch_task = asyncio.create_task(self._follow(self.source))
         self.scheduler.start()
         loop_task = asyncio.create_task(self._loop())
         await self._stop.wait()
@@ -208,6 +246,8 @@ class Daemon:
                 await loop_task
         remaining = self.options.shutdown_timeout - (time.monotonic() - started)
         await self.scheduler.shutdown(grace=min(remaining, 5.0))
+        if self.source is not None:
+            watch_task.cancel()  # the fetch loop never ends by itself
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await asyncio.wait_for(watch_task, timeout=3)
         if self._http is not None:
@@ -219,7 +259,20 @@ class Daemon:
         return 0
 
     async def once(self) -> int:
-        """One full reconcile: 0 when everything chanops can do is done, else 1."""
+        """One full reconcile: 0 when everything chanops can do is done, else 1.
+
+        With a git source: one fetch first. A failed fetch is exit 1 (like `apply
+        --git`): a one-shot run against a stale checkout would report success falsely.
+        """
+        if self.source is not None:
+            from chanops.errors import SourceError
+            from chanops.sources.options import checkout_once
+
+            try:
+                self._next_revision = await checkout_once(self.source)
+            except SourceError as exc:
+                log.error("daemon.failed", error=str(exc))
+                return 1
         self._snapshot_records()
         result = await self.reconcile("full", None, reason="once")
         if result is None:
@@ -242,6 +295,8 @@ class Daemon:
         log.info("signal.received", signal="SIGHUP", action="full reconcile")
         self._pending_full = self._pending_full or "SIGHUP"
         self._wake.set()
+        if self.source is not None:
+            self.source.trigger()  # and fetch now: a new commit becomes the next reconcile
 
     def _on_batch(self, batch: Batch) -> None:
         if batch.rescan:
@@ -253,10 +308,64 @@ class Daemon:
         self._pending_full = self._pending_full or reason
         self._wake.set()
 
+    async def _follow(self, source: GitSource) -> None:
+        """Each new checkout asks for a full reconcile; the loop switches to it.
+
+        `updates()` swallows fetch failures itself; anything else escaping it would
+        silently end the following, so it is logged and the loop starts again.
+        """
+        while True:
+            try:
+                async for revision in source.updates():
+                    self._next_revision = revision
+                    self._have_revision.set()
+                    self.request_full(f"git revision {revision.short}")
+            except Exception as exc:
+                log.error("git.follow_failed", error=describe_error(exc))
+                await asyncio.sleep(min(source.interval, 30.0))
+
+    def _switch_root(self) -> None:
+        """Between reconciles: load the next reconcile from the newest checkout."""
+        revision, self._next_revision = self._next_revision, None
+        if revision is None or (
+            self.git_revision is not None and revision.path == self.git_revision.path
+        ):
+            return
+        self.git_revision = revision
+        self.root = str(revision.path)
+        self.loader = IncrementalLoader(revision.path, secrets_dirs=self.options.secrets_dirs)
+        self._not_files = set()  # paths of the old checkout
+
+    def _key(self, path: str) -> str:
+        """A manifest path as the engine stores it: relative to the root (source_key).
+
+        Loader paths carry the root as given; watcher paths are real paths; store
+        records are keys already (or, from older stores, paths as discovered).
+        """
+        key = source_key(path, self.root)
+        if key != path or not os.path.isabs(path):
+            return key
+        real, root = canonical(path), canonical(self.root)
+        if real.startswith(root + os.sep):
+            return real[len(root) + 1 :]
+        return path
+
     # -- the loop ------------------------------------------------------------------------
 
     async def _loop(self) -> None:
         self._snapshot_records()
+        if self.source is not None and self._next_revision is None:
+            # No checkout yet (first start, remote down): nothing to load, nothing to
+            # delete. /readyz says why; the first fetch that works starts the loop.
+            waiter = asyncio.create_task(self._have_revision.wait())
+            stopper = asyncio.create_task(self._stop.wait())
+            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            stopper.cancel()
+            if self._stop.is_set():
+                return
+        if self.source is not None:
+            self._pending_full = None  # the startup reconcile covers the checkout so far
         await self.reconcile("full", None, reason="startup")
         next_resync = time.monotonic() + self.options.resync_seconds
         while not self._stop.is_set():
@@ -322,9 +431,8 @@ class Daemon:
             if canonical(m.source.file) in files:
                 names.add(m.name)
         for file in files:
-            names |= self._files_to_names.get(file, set())
-        for file in files:
-            names |= self._record_files.get(file, set())
+            names |= self._files_to_names.get(self._key(file), set())
+            names |= self._record_files.get(self._key(file), set())
         return names
 
     # -- one reconcile -------------------------------------------------------------------
@@ -346,7 +454,7 @@ class Daemon:
         by_file: dict[str, set[str]] = {}
         for record in self._records.values():
             if record.source_file:
-                by_file.setdefault(canonical(record.source_file), set()).add(record.source_file)
+                by_file.setdefault(self._key(record.source_file), set()).add(record.source_file)
         extra: list[Diagnostic] = []
         frozen: set[str] = set()
         # Re-checked on every load until fixed: the path stays broken between changes.
@@ -366,20 +474,20 @@ class Daemon:
                         code="not-a-file",
                     )
                 )
-                frozen |= {path} | by_file.get(path, set())
+                frozen |= {path} | by_file.get(self._key(path), set())
         if load.root_ok and not load.failed_files and not extra:
             # Healthy again: the deletions held back are due in this reconcile.
             self._released |= self._held
             self._held = set()
             return load
-        present = {canonical(f) for f in load.files}
+        present = {self._key(f) for f in load.files}
         desired = {m.name for m in load.manifests}
         held: list[str] = []
         for record in self._records.values():
             if (
                 record.source_file
                 and record.name not in desired
-                and canonical(record.source_file) not in present
+                and self._key(record.source_file) not in present
                 and record.source_file not in frozen
             ):
                 frozen.add(record.source_file)
@@ -416,37 +524,61 @@ class Daemon:
         if kind == "full":
             forget_canonical()
             self._released = set()  # a full reconcile plans every name anyway
-        revision = await self.revision.read()
+            if self.source is not None:
+                self._switch_root()
+        subject: str | None = None
+        if self.git_revision is not None:
+            revision: str | None = self.git_revision.sha
+            subject = self.git_revision.subject
+        else:
+            revision = await self.revision.read()
         self.logging.revision.value = revision
+        self.logging.revision.subject = subject
         started = time.monotonic()
-        with structlog.contextvars.bound_contextvars(reconcile_id=reconcile_id):
-            if load is None:
-                load = await self._load(changed)
-            self._note_load(load, changed)
-            if only is not None and not only:
-                # A change that defines nothing (an empty file, comments): nothing to do.
-                log.debug("reconcile.skipped", reason=reason, kind=kind)
-                return None
-            (log.debug if self.outage_since is not None else log.info)(
-                "reconcile.started",
-                kind=kind,
-                reason=reason,
-                connections=len(only) if only is not None else len(load.manifests),
-            )
-            try:
-                prepared = await self.reconciler.prepare(load, only=only)
-                self._register_secrets(load, prepared.context.secrets, only)
-                result = await self.reconciler.execute(prepared)
-            except PlatformError as exc:
-                self._failed(kind, only, exc, started)
-                return None
-            except ChanopsError as exc:
-                self._failed(kind, only, exc, started, platform=False)
-                return None
-            self._snapshot_records(only)
-            self._succeeded(kind, only, load, result, prepared.observed.connections, started)
-            await self._refresh_observed(result)
-            return result
+        stamp: dict[str, Any] = {"reconcile_id": reconcile_id}
+        if subject is not None:
+            stamp |= {"revision": revision, "subject": subject}
+        # A root behind a symlink (git-sync) can be swapped while this reconcile reads
+        # it. The watcher reports a swap only when the link resolves to a target other
+        # than the one it reported last, so swaps during a reconcile that end on that
+        # same target go unreported although the load may have read another one.
+        target = self._root_target()
+        try:
+            with structlog.contextvars.bound_contextvars(**stamp):
+                if load is None:
+                    load = await self._load(changed)
+                self._note_load(load, changed)
+                if only is not None and not only:
+                    # A change that defines nothing (an empty file, comments): nothing to do.
+                    log.debug("reconcile.skipped", reason=reason, kind=kind)
+                    return None
+                (log.debug if self.outage_since is not None else log.info)(
+                    "reconcile.started",
+                    kind=kind,
+                    reason=reason,
+                    connections=len(only) if only is not None else len(load.manifests),
+                )
+                try:
+                    prepared = await self.reconciler.prepare(load, only=only)
+                    self._register_secrets(load, prepared.context.secrets, only)
+                    result = await self.reconciler.execute(prepared)
+                except PlatformError as exc:
+                    self._failed(kind, only, exc, started)
+                    return None
+                except ChanopsError as exc:
+                    self._failed(kind, only, exc, started, platform=False)
+                    return None
+                self._snapshot_records(only)
+                self._succeeded(kind, only, load, result, prepared.observed.connections, started)
+                await self._refresh_observed(result)
+                return result
+        finally:
+            if target is not None and self._root_target() != target:
+                self.request_full("root changed")
+
+    def _root_target(self) -> str | None:
+        """Where the root resolves now (None for a git source: its roots never move)."""
+        return None if self.source is not None else os.path.realpath(self.root)
 
     def _snapshot_records(self, only: Iterable[str] | None = None) -> None:
         """Refresh the copy of the store's records (only the `only` names after a partial)."""
@@ -454,19 +586,19 @@ class Daemon:
             for name in only:
                 old = self._records.pop(name, None)
                 if old is not None and old.source_file:
-                    self._record_files.get(canonical(old.source_file), set()).discard(name)
+                    self._record_files.get(self._key(old.source_file), set()).discard(name)
                 record = self.store.get(name)
                 if record is not None:
                     self._records[name] = record
                     if record.source_file:
-                        key = canonical(record.source_file)
+                        key = self._key(record.source_file)
                         self._record_files.setdefault(key, set()).add(name)
             return
         self._records = self.store.records()
         files: dict[str, set[str]] = {}
         for record in self._records.values():
             if record.source_file:
-                files.setdefault(canonical(record.source_file), set()).add(record.name)
+                files.setdefault(self._key(record.source_file), set()).add(record.name)
         self._record_files = files
 
     async def _refresh_observed(self, result: ReconcileResult) -> None:
@@ -521,16 +653,16 @@ class Daemon:
                 field=d.path or None,
                 code=d.code or None,
                 error=d.message,
-                frozen=sorted(self._files_to_names.get(canonical(d.file), set())),
+                frozen=sorted(self._files_to_names.get(self._key(d.file), set())),
             )
         self.metrics.manifest_errors.set(len(errors))
         # Remember which names each file defines (kept for files that fail now, so a
         # later fix or deletion still maps to the names they defined last time).
         mapping: dict[str, set[str]] = {}
         for m in load.manifests:
-            mapping.setdefault(canonical(m.source.file), set()).add(m.name)
+            mapping.setdefault(self._key(m.source.file), set()).add(m.name)
         for failed in load.failed_files:
-            path = canonical(failed)
+            path = self._key(failed)
             if path in self._files_to_names:
                 mapping.setdefault(path, set()).update(self._files_to_names[path])
         self._files_to_names = mapping
@@ -606,7 +738,7 @@ class Daemon:
         self.first_done = True
         self.metrics.ready.set(1 if self.readiness()[0] else 0)
         self._count_connections(load)
-        frozen = {n for f in load.failed_files for n in self._files_to_names.get(canonical(f), ())}
+        frozen = {n for f in load.failed_files for n in self._files_to_names.get(self._key(f), ())}
         self.scheduler.update(load.manifests, frozen=frozen)
         self.last_reconcile = {
             "kind": kind,
@@ -678,7 +810,7 @@ class Daemon:
         return [n for n in names if n in self.backoff]
 
     def _count_connections(self, load: LoadResult) -> None:
-        frozen = {n for f in load.failed_files for n in self._files_to_names.get(canonical(f), ())}
+        frozen = {n for f in load.failed_files for n in self._files_to_names.get(self._key(f), ())}
         counts: dict[str, int] = {}
         for record in self._records.values():
             if record.name in frozen:
@@ -736,12 +868,14 @@ class Daemon:
             reasons.append("first reconcile not finished")
         if not self.platform_ok:
             reasons.append("platform not reachable in the last resync")
+        if self.source is not None:
+            reasons += readiness_reasons(self.source, self.git_revision or self._next_revision)
         return not reasons, reasons
 
     def status(self) -> dict[str, Any]:
         records = self.store.records()
         manifests = {m.name: m for m in self.load.manifests} if self.load else {}
-        frozen_files = {canonical(f) for f in self.load.failed_files} if self.load else set()
+        frozen_files = {self._key(f) for f in self.load.failed_files} if self.load else set()
         now = time.monotonic()
         connections = []
         for name in sorted(set(manifests) | set(records)):
@@ -755,7 +889,7 @@ class Daemon:
                 {
                     "name": name,
                     "file": file,
-                    "frozen": bool(file and canonical(file) in frozen_files),
+                    "frozen": bool(file and self._key(file) in frozen_files),
                     "desired": _desired(m),
                     "observed": _observed(obs),
                     "conditions": list(r.conditions) if r else [],
@@ -801,7 +935,8 @@ class Daemon:
             "ready": ready,
             "reasons": reasons,
             "revision": self.logging.revision.value,
-            "manifests": str(self.options.manifests),
+            "manifests": self.root,
+            "git": git_status(self.source, self.git_revision) if self.source else None,
             "lastReconcile": self.last_reconcile,
             "platformRetry": (
                 {"failures": pr.failures, "delaySeconds": pr.delay, "error": pr.error}

@@ -195,7 +195,7 @@ class ManifestWatcher:
             # The link itself, or the temp link git-sync renames over it.
             return path == link or path.startswith(tmp_prefix) or path == str(self._root)
 
-        async for _ in awatch(
+        async for changes in awatch(
             parent,
             watch_filter=keep,
             step=self._step,
@@ -205,5 +205,8 @@ class ManifestWatcher:
             force_polling=self._polling,
             ignore_permission_denied=True,
         ):
-            if self._resolve() != self.target:
+            # The link itself replaced counts even when it resolves to the same target
+            # again: swaps A -> B -> A grouped into one batch may have been read mid-way
+            # by a reconcile, which must then run again.
+            if any(path == link for _, path in changes) or self._resolve() != self.target:
                 swapped.set()

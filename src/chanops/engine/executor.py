@@ -39,7 +39,14 @@ from chanops.engine.plan import (
     ActionKind,
     FieldChange,
 )
-from chanops.engine.planner import Desired, DriverMeta, desired_doc, diff, fingerprint
+from chanops.engine.planner import (
+    Desired,
+    DriverMeta,
+    desired_doc,
+    diff,
+    fingerprint,
+    source_key,
+)
 from chanops.platform.api import PlatformAPI
 from chanops.platform.models import Connection, Job
 from chanops.state.store import Record, StateStore
@@ -101,6 +108,7 @@ class Context:
     secrets: Mapping[str, Mapping[str, Any]]  # name -> pointer -> resolved value
     drivers: Mapping[str, DriverMeta]
     conditions: dict[str, list[str]] = field(default_factory=dict)
+    root: str = ""  # the manifests root: source_file is stored relative to it
 
 
 class Executor:
@@ -228,7 +236,7 @@ class Executor:
                     name=a.name,
                     driver=a.driver,
                     connection_id=cid,
-                    source_file=d.manifest.source.file,
+                    source_file=source_key(d.manifest.source.file, ctx.root),
                     deletion_policy=d.manifest.deletion_policy,
                 )
             )
@@ -304,7 +312,7 @@ class Executor:
         base = Record(
             name=a.name,
             driver=a.driver,
-            source_file=d.manifest.source.file,
+            source_file=source_key(d.manifest.source.file, ctx.root),
             deletion_policy=d.manifest.deletion_policy,
             conditions=previous.conditions if previous else (),
         )
@@ -462,7 +470,7 @@ class Executor:
                 secret_hmacs=dict(d.secret_hmacs),
                 version=updated.version,
                 fingerprint="" if waiting else fingerprint(d),
-                source_file=d.manifest.source.file,
+                source_file=source_key(d.manifest.source.file, ctx.root),
                 deletion_policy=d.manifest.deletion_policy,
                 conditions=conditions,
                 intent=None,

@@ -25,7 +25,9 @@ Rules (DESIGN.md sections 5 and 6), in the order `make_plan` applies them:
   `allow_recreate`, which plans delete + create.
 - `spec.suspend`: nothing at all, condition Suspended.
 - `spec.ignoreDifferences`: matching differences are reported as ignored, not healed.
-- Connections defined last time by a file that now fails to load are frozen.
+- Connections defined last time by a file that now fails to load are frozen. Files
+  are compared by `source_key`: the path relative to the manifests root, so a root
+  that moves (a git checkout per commit) still matches what the store remembers.
 - An unreadable or empty root deletes nothing; the mass-delete guard blocks every
   delete of a plan with more deletes than `max_delete`.
 """
@@ -118,10 +120,26 @@ class PlanOptions:
     allow_recreate: bool = False
     failed_files: frozenset[str] = frozenset()
     root_ok: bool = True
+    root: str = ""  # LoadResult.root: files are compared relative to it (source_key)
     only: frozenset[str] | None = None  # plan just these names (a partial reconcile)
     targets: frozenset[str] | None = None  # --target: act only on these names
     selector: Mapping[str, str] | None = None  # --selector: manifests with these labels
     drivers: Mapping[str, DriverMeta] = field(default_factory=dict)
+
+
+def source_key(file: str, root: str) -> str:
+    """How `source_file` is stored and compared: `file` relative to the manifests root.
+
+    A loader reports files as discovered under the root as given (`root/sub/a.yaml`);
+    the key is `sub/a.yaml`. With a git source the root is a fresh checkout directory
+    per commit, so an absolute or root-prefixed path would never match the one stored
+    for the previous commit. A value that is not under `root` (already a key, or a
+    file given on its own) is returned unchanged. Pure string work, no filesystem.
+    """
+    if not root or not file:
+        return file
+    prefix = root if root.endswith("/") else root + "/"
+    return file[len(prefix) :] if file.startswith(prefix) else file
 
 
 def default_max_delete(managed: int) -> int:
@@ -333,10 +351,19 @@ class _Planner:
         self.errors: list[PlanError] = []
         self.conditions: dict[str, list[str]] = {}
         self.claimed: set[int] = set()  # ids adopted in this plan
+        # Failed files by key; store records are keys already (older stores held the
+        # path as discovered: `frozen_file` accepts both).
+        self.failed = frozenset(source_key(f, options.root) for f in options.failed_files)
         # A manifest from a file that failed is not desired: its connections are frozen.
         self.desired = {
-            n: d for n, d in desired.items() if d.manifest.source.file not in options.failed_files
+            n: d
+            for n, d in desired.items()
+            if source_key(d.manifest.source.file, options.root) not in self.failed
         }
+
+    def frozen_file(self, stored: str) -> bool:
+        """Whether a record's `source_file` (a key, or an older as-discovered path) failed."""
+        return stored in self.failed or source_key(stored, self.options.root) in self.failed
 
     def meta(self, driver: str) -> DriverMeta:
         return self.options.drivers.get(driver, DriverMeta())
@@ -637,7 +664,7 @@ class _Planner:
 
     def plan_removed(self, record: Record) -> None:
         name = record.name
-        if record.source_file in self.options.failed_files:
+        if record.source_file and self.frozen_file(record.source_file):
             self.cond(name, FROZEN)
             self.blocked.append(
                 Blocked(

@@ -56,6 +56,7 @@ from chanops.engine.planner import (
     fingerprint,
     in_scope,
     make_plan,
+    source_key,
 )
 from chanops.manifests.model import LoadResult
 from chanops.platform.api import PlatformAPI
@@ -198,13 +199,14 @@ class Reconciler:
             allow_recreate=self.options.allow_recreate,
             failed_files=frozenset(load.failed_files),
             root_ok=load.root_ok,
+            root=load.root,
             only=frozenset(only) if only is not None else None,
             targets=frozenset(targets) if targets is not None else None,
             selector=dict(selector) if selector else None,
             drivers=self._driver_table(desired, memory, observed),
         )
         plan = make_plan(desired, observed, memory, options)
-        ctx = Context(desired=desired, secrets=secrets, drivers=options.drivers)
+        ctx = Context(desired=desired, secrets=secrets, drivers=options.drivers, root=load.root)
         planned = frozenset(n for n in set(desired) | set(memory) if in_scope(n, desired, options))
         return Prepared(plan=plan, context=ctx, observed=observed, planned=planned)
 
@@ -370,7 +372,7 @@ class Reconciler:
                 record = Record(
                     name=name,
                     driver=m.driver,
-                    source_file=m.source.file,
+                    source_file=source_key(m.source.file, prepared.context.root),
                     deletion_policy=m.deletion_policy,
                 )
             elif name not in touched and AWAITING_INITIAL_SYNC in record.conditions:
@@ -425,6 +427,12 @@ class Reconciler:
                 fp = fingerprint(d)
                 if fp != record.fingerprint:
                     changes["fingerprint"] = fp
+            if d is not None:
+                # Older stores hold the path as discovered; keep the key (source_key) so
+                # a moved root (a git checkout per commit) still freezes the right names.
+                key = source_key(d.manifest.source.file, prepared.context.root)
+                if record.source_file != key:
+                    changes["source_file"] = key
             if changes:
                 self.store.put(record.with_(**changes))
 

@@ -130,14 +130,21 @@ def describe_error(exc: BaseException) -> str:
 
 
 class RevisionStamp:
-    """Add `revision` (the manifests' git commit) to every event that lacks one."""
+    """Add `revision` (the manifests' git commit) to every event that lacks one.
+
+    `subject` (the commit's subject line) is added too when known: with the git source
+    the daemon sets both from the checkout in use.
+    """
 
     def __init__(self) -> None:
         self.value: str | None = None
+        self.subject: str | None = None
 
     def __call__(self, logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
         if self.value is not None:
             event_dict.setdefault("revision", self.value)
+        if self.subject is not None:
+            event_dict.setdefault("subject", self.subject)
         return event_dict
 
 
