@@ -47,6 +47,14 @@ def test_backoff_doubles_to_five_minutes_and_resets() -> None:
     assert "a" not in b and b.next_due() is None
 
 
+def test_outage_retries_are_capped_lower_than_a_connections_backoff() -> None:
+    """A long outage must not leave the daemon asleep for minutes after the platform returns."""
+    b = Backoff()
+    delays = [b.fail("<full>", now=0.0, error="down", cap=30.0).delay for _ in range(12)]
+    assert delays[:5] == [1.0, 2.0, 4.0, 8.0, 16.0]
+    assert max(delays) == 30.0 and delays[-1] == 30.0
+
+
 def test_sync_triggers() -> None:
     interval = trigger_for(SyncSpec(interval_seconds=1800, jitter_seconds=120))
     assert interval is not None and interval.interval.total_seconds() == 1800

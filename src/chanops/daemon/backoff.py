@@ -37,9 +37,10 @@ class Backoff:
         self._cap = cap
         self._retries: dict[str, Retry] = {}
 
-    def fail(self, name: str, now: float, error: str = "") -> Retry:
+    def fail(self, name: str, now: float, error: str = "", *, cap: float | None = None) -> Retry:
+        """Record a failure; `cap` overrides the ceiling for this retry (outage probes)."""
         failures = self._retries[name].failures + 1 if name in self._retries else 1
-        delay = delay_for(failures, base=self._base, cap=self._cap)
+        delay = delay_for(failures, base=self._base, cap=self._cap if cap is None else cap)
         retry = Retry(failures=failures, delay=delay, due=now + delay, error=error)
         self._retries[name] = retry
         return retry

@@ -65,6 +65,7 @@ log = structlog.get_logger("chanops.daemon")
 
 FULL = "(full reconcile)"  # backoff key of a full reconcile that could not reach the platform
 SETTLE_SECONDS = 0.25
+OUTAGE_RETRY_CAP_S = 30.0  # platform unreachable: retry the reconcile at least this often
 REFRESH_BY_LIST = 50  # more written connections than this: re-list instead of GET each
 EVENTS_PER_CONNECTION = 20
 RECENT_EVENTS = 100
@@ -792,7 +793,11 @@ class Daemon:
             keys = [FULL]
         else:
             keys = [FULL] if kind == "full" else sorted(only or ())
-        delays = [self.backoff.fail(key, now, error).delay for key in keys]
+        # While the platform is down the whole reconcile is retried, capped lower than a
+        # connection's backoff: one failed list call per OUTAGE_RETRY_CAP_S costs nothing,
+        # and the daemon converges soon after the platform returns, however long it was gone.
+        cap = OUTAGE_RETRY_CAP_S if platform else None
+        delays = [self.backoff.fail(key, now, error, cap=cap).delay for key in keys]
         retry_in = min(delays) if delays else None
         if platform and not in_outage:
             self.outage_since = now
