@@ -1,0 +1,257 @@
+"""Regenerate benchmarks/RESULTS.md: the reliability figures of issue 7, with their commands.
+
+    .venv/bin/python benchmarks/run_all.py                 # every long form (~20 minutes)
+    .venv/bin/python benchmarks/run_all.py --quick         # a smoke run at small sizes
+    .venv/bin/python benchmarks/run_all.py --steps outage  # re-run one step, keep the rest
+
+Three steps, each a subprocess printing JSON lines: `load` (benchmarks/load.py, 10,000
+connections), `crash` (benchmarks/chaos.py, 3 runs x 30 SIGKILLs) and `outage`
+(benchmarks/chaos.py, the platform down 20 s, 120 s and 300 s). RESULTS.md gets the
+machine, the date, every command, every figure against its target, and the raw lines;
+steps not re-run keep their raw lines (and command, and date) from the current file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+RAW_START, RAW_END = "<!-- raw results", "raw results -->"
+
+STEPS: dict[str, list[str]] = {
+    "load": ["load.py", "--connections", "10000", "--edits", "20", "--runs", "1"],
+    "crash": ["chaos.py", "--kills", "30", "--runs", "3", "--no-outage"],
+    "outage": ["chaos.py", "--runs", "0", "--outage", "20", "--outage", "120", "--outage", "300"],
+}
+QUICK: dict[str, list[str]] = {
+    "load": ["load.py", "--connections", "1000", "--edits", "10", "--idle-window", "5"],
+    "crash": ["chaos.py", "--kills", "5", "--runs", "1", "--no-outage"],
+    "outage": ["chaos.py", "--runs", "0", "--outage", "10"],
+}
+
+
+def machine() -> str:
+    mem_kb = 0
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            mem_kb = int(line.split()[1])
+    cpu = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    return (
+        f"{os.cpu_count()} cores ({cpu}), {mem_kb / 1024 / 1024:.0f} GiB memory, "
+        f"{platform.system()} {platform.release()}, Python {platform.python_version()}"
+    )
+
+
+def run(step: str, args: list[str]) -> dict[str, Any]:
+    shown = "python benchmarks/" + " ".join(args)
+    print(f"$ {shown}", flush=True)
+    started = datetime.now(UTC)
+    proc = subprocess.run(
+        [sys.executable, str(HERE / args[0]), *args[1:]],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    lines = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
+    for x in lines:
+        print("  ", json.dumps(x), flush=True)
+    if proc.returncode != 0:
+        print(proc.stderr[-4000:], file=sys.stderr)
+        lines.append({"error": f"exit {proc.returncode}", "stderr_tail": proc.stderr[-1500:]})
+    return {
+        "step": step,
+        "command": shown,
+        "date": f"{started:%Y-%m-%d %H:%M} UTC",
+        "minutes": round((datetime.now(UTC) - started).total_seconds() / 60, 1),
+        "lines": lines,
+    }
+
+
+def previous(path: Path) -> dict[str, dict[str, Any]]:
+    if not path.exists():
+        return {}
+    text = path.read_text()
+    if RAW_START not in text:
+        return {}
+    raw = text.split(RAW_START, 1)[1].split(RAW_END, 1)[0]
+    out = {}
+    for line in raw.splitlines():
+        if line.startswith("{"):
+            record = json.loads(line)
+            out[record["step"]] = record
+    return out
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "**NOT met**"
+
+
+def render_load(r: dict[str, Any]) -> list[str]:
+    out = ["## Load: 10,000 connections", "", f"`{r['command']}` ({r['date']})", ""]
+    load = next((x["median"] for x in r["lines"] if "median" in x), None)
+    if load is None:
+        return [*out, "The run failed; see the raw output.", ""]
+    n = load["connections"]
+    p99 = load["edit_to_write_p99_ms"]
+    rows = [
+        (
+            "connections in the manifests / on the platform after",
+            f"{n} / {load['platform_connections_after']}",
+            "",
+            True,
+        ),
+        (
+            "daemon start to converged (every create through rate_limit=100/s)",
+            f"{load['converge_s']} s",
+            "",
+            True,
+        ),
+        ("steady-state full resync", f"{load['resync_s']} s", "< 10 s", load["resync_s"] < 10),
+        ("platform writes during that resync", str(load["resync_writes"]), "0", True),
+        (
+            "edit-to-write p50, edit made while a full resync runs",
+            f"{load['edit_to_write_p50_ms']} ms",
+            "",
+            True,
+        ),
+        (
+            "edit-to-write p99, edit made while a full resync runs",
+            f"{p99} ms",
+            "< 1000 ms",
+            p99 < 1000,
+        ),
+        (
+            "peak RSS of the daemon (VmHWM)",
+            f"{load['peak_rss_mb']} MB",
+            "< 200 MB",
+            load["peak_rss_mb"] < 200,
+        ),
+        ("CPU at idle", f"{load['idle_cpu_pct']} % of one core", "", True),
+    ]
+    rows[3] = (*rows[3][:3], load["resync_writes"] == 0)
+    out += ["| figure | value | target | |", "|---|---|---|---|"]
+    out += [f"| {a} | {b} | {c} | {verdict(d) if c else ''} |" for a, b, c, d in rows]
+    return [*out, ""]
+
+
+def render_crash(r: dict[str, Any]) -> list[str]:
+    out = ["## Crash chaos: SIGKILL at random moments", "", f"`{r['command']}` ({r['date']})", ""]
+    crash = [x["crash_chaos"] for x in r["lines"] if "crash_chaos" in x]
+    if not crash:
+        return [*out, "The run failed; see the raw output.", ""]
+    out += [
+        "| run | connections | kills | faults | converged after the last restart | lost "
+        "| doubled or stray | UI-made changed | deletes | `--once` converged | |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in crash:
+        out.append(
+            f"| {c['run']} | {c['connections']} | {c['kills']} | `{c['faults']}` | "
+            f"{c['converge_after_last_restart_s']} s | {c['missing']} | "
+            f"{(c['doubled'] or 0) + (c['stray'] or 0)} | {c['unmanaged_changed']} | "
+            f"{c['deletes']} | {c['once_converged']} | {verdict(c['ok'])} |"
+        )
+    lost = sum(c["missing"] or 0 for c in crash)
+    doubled = sum((c["doubled"] or 0) + (c["stray"] or 0) for c in crash)
+    kills = sum(c["kills"] for c in crash)
+    out += [
+        "",
+        f"Zero lost or doubled connections: {verdict(lost == 0 and doubled == 0)} "
+        f"({lost} lost, {doubled} doubled over {len(crash)} runs, {kills} kills).",
+        "",
+    ]
+    return out
+
+
+def render_outage(r: dict[str, Any]) -> list[str]:
+    out = [
+        "## Platform outage: emulator SIGKILLed, restarted on its database",
+        "",
+        f"`{r['command']}` ({r['date']})",
+        "",
+    ]
+    outages = [x["outage"] for x in r["lines"] if "outage" in x]
+    if not outages:
+        return [*out, "The run failed; see the raw output.", ""]
+    out += [
+        "| outage | connections | daemon alive | CPU while down | events (info+) up to "
+        "`platform.unreachable` | events after it (the retries) | converged after the return | |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for o in outages:
+        ok = (
+            o["daemon_alive_during_outage"]
+            and o["cpu_pct_while_down"] < 5
+            and o["platform_unreachable_events"] == 1
+            and o["events_after_unreachable"] == 0
+            and o["recovery_to_converged_s"] < 60
+        )
+        out.append(
+            f"| {o['outage_s']:.0f} s | {o['connections']} | {o['daemon_alive_during_outage']} "
+            f"| {o['cpu_pct_while_down']} % of a core | {o['events_to_first_unreachable']} "
+            f"| {o['events_after_unreachable']} | {o['recovery_to_converged_s']} s "
+            f"| {verdict(ok)} |"
+        )
+    out += [
+        "",
+        "Targets: CPU < 5% of one core while down; one event per failure streak (nothing",
+        "at info or above after `platform.unreachable`, whatever the outage's length);",
+        "converged within 60 s after the platform returns (a rename and a new manifest",
+        "made during the outage are on the platform).",
+        "",
+    ]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    parser.add_argument("--steps", default="load,crash,outage", help="comma-separated")
+    parser.add_argument("--out", default=str(HERE / "RESULTS.md"))
+    args = parser.parse_args()
+    out_path = Path(args.out)
+    table = QUICK if args.quick else STEPS
+    results = previous(out_path)
+    for step in [s.strip() for s in args.steps.split(",") if s.strip()]:
+        results[step] = run(step, table[step])
+
+    lines: list[str] = [
+        "# chanops reliability figures (issue 7)",
+        "",
+        "Regenerated by `python benchmarks/run_all.py` (one step: `--steps load|crash|outage`).",
+        "",
+        f"Machine: {machine()}.",
+        "",
+        "Whole processes throughout: `chanops emulator` (with `--faults`) and `chanops run`",
+        "as subprocesses on loopback; figures come from their logs, the emulator's request",
+        "counters, the daemon's /metrics and /proc/<pid>/stat and status. See",
+        "docs/reliability.md for what each step does and what the suite found.",
+        "",
+    ]
+    render = {"load": render_load, "crash": render_crash, "outage": render_outage}
+    for step in ("load", "crash", "outage"):
+        if step in results:
+            lines += render[step](results[step])
+    lines += ["## Raw output", "", RAW_START]
+    lines += [json.dumps(results[s]) for s in ("load", "crash", "outage") if s in results]
+    lines += [RAW_END, ""]
+    out_path.write_text("\n".join(lines))
+    print(f"wrote {out_path}")
+
+
+if __name__ == "__main__":
+    main()
