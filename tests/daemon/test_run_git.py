@@ -22,24 +22,10 @@ from chanops.platform.models import Connection
 from chanops.state.store import Record
 from daemon.helpers import DaemonProcess, chanops_launcher, manifest, wait_until
 from support.emulator import EmulatorProcess
+from support.git import git
 
 SECRET = "git-daemon-secret-4d1f0a"
 HOOK_SECRET = "webhook-secret-for-tests"
-GIT_ENV = {
-    **os.environ,
-    "GIT_AUTHOR_NAME": "t",
-    "GIT_AUTHOR_EMAIL": "t@example.com",
-    "GIT_COMMITTER_NAME": "t",
-    "GIT_COMMITTER_EMAIL": "t@example.com",
-    "GIT_CONFIG_NOSYSTEM": "1",
-    "HOME": "/nonexistent",
-}
-
-
-def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", *args], cwd=cwd, env=GIT_ENV, check=True, capture_output=True, text=True
-    ).stdout.strip()
 
 
 class Remote:

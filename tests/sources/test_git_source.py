@@ -14,22 +14,7 @@ from structlog.testing import capture_logs
 
 from chanops.errors import SourceError
 from chanops.sources.git import GitSource, redact_url, ssh_command
-
-GIT_ENV = {
-    **os.environ,
-    "GIT_AUTHOR_NAME": "t",
-    "GIT_AUTHOR_EMAIL": "t@example.com",
-    "GIT_COMMITTER_NAME": "t",
-    "GIT_COMMITTER_EMAIL": "t@example.com",
-    "GIT_CONFIG_NOSYSTEM": "1",
-    "HOME": "/nonexistent",
-}
-
-
-def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", *args], cwd=cwd, env=GIT_ENV, check=True, capture_output=True, text=True
-    ).stdout.strip()
+from support.git import GIT_ENV, git
 
 
 def is_ancestor(cwd: Path, old: str, new: str) -> bool:

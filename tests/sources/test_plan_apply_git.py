@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sources.test_git_source import GIT_ENV, git
 from support.emulator import EmulatorProcess
+from support.git import git
 
 MANIFEST = """\
 apiVersion: chanops/v1
@@ -56,7 +56,6 @@ def make_remote(tmp_path: Path, ref: str = "main") -> Path:
 
 
 def test_plan_and_apply_read_manifests_from_git(tmp_path: Path, emulator: EmulatorProcess) -> None:
-    assert GIT_ENV  # the same isolated git environment as the source tests
     bare = make_remote(tmp_path)
     run = tmp_path / "run"
     run.mkdir()
