@@ -196,3 +196,39 @@ def test_apply_killed_after_create_reached_the_platform_never_duplicates(
             timeout=120,
         )
         assert again.returncode == 0, again.stdout + again.stderr
+
+
+def test_plan_and_apply_load_a_large_root_in_worker_processes(
+    emulator: EmulatorProcess, tmp_path: Path
+) -> None:
+    """Past BACKGROUND_MIN_BYTES the commands parse in forked workers while they list the
+    platform; the answer must be the one an in-process load gives, errors included."""
+    root = tmp_path / "connections.d"
+    comment = "# " + "x" * 78 + "\n"
+    for f in range(20):
+        docs = []
+        for d in range(5):
+            name = f"big-{f:02}-{d}"
+            write_manifest(root, name)
+            docs.append((root / f"{name}.yaml").read_text())
+            (root / f"{name}.yaml").unlink()
+        # ~14 KB of comments a file: the root passes 256 KiB with only 100 connections.
+        (root / f"batch-{f:02}.yaml").write_text(comment * 180 + "---\n".join(docs))
+    (root / "zz-broken.yaml").write_text("apiVersion: chanops/v1\nkind: [unclosed\n")
+    total = sum(p.stat().st_size for p in root.iterdir())
+    from chanops.manifests import load as load_module
+
+    assert total > load_module.BACKGROUND_MIN_BYTES
+
+    proc = chanops(emulator, root, "plan", "--log-level", "debug", check_rc=1)
+    assert "Plan: 100 to create." in proc.stdout
+    assert f"{root / 'zz-broken.yaml'}:3:1: error: invalid YAML" in proc.stderr
+    loaded = [json.loads(line) for line in proc.stderr.splitlines() if "manifests.loaded" in line]
+    cores = min(len(os.sched_getaffinity(0)), 8)
+    assert loaded and loaded[0]["workers"] == (cores if cores > 1 else 0)
+    assert loaded[0]["manifests"] == 100 and loaded[0]["files"] == 21
+
+    (root / "zz-broken.yaml").unlink()
+    chanops(emulator, root, "apply", "--yes", check_rc=0)
+    assert len(emulator.admin.connections()) == 100
+    chanops(emulator, root, "plan", "--detailed-exitcode", check_rc=0)

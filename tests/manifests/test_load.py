@@ -165,3 +165,97 @@ def test_durations() -> None:
 def test_copy_of_examples_elsewhere_still_valid(tmp_path: Path) -> None:
     shutil.copytree(EXAMPLES, tmp_path / "connections.d")
     assert load_manifests([tmp_path / "connections.d"]).ok
+
+
+# A fresh interpreter for the forked-worker cases: workers are only forked by a process
+# with no other thread, which a long pytest session cannot promise.
+BACKGROUND = """
+import json, os, sys
+from chanops.manifests import load
+load.BACKGROUND_MIN_BYTES = 1
+mode, root = sys.argv[1], sys.argv[2]
+if mode == "kill-one":
+    real = load._worker_main
+    def dies_on_p07(writer, files, options, light):
+        if any(f.endswith("p07.yaml") for f in files):
+            os._exit(9)  # like the OOM killer: no answer through the pipe
+        real(writer, files, options, light)
+    load._worker_main = dies_on_p07
+job = load.start_load([root])
+pids = [p.pid for _, _, p in job._forked._jobs] if job._forked else []
+if mode == "close":
+    job.close()
+    alive = []
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+            alive.append(pid)
+        except ProcessLookupError:
+            pass
+    print(json.dumps({"workers": job.workers, "alive": alive}))
+    sys.exit(0)
+result = job.result()
+print(json.dumps({
+    "workers": job.workers,
+    "manifests": [repr(m) for m in result.manifests],
+    "diagnostics": [str(d) for d in result.diagnostics],
+    "failed": sorted(result.failed_files),
+}))
+"""
+
+
+def _background(mode: str, root: Path) -> dict[str, object]:
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", BACKGROUND, mode, str(root)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    answer: dict[str, object] = json.loads(proc.stdout)
+    return answer
+
+
+def _cores() -> int:
+    import os
+
+    return min(len(os.sched_getaffinity(0)), 8)
+
+
+def _many(tmp_path: Path) -> Path:
+    root = tmp_path / "many"
+    root.mkdir()
+    for i in range(40):
+        (root / f"p{i:02}.yaml").write_text(POS.format(name=f"p{i:02}"))
+    (root / "p00-dup.yaml").write_text(POS.format(name="p00"))
+    (root / "p13.yaml").write_text(POS.format(name="Not A Name"))
+    return root
+
+
+def test_background_load_in_workers_gives_the_same_answer(tmp_path: Path) -> None:
+    root = _many(tmp_path)
+    serial = load_manifests([root])
+    answer = _background("load", root)
+    assert answer["workers"] == (_cores() if _cores() > 1 else 0)
+    assert answer["manifests"] == [repr(m) for m in serial.manifests]
+    assert answer["diagnostics"] == [str(d) for d in serial.diagnostics]
+    assert len(serial.diagnostics) == 3  # the duplicate twice, the bad name once
+    assert answer["failed"] == sorted(serial.failed_files)
+
+
+def test_a_worker_that_dies_loses_nothing(tmp_path: Path) -> None:
+    root = _many(tmp_path)
+    serial = load_manifests([root])
+    answer = _background("kill-one", root)
+    assert answer["manifests"] == [repr(m) for m in serial.manifests]
+    assert answer["diagnostics"] == [str(d) for d in serial.diagnostics]
+
+
+def test_closing_a_background_load_stops_its_workers(tmp_path: Path) -> None:
+    answer = _background("close", _many(tmp_path))
+    assert answer["workers"] == (_cores() if _cores() > 1 else 0)
+    assert answer["alive"] == []

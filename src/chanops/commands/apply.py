@@ -52,20 +52,17 @@ def command(
     **common: Any,
 ) -> None:
     """Make the platform equal to the manifests."""
+    from chanops.engine.session import cli_start_loading
+
+    selector = parse_selector(selectors)
+    # Before any thread, the store's lock or the event loop: the manifests parse in
+    # forked workers while this process starts up and lists the platform.
+    settings, loading = cli_start_loading(common, log_level)
+
     from chanops.engine.reconciler import EngineOptions, ReconcileResult
     from chanops.engine.render import render
-    from chanops.engine.session import (
-        cli_start,
-        load,
-        open_session,
-        print_diagnostics,
-        run_cli,
-    )
+    from chanops.engine.session import loaded, open_session, run_cli
 
-    settings = cli_start(common, log_level)
-    selector = parse_selector(selectors)
-    result = load(settings)
-    print_diagnostics(result)
     options = EngineOptions(
         max_delete=max_delete,
         allow_recreate=allow_recreate,
@@ -78,6 +75,8 @@ def command(
         async with open_session(
             settings, readonly=dry_run, options=options, rate_limit=rate_limit
         ) as session:
+            session.reconciler.prefetch()
+            result = await loaded(loading)
             prepared = await session.reconciler.prepare(
                 result, targets=set(targets) if targets else None, selector=selector
             )
@@ -96,7 +95,11 @@ def command(
                     return None
             return await session.reconciler.execute(prepared)
 
-    outcome = run_cli(body)
+    try:
+        outcome = run_cli(body)
+    finally:
+        loading.close()
+    result = loading.result()
     if outcome is None:
         if result.errors:
             sys.exit(1)

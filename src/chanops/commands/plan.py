@@ -85,38 +85,38 @@ def command(
     **common: Any,
 ) -> None:
     """Show what `chanops apply` would do, without doing it."""
+    # A short-lived process that keeps what it allocates: the cyclic GC would rescan the
+    # growing heap for nothing (10,000 connections: measurably slower).
+    gc.disable()
+    from chanops.engine.session import cli_start_loading
+
+    selector = parse_selector(selectors)
+    # First, before any thread or event loop exists: the manifests parse in forked
+    # workers while this process imports the engine and lists the platform.
+    settings, loading = cli_start_loading(common, log_level)
+
     from chanops.engine.reconciler import EngineOptions
     from chanops.engine.render import render
-    from chanops.engine.session import (
-        cli_start,
-        load,
-        open_session,
-        print_diagnostics,
-        run_cli,
-    )
+    from chanops.engine.session import loaded, open_session, run_cli
 
-    settings = cli_start(common, log_level)
-    selector = parse_selector(selectors)
     options = EngineOptions(
         max_delete=max_delete,
         allow_recreate=allow_recreate,
         secrets_dirs=settings.secrets_dirs,
     )
 
-    # A short-lived process that keeps what it allocates: the cyclic GC would rescan the
-    # growing heap for nothing (10,000 connections: measurably slower).
-    gc.disable()
-    # Loaded before any thread or event loop exists, so the loader may fork workers.
-    result = load(settings)
-    print_diagnostics(result)
-
     async def body() -> Any:
         async with open_session(settings, readonly=True, options=options) as session:
-            return await session.reconciler.plan(
+            session.reconciler.prefetch()
+            result = await loaded(loading)
+            return result, await session.reconciler.plan(
                 result, targets=set(targets) if targets else None, selector=selector
             )
 
-    plan = run_cli(body)
+    try:
+        result, plan = run_cli(body)
+    finally:
+        loading.close()
     colour = fmt == "text" and sys.stdout.isatty()
     click.echo(render(plan, fmt, colour=colour), nl=False)
     if result.errors or plan.errors:

@@ -14,14 +14,16 @@ stay strings, dates stay strings).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import gc
 import os
 import re
+import sys
 import threading
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,10 @@ MANIFEST_SUFFIXES = (".yaml", ".yml")
 # Above this many files, loading is split over the CPU cores (forked workers); below it
 # the fork and result transfer cost more than they save.
 PARALLEL_MIN_FILES = 1500
+# A load started in the background (a command overlapping it with platform I/O) forks
+# workers from this many bytes of manifests up: its caller is busy meanwhile, so the
+# workers pay off sooner (about 0.1 s of parsing; 10,000 manifests are ~3.5 MB).
+BACKGROUND_MIN_BYTES = 256 * 1024
 
 _BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _BOOL = "tag:yaml.org,2002:bool"
@@ -653,38 +659,114 @@ def _load_chunk_light(
     ]
 
 
-def _load_all(
-    files: Sequence[str], options: LoadOptions, *, identities_only: bool = False
-) -> list[FileOutcome]:
-    workers = min(os.cpu_count() or 1, 8)
-    # Forking a process that runs threads (the daemon) can deadlock the child: only a
-    # single-threaded caller (the validate command, a script) gets worker processes.
-    if len(files) < PARALLEL_MIN_FILES or workers < 2 or threading.active_count() > 1:
-        return _load_chunk(files, options)
+def _workers() -> int:
+    try:
+        cores = len(os.sched_getaffinity(0))  # a container's CPU limit, not the host's
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return min(cores, 8)
+
+
+def _fork_context() -> Any:
+    """The fork start method, or None where forking is unavailable or unsafe.
+
+    Forking a process that runs threads (the daemon) can deadlock the child: only a
+    single-threaded caller (a command before its event loop, a script) gets workers.
+    """
+    if threading.active_count() > 1:
+        return None
     import multiprocessing
 
     try:
-        context = multiprocessing.get_context("fork")
+        return multiprocessing.get_context("fork")
     except ValueError:
+        return None
+
+
+def _chunks(files: Sequence[str], count: int) -> list[Sequence[str]]:
+    size = -(-len(files) // count)
+    return [files[i : i + size] for i in range(0, len(files), size)]
+
+
+def _worker_main(writer: Any, files: Sequence[str], options: LoadOptions, light: bool) -> None:
+    # The child's whole job: load its share and send it back through the pipe.
+    writer.send(_load_chunk_light(files, options) if light else _load_chunk(files, options))
+    writer.close()
+
+
+class _Forked:
+    """Chunks of files loading in forked child processes, one pipe back from each.
+
+    A worker that dies (killed, out of memory) costs time, not data: its share is loaded
+    again in this process when collected.
+    """
+
+    def __init__(
+        self, context: Any, chunks: Sequence[Sequence[str]], options: LoadOptions, light: bool
+    ) -> None:
+        # Warm the compiled validators before forking so every worker inherits them.
+        for name in DRIVER_NAMES:
+            validation.fast_validator(name)
+        self._options = options
+        self._light = light
+        self._jobs: list[tuple[Sequence[str], Any, Any]] = []
+        # Output still buffered at the fork would be written again by every child.
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        for chunk in chunks:
+            reader, writer = context.Pipe(duplex=False)
+            process = context.Process(
+                target=_worker_main, args=(writer, chunk, options, light), daemon=True
+            )
+            process.start()
+            writer.close()
+            self._jobs.append((chunk, reader, process))
+        self.count = len(self._jobs)
+
+    def collect(self) -> list[FileOutcome]:
+        outcomes: list[FileOutcome] = []
+        for chunk, reader, process in self._jobs:
+            try:
+                payload = reader.recv()
+            except (EOFError, OSError):
+                payload = None
+            reader.close()
+            process.join()
+            if payload is None:
+                outcomes.extend(_load_chunk(chunk, self._options))
+            elif self._light:
+                for file, idents, diagnostics, failed in payload:
+                    manifests = [_from_identity(file, i) for i in idents]
+                    outcomes.append(FileOutcome(file, manifests, diagnostics, failed))
+            else:
+                outcomes.extend(payload)
+        self._jobs = []
+        return outcomes
+
+    def close(self) -> None:
+        for _, reader, process in self._jobs:
+            reader.close()
+            if process.is_alive():
+                process.terminate()
+            process.join()
+        self._jobs = []
+
+
+def _load_all(
+    files: Sequence[str], options: LoadOptions, *, identities_only: bool = False
+) -> list[FileOutcome]:
+    workers = _workers()
+    context = _fork_context() if len(files) >= PARALLEL_MIN_FILES and workers > 1 else None
+    if context is None:
         return _load_chunk(files, options)
-    # Warm the compiled validators before forking so every worker inherits them.
-    for name in DRIVER_NAMES:
-        validation.fast_validator(name)
-    size = -(-len(files) // workers)
-    chunks = [files[i : i + size] for i in range(0, len(files), size)]
-    with context.Pool(len(chunks) - 1) as pool:
-        if not identities_only:
-            pending = [pool.apply_async(_load_chunk, (chunk, options)) for chunk in chunks[1:]]
-            outcomes = _load_chunk(chunks[0], options)  # this process takes a share too
-            for job in pending:
-                outcomes.extend(job.get())
-            return outcomes
-        light = [pool.apply_async(_load_chunk_light, (chunk, options)) for chunk in chunks[1:]]
-        outcomes = _load_chunk(chunks[0], options)
-        for light_job in light:
-            for file, idents, diagnostics, failed in light_job.get():
-                manifests = [_from_identity(file, i) for i in idents]
-                outcomes.append(FileOutcome(file, manifests, diagnostics, failed))
+    chunks = _chunks(files, workers)
+    forked = _Forked(context, chunks[1:], options, identities_only)
+    try:
+        outcomes = _load_chunk(chunks[0], options)  # this process takes a share too
+        outcomes.extend(forked.collect())
+    finally:
+        forked.close()
     return outcomes
 
 
@@ -774,12 +856,122 @@ def load_manifests(
     identity (name, driver, display name, connection ID, source), not credentials or
     settings; diagnostics are complete either way.
     """
-    roots = [Path(p) for p in paths]
-    options = LoadOptions(
-        secrets_dirs=tuple(secrets_dirs) or _default_secrets_dirs(roots),
-        strict=strict,
-        check_secrets=check_secrets,
+    found = _discover_roots(
+        paths, LoadOptions(tuple(secrets_dirs), strict=strict, check_secrets=check_secrets)
     )
+    outcomes = _load_all(found.files, found.options, identities_only=identities_only)
+    return found.finish(outcomes)
+
+
+def start_load(paths: Sequence[str | Path], *, secrets_dirs: Sequence[Path] = ()) -> LoadJob:
+    """Begin loading `paths` in worker processes; `LoadJob.result()` collects it.
+
+    For a command that has I/O of its own to do meanwhile (`plan` lists the platform
+    while its manifests parse). Call it before any thread exists (workers are forked);
+    otherwise, or when the manifests are too few to pay for a fork, the job loads
+    in-process when its result is asked for.
+    """
+    found = _discover_roots(paths, LoadOptions(tuple(secrets_dirs)))
+    forked = None
+    workers = _workers()
+    if workers > 1 and _total_bytes(found.files) >= BACKGROUND_MIN_BYTES:
+        context = _fork_context()
+        if context is not None:
+            forked = _Forked(context, _chunks(found.files, workers), found.options, False)
+    return LoadJob(found, forked)
+
+
+class LoadJob:
+    """A load begun by `start_load`."""
+
+    def __init__(self, found: _Found, forked: _Forked | None) -> None:
+        self._found = found
+        self._forked = forked
+        self._result: LoadResult | None = None
+
+    @property
+    def workers(self) -> int:
+        """How many worker processes the load was given (0: it runs in this process)."""
+        return 0 if self._forked is None else self._forked.count
+
+    def result(self) -> LoadResult:
+        """The LoadResult; waits for the workers (safe to call from any one thread)."""
+        if self._result is None:
+            if self._forked is None:
+                outcomes = _load_all(self._found.files, self._found.options)
+            else:
+                try:
+                    outcomes = self._forked.collect()
+                finally:
+                    self._forked.close()
+            self._result = self._found.finish(outcomes)
+        return self._result
+
+    def close(self) -> None:
+        """Stop the workers of a load whose result is no longer wanted."""
+        if self._forked is not None:
+            self._forked.close()
+
+
+def _total_bytes(files: Sequence[str]) -> int:
+    total = 0
+    for file in files:
+        with contextlib.suppress(OSError):  # an unreadable file is reported when read
+            total += os.stat(file).st_size
+    return total
+
+
+@dataclass(slots=True)
+class _Found:
+    """The discovery half of a load: which files, and problems with the roots."""
+
+    roots: list[Path]
+    options: LoadOptions
+    files: list[str]
+    diagnostics: list[Diagnostic]
+    root_ok: bool
+
+    def finish(self, outcomes: Iterable[FileOutcome]) -> LoadResult:
+        """Per-file outcomes -> LoadResult, with the cross-file checks."""
+        files, roots = self.files, self.roots
+        diagnostics = list(self.diagnostics)
+        failed = {d.file for d in diagnostics if d.severity == "error" and d.file in files}
+        manifests: list[Manifest] = []
+        for outcome in outcomes:
+            diagnostics.extend(outcome.diagnostics)
+            manifests.extend(outcome.manifests)
+            if outcome.failed:
+                failed.add(outcome.file)
+        cross = cross_file_diagnostics(manifests)
+        if cross:
+            # Rare: parse those files again, only to point at the duplicated fields.
+            cross = cross_file_diagnostics(manifests, _field_positions({d.file for d in cross}))
+        if cross:
+            diagnostics.extend(cross)
+            # Ambiguous: neither definition wins; all their files freeze (DESIGN.md section 6).
+            names = {m.name for m in manifests} & {
+                n for n, c in Counter(m.name for m in manifests).items() if c > 1
+            }
+            ids = {i for i, c in Counter(m.connection_id for m in manifests).items() if c > 1}
+            ids.discard(None)
+            failed.update(d.file for d in cross)
+            manifests = [m for m in manifests if m.name not in names and m.connection_id not in ids]
+        # A failed symlink loop directory has no file entry; it still counts as failed.
+        failed.update(d.file for d in diagnostics if d.code == "symlink-loop")
+        return LoadResult(
+            root=str(roots[0]) if len(roots) == 1 else ",".join(str(r) for r in roots),
+            manifests=tuple(manifests),
+            diagnostics=tuple(sorted(diagnostics, key=lambda d: (d.file, d.line, d.column))),
+            files=tuple(files),
+            failed_files=frozenset(failed),
+            root_ok=self.root_ok,
+        )
+
+
+def _discover_roots(paths: Sequence[str | Path], options: LoadOptions) -> _Found:
+    roots = [Path(p) for p in paths]
+    if not options.secrets_dirs:
+        options = replace(options, secrets_dirs=_default_secrets_dirs(roots))
     files: list[str] = []
     diagnostics: list[Diagnostic] = []
     root_ok = bool(roots)
@@ -799,35 +991,4 @@ def load_manifests(
         else:
             root_ok = False
             diagnostics.append(_error(name, "path does not exist", code="missing-root"))
-    failed = {d.file for d in diagnostics if d.severity == "error" and d.file in files}
-    outcomes = _load_all(files, options, identities_only=identities_only)
-    manifests: list[Manifest] = []
-    for outcome in outcomes:
-        diagnostics.extend(outcome.diagnostics)
-        manifests.extend(outcome.manifests)
-        if outcome.failed:
-            failed.add(outcome.file)
-    cross = cross_file_diagnostics(manifests)
-    if cross:
-        # Rare: parse those files again, only to point at the duplicated fields.
-        cross = cross_file_diagnostics(manifests, _field_positions({d.file for d in cross}))
-    if cross:
-        diagnostics.extend(cross)
-        # Ambiguous: neither definition wins; all their files freeze (DESIGN.md section 6).
-        names = {m.name for m in manifests} & {
-            n for n, c in Counter(m.name for m in manifests).items() if c > 1
-        }
-        ids = {i for i, c in Counter(m.connection_id for m in manifests).items() if c > 1}
-        ids.discard(None)
-        failed.update(d.file for d in cross)
-        manifests = [m for m in manifests if m.name not in names and m.connection_id not in ids]
-    # A failed symlink loop directory has no file entry; it still counts as failed.
-    failed.update(d.file for d in diagnostics if d.code == "symlink-loop")
-    return LoadResult(
-        root=str(roots[0]) if len(roots) == 1 else ",".join(str(r) for r in roots),
-        manifests=tuple(manifests),
-        diagnostics=tuple(sorted(diagnostics, key=lambda d: (d.file, d.line, d.column))),
-        files=tuple(files),
-        failed_files=frozenset(failed),
-        root_ok=root_ok,
-    )
+    return _Found(roots, options, files, diagnostics, root_ok)

@@ -19,12 +19,16 @@ from __future__ import annotations
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from chanops.errors import SourceError
-from chanops.sources.git import GitSource, Revision
+
+if TYPE_CHECKING:
+    # Imported when used: every command's options are built at startup, and the git
+    # source pulls in structlog (0.1 s) that `plan` wants after its load has forked.
+    from chanops.sources.git import GitSource, Revision
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -42,6 +46,8 @@ class GitOptions:
 
     def source(self, state: Path) -> GitSource:
         """A GitSource whose cache and checkouts live in `git/` beside the state store."""
+        from chanops.sources.git import GitSource
+
         return GitSource(
             self.url,
             self.ref,
