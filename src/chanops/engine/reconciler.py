@@ -38,7 +38,6 @@ from typing import Any
 import structlog
 
 from chanops import errors
-from chanops.engine import pointers
 from chanops.engine.executor import Context, Executor, Outcome, describe_changes
 from chanops.engine.plan import (
     AWAITING_AUTHORIZATION,
@@ -268,36 +267,31 @@ class Reconciler:
         self, load: LoadResult, only: Set[str] | None
     ) -> tuple[dict[str, Desired], dict[str, dict[str, Any]]]:
         """Manifests with their secrets resolved into HMACs (values kept for execute)."""
-        from chanops.manifests.secrets import iter_secret_refs, resolve_credentials
+        from chanops.manifests.secrets import resolve_secret_values
 
         desired: dict[str, Desired] = {}
         values: dict[str, dict[str, Any]] = {}
         # One snapshot: os.environ's per-lookup decoding is measurable at 10,000 manifests.
         environ = dict(os.environ) if self.options.environ is None else self.options.environ
+        hmac = self.store.hmac
         for m in load.manifests:
-            if only is not None and m.name not in only:
-                desired[m.name] = Desired(m)  # not planned; present so it is not "removed"
-                continue
-            refs = [p for p, _ in iter_secret_refs(m)]
-            if not refs or m.suspend:
+            if (only is not None and m.name not in only) or m.suspend:
+                # Not planned (present so it is not "removed"), or suspended: no secrets read.
                 desired[m.name] = Desired(m)
                 continue
             try:
-                resolved = resolve_credentials(
+                secret_values = resolve_secret_values(
                     m, secrets_dirs=self.options.secrets_dirs, environ=environ
                 )
             except errors.SecretResolutionError as exc:
                 desired[m.name] = Desired(m, secret_error=str(exc))
                 continue
-            secret_values = {
-                p: pointers.get(resolved, p.removeprefix("/credentials"))
-                for p in refs
-                if p.startswith("/credentials/")
-            }
-            secret_values = {p: v for p, v in secret_values.items() if v is not None}
+            if not secret_values:
+                desired[m.name] = Desired(m)
+                continue
             values[m.name] = secret_values
             desired[m.name] = Desired(
-                m, secret_hmacs={p: self.store.hmac(str(v)) for p, v in secret_values.items()}
+                m, secret_hmacs={p: hmac(v) for p, v in secret_values.items()}
             )
         # Fingerprints now: this runs in a thread while the platform list is in flight.
         for name, d in desired.items():

@@ -6,11 +6,13 @@ daemon's host. So `secretRef.file` resolves only inside the allowed secret direc
 `CHANOPS_*` variables (the platform token lives there). Messages name the connection,
 the field and the reference, never a value.
 
-Reads files and the environment only in `resolve_credentials` / `check_secret_ref`.
+Reads files and the environment only in `resolve_credentials`, `resolve_secret_values`
+and `check_secret_ref`.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -44,17 +46,54 @@ def iter_secret_refs(manifest: Manifest) -> Iterator[tuple[str, SecretRef | str]
     """
     seen: set[str] = set()
     if manifest.driver in DRIVER_NAMES:
-        for pointer in sorted(driver_info(manifest.driver).secret_paths):
-            parts = [_unescape(p) for p in pointer.split("/")[1:]]
-            if parts[0] != "credentials":
-                continue
-            value = _lookup(manifest.credentials, parts[1:])
+        for pointer, parts in _declared_secret_fields(manifest.driver):
+            value = _lookup(manifest.credentials, parts)
             if isinstance(value, SecretRef | str):
                 seen.add(pointer)
                 yield pointer, value
     for pointer, value in _iter_refs(manifest.credentials, "/credentials"):
         if pointer not in seen:
             yield pointer, value
+
+
+@functools.cache
+def _declared_secret_fields(driver: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """(pointer, path inside credentials) of the driver's secret fields, sorted."""
+    fields = []
+    for pointer in sorted(driver_info(driver).secret_paths):
+        parts = [_unescape(p) for p in pointer.split("/")[1:]]
+        if parts[0] == "credentials":
+            fields.append((pointer, tuple(parts[1:])))
+    return tuple(fields)
+
+
+def resolve_secret_values(
+    manifest: Manifest,
+    *,
+    secrets_dirs: Sequence[Path],
+    environ: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """Pointer -> value of every secret credential the manifest sets (literal or resolved).
+
+    The engine's view: what `resolve_credentials` would put at those pointers, without
+    rebuilding the whole credentials tree (10,000 manifests per full reconcile).
+    Raises SecretResolutionError like `resolve_credentials`.
+    """
+    env = os.environ if environ is None else environ
+    dirs = list(secrets_dirs)
+    values: dict[str, str] = {}
+    for pointer, ref in iter_secret_refs(manifest):
+        if isinstance(ref, str):
+            values[pointer] = ref
+            continue
+        try:
+            values[pointer] = _read_ref(ref, dirs, env)
+        except ValueError as exc:
+            raise SecretResolutionError(
+                f"connection {manifest.name}: {_field_name(pointer)}: "
+                f"secretRef {ref.describe()} {exc}"
+            ) from None
+    return values
 
 
 def _iter_refs(tree: Any, pointer: str) -> Iterator[tuple[str, SecretRef]]:
