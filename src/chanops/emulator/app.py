@@ -34,7 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chanops.emulator import rules
 from chanops.emulator.faults import FaultInjector, parse_faults
-from chanops.emulator.store import Platform, Problem, problem
+from chanops.emulator.store import Platform, Problem, encode_json, problem
 
 log = structlog.get_logger("chanops.emulator")
 
@@ -208,8 +208,19 @@ def create_app(
     async def connections_list(request: Request) -> Response:
         limit = query_int(request, "limit", 1, MAX_LIMIT, DEFAULT_LIMIT)
         assert limit is not None
-        items, last = platform.list_connections(after=decode_cursor(request), limit=limit)
-        return respond(200, {"items": items, "next_cursor": encode_cursor(last)})
+        items, last = platform.list_connections_json(after=decode_cursor(request), limit=limit)
+        # the bytes JSONResponse would render for {"items": [...], "next_cursor": ...},
+        # assembled from the store's per-item encodings
+        body = b"".join(
+            (
+                b'{"items":[',
+                b",".join(items),
+                b'],"next_cursor":',
+                encode_json(encode_cursor(last)),
+                b"}",
+            )
+        )
+        return Response(body, media_type=JSONResponse.media_type)
 
     @handles_problems
     async def connections_create(request: Request) -> Response:

@@ -277,26 +277,50 @@ def secret_paths(fields: Sequence[CredField], prefix: str = "") -> list[str]:
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class _Redaction:
+    """How `redact` treats one level of credential fields, precomputed per driver."""
+
+    # field name -> (nested level if the field has children, whether it is secret)
+    fields: Mapping[str, tuple[_Redaction | None, bool]]
+    secrets: tuple[str, ...]  # in field order: added as null when absent
+
+
+def _redaction(fields: Sequence[CredField]) -> _Redaction:
+    by_name: dict[str, tuple[_Redaction | None, bool]] = {}
+    for f in fields:
+        by_name[f.name] = (_redaction(f.children) if f.children else None, f.secret)
+    secrets = tuple(dict.fromkeys(f.name for f in fields if f.secret))
+    return _Redaction(by_name, secrets)
+
+
+_REDACTIONS: dict[str, _Redaction] = {
+    name: _redaction(d.credentials) for name, d in DRIVERS.items()
+}
+
+
+def _redact(plan: _Redaction, data: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    fields = plan.fields
+    for key, value in data.items():
+        f = fields.get(key)
+        if f is None:
+            out[key] = value
+        elif f[0] is not None and isinstance(value, Mapping):
+            out[key] = _redact(f[0], value)
+        elif f[1]:
+            out[key] = None
+        else:
+            out[key] = value
+    for name in plan.secrets:
+        if name not in out:
+            out[name] = None  # unset secrets read as null too: no set/unset oracle
+    return out
+
+
 def redact(driver: str, creds: Mapping[str, Any]) -> dict[str, Any]:
     """Credentials as the API returns them: every secret field present but null."""
-
-    def walk(fields: Sequence[CredField], data: Mapping[str, Any]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        by_name = {f.name: f for f in fields}
-        for key, value in data.items():
-            f = by_name.get(key)
-            if f is not None and f.children and isinstance(value, Mapping):
-                out[key] = walk(f.children, value)
-            elif f is not None and f.secret:
-                out[key] = None
-            else:
-                out[key] = value
-        for f in fields:
-            if f.secret and f.name not in out:
-                out[f.name] = None  # unset secrets read as null too: no set/unset oracle
-        return out
-
-    return walk(DRIVERS[driver].credentials, creds)
+    return _redact(_REDACTIONS[driver], creds)
 
 
 def strings_in(value: Any) -> list[str]:
