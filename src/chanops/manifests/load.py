@@ -19,6 +19,7 @@ import errno
 import gc
 import os
 import re
+import signal
 import sys
 import threading
 from collections import Counter, defaultdict
@@ -689,7 +690,10 @@ def _chunks(files: Sequence[str], count: int) -> list[Sequence[str]]:
 
 
 def _worker_main(writer: Any, files: Sequence[str], options: LoadOptions, light: bool) -> None:
-    # The child's whole job: load its share and send it back through the pipe.
+    # The child's whole job: load its share and send it back through the pipe. Ctrl-C
+    # reaches the whole process group: the parent stops its workers (LoadJob.close),
+    # so a worker need not die with a traceback of its own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     writer.send(_load_chunk_light(files, options) if light else _load_chunk(files, options))
     writer.close()
 
