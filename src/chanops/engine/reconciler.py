@@ -191,7 +191,10 @@ class Reconciler:
                 observed = await self._observe(desired, memory, only)
         except BaseException:
             if listing is not None:
-                listing.cancel()
+                if listing.done() and not listing.cancelled():
+                    listing.exception()  # retrieved: no "exception was never retrieved"
+                else:
+                    listing.cancel()
             raise
         options = PlanOptions(
             max_delete=self.options.max_delete,
