@@ -11,11 +11,17 @@ check finds a duplicate (rare) it hands over to `load_manifests` for the exact r
 The daemon uses it for every load, full ones included: a resync of an unchanged root
 costs a directory walk and a stat per file. It also keeps the daemon from forking a
 parse pool out of a process that runs watcher and server threads.
+
+`load` runs in a worker thread (`asyncio.to_thread`) and is serialised by a lock: a
+daemon reconcile that is preempted while loading leaves its thread running (a thread
+cannot be cancelled), and the reconcile that follows must not load concurrently with it
+on the same cache.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -47,10 +53,19 @@ class IncrementalLoader:
             secrets_dirs=secrets_dirs or (Path("/run/secrets"), root.resolve().parent / "secrets")
         )
         self._cache: dict[str, tuple[StatKey, FileOutcome]] = {}
+        self._lock = threading.Lock()
 
     def load(self, changed: Iterable[str] = ()) -> LoadResult:
-        """The root's LoadResult; files in `changed` (real paths) are always re-read."""
+        """The root's LoadResult; files in `changed` (real paths) are always re-read.
+
+        Thread-safe: concurrent calls run one after the other (each sees the cache the
+        previous one left).
+        """
         forced = set(changed)
+        with self._lock:
+            return self._load(forced)
+
+    def _load(self, forced: set[str]) -> LoadResult:
         root = self._root
         diagnostics: list[Diagnostic] = []
         if not os.path.isdir(root):

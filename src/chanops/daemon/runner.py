@@ -14,6 +14,10 @@ section 5), and reconciles never overlap.
   whose retry is due. The engine reads just those connections by id.
 - Per-connection backoff (1 s doubling to 5 min) after a failed action; visible in
   /status; reset by a change to the connection's file or by success.
+- Preemption: manifest edits that arrive while a full reconcile is still reading (load,
+  list, resolve; nothing written yet) abandon that read once, run their partial
+  reconcile, then run the full reconcile again under the same reconcile_id (`_full`).
+  Once the full reconcile writes, edits wait for it.
 - Git source (`--git`): no file watcher. Each checkout `GitSource.updates()` yields
   (the current one first, then every new commit) becomes the root of the next full
   reconcile, switched only between reconciles; its SHA and subject are on every event.
@@ -32,8 +36,8 @@ import signal
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterable, Mapping, MutableMapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Coroutine, Iterable, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -47,7 +51,7 @@ from chanops.daemon.revision import RevisionReader
 from chanops.daemon.scheduler import SyncOutcome, SyncScheduler, Target, utc_iso
 from chanops.daemon.watcher import Batch, ManifestWatcher
 from chanops.engine.planner import source_key
-from chanops.engine.reconciler import Reconciler, ReconcileResult
+from chanops.engine.reconciler import Prepared, Reconciler, ReconcileResult
 from chanops.errors import APIError, ChanopsError, NotFound, PlatformError
 from chanops.manifests.model import Diagnostic, LoadResult, Manifest
 from chanops.observability.logging import LogConfig, describe_error
@@ -96,6 +100,28 @@ class DaemonOptions:
     shutdown_timeout: float = 30.0
     watch_step_ms: int = 30
     force_polling: bool | None = None
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+@dataclass(slots=True)
+class FullRun:
+    """One full reconcile request that manifest edits may preempt once (`Daemon._full`).
+
+    Preempted while it only reads (load, list the platform, resolve secrets), it runs
+    again after the edits' partial reconcile as the same reconcile: same id, same reason,
+    one `reconcile.started` and one `reconcile.completed` (or `failed`) in all.
+    """
+
+    reason: str
+    reconcile_id: str = field(default_factory=_new_id)
+    preemptible: bool = True
+    preempted: bool = False  # the read phase was abandoned for file changes
+    announced: bool = False  # `reconcile.started` was logged
+    loud: bool = False  # ... at info: its end is logged at info or above too
+    noted: bool = False  # its load's diagnostics were logged (`_note_load`)
 
 
 _CANONICAL: dict[str, str] = {}
@@ -174,6 +200,7 @@ class Daemon:
         self._logged_diagnostics: set[tuple[str, int, int, str]] = set()
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
+        self._files_changed = asyncio.Event()  # set whenever _pending_files gains files
         self._pending_files: set[str] = set()
         self._pending_full: str | None = None
         self._stop_signal: str | None = None
@@ -303,6 +330,8 @@ class Daemon:
         if batch.rescan:
             self._pending_full = self._pending_full or batch.reason
         self._pending_files |= {canonical(f) for f in batch.files}
+        if self._pending_files:
+            self._files_changed.set()
         self._wake.set()
 
     def request_full(self, reason: str) -> None:
@@ -388,13 +417,50 @@ class Daemon:
             if reason is not None:
                 # Taken, not forgotten: the failure count keeps growing during an outage.
                 self.backoff.postpone_due([FULL])
-                await self.reconcile("full", None, reason=reason, changed=files)
+                await self._full(reason, files)
                 next_resync = time.monotonic() + self.options.resync_seconds
                 continue
             # During an outage the full reconcile's retry covers every name.
             due = self.backoff.due(now) - {FULL} if self.outage_since is None else set()
             if files or due:
                 await self._partial(files, due)
+
+    async def _full(self, reason: str, files: set[str]) -> None:
+        """A full reconcile that manifest edits may preempt once, while it only reads.
+
+        Edits (`_pending_files`) arriving before `execute` begins abandon the read phase
+        (nothing has been written to the platform or the store yet): their partial
+        reconcile runs at once, then this full reconcile runs again from the start (a
+        fresh load and listing, same reconcile_id and reason), now not preemptible, so a
+        stream of edits cannot postpone it twice. Not with a git source (no watcher, a
+        commit is one whole full reconcile) and not during an outage (the full reconcile
+        is the platform retry; a partial could not reach the platform either).
+        """
+        if self.source is not None or self.outage_since is not None:
+            await self.reconcile("full", None, reason=reason, changed=files)
+            return
+        run = FullRun(reason=reason)
+        await self.reconcile("full", None, reason=reason, changed=files, run=run)
+        if not run.preempted or self._stop.is_set():
+            return
+        edited, self._pending_files = self._pending_files, set()
+        if edited:
+            await self._partial(edited, set())
+        if self._stop.is_set():
+            return  # stopping: the next start reconciles everything anyway
+        # Edits that arrived meanwhile are covered by the run that starts now (forced
+        # re-read), as in `_loop`. Full requests (SIGHUP, root changed) stay pending: they
+        # get their own reconcile, with its own reconcile.started, after this one.
+        again = self._pending_files | (set() if run.noted else files)
+        self._pending_files = set()
+        run.preemptible = False
+        await self.reconcile("full", None, reason=reason, changed=again, run=run)
+
+    async def _files_arrive(self) -> None:
+        """Return once manifest changes are pending (at once if some already are)."""
+        while not self._pending_files:
+            self._files_changed.clear()
+            await self._files_changed.wait()
 
     def _next_retry(self) -> float:
         if self.outage_since is not None:
@@ -520,8 +586,10 @@ class Daemon:
         reason: str,
         changed: Iterable[str] = (),
         load: LoadResult | None = None,
+        run: FullRun | None = None,
     ) -> ReconcileResult | None:
-        reconcile_id = uuid.uuid4().hex[:12]
+        """One reconcile; None when it failed, was skipped or was preempted (`run`)."""
+        reconcile_id = run.reconcile_id if run is not None else _new_id()
         if kind == "full":
             forget_canonical()
             self._released = set()  # a full reconcile plans every name anyway
@@ -546,28 +614,26 @@ class Daemon:
         target = self._root_target()
         try:
             with structlog.contextvars.bound_contextvars(**stamp):
-                if load is None:
-                    load = await self._load(changed)
-                self._note_load(load, changed)
-                if only is not None and not only:
-                    # A change that defines nothing (an empty file, comments): nothing to do.
-                    log.debug("reconcile.skipped", reason=reason, kind=kind)
-                    return None
-                (log.debug if self.outage_since is not None else log.info)(
-                    "reconcile.started",
-                    kind=kind,
-                    reason=reason,
-                    connections=len(only) if only is not None else len(load.manifests),
-                )
+                read = self._read(kind, only, reason=reason, changed=changed, load=load, run=run)
+                if run is not None and run.preemptible:
+                    ready = await self._read_or_preempt(read, run)
+                else:
+                    ready = await read
+                if ready is None:
+                    return None  # skipped, or preempted (`run.preempted`)
+                load, prepared = ready
+                # A rerun announced before an outage began (in the preempting partial)
+                # ends as loudly as it started: one end event per reconcile.started.
+                loud = run is not None and run.loud
                 try:
-                    prepared = await self.reconciler.prepare(load, only=only)
-                    self._register_secrets(load, prepared.context.secrets, only)
+                    if isinstance(prepared, ChanopsError):
+                        raise prepared
                     result = await self.reconciler.execute(prepared)
                 except PlatformError as exc:
-                    self._failed(kind, only, exc, started)
+                    self._failed(kind, only, exc, started, loud=loud)
                     return None
                 except ChanopsError as exc:
-                    self._failed(kind, only, exc, started, platform=False)
+                    self._failed(kind, only, exc, started, platform=False, loud=loud)
                     return None
                 self._snapshot_records(only)
                 self._succeeded(kind, only, load, result, prepared.observed.connections, started)
@@ -576,6 +642,85 @@ class Daemon:
         finally:
             if target is not None and self._root_target() != target:
                 self.request_full("root changed")
+
+    async def _read(
+        self,
+        kind: Kind,
+        only: set[str] | None,
+        *,
+        reason: str,
+        changed: Iterable[str],
+        load: LoadResult | None,
+        run: FullRun | None,
+    ) -> tuple[LoadResult, Prepared | ChanopsError] | None:
+        """The read phase: load, log, observe and plan. Writes nothing to the platform or
+        the store, so it may be abandoned (`_read_or_preempt`). None: nothing to do.
+
+        A failure of `prepare` is returned, not raised, so that the caller handles it
+        exactly like a failure of `execute`.
+        """
+        if load is None:
+            load = await self._load(changed)
+        self._note_load(load, changed)
+        if run is not None:
+            run.noted = True
+        if only is not None and not only:
+            # A change that defines nothing (an empty file, comments): nothing to do.
+            log.debug("reconcile.skipped", reason=reason, kind=kind)
+            return None
+        if run is None or not run.announced:
+            quiet = self.outage_since is not None
+            (log.debug if quiet else log.info)(
+                "reconcile.started",
+                kind=kind,
+                reason=reason,
+                connections=len(only) if only is not None else len(load.manifests),
+            )
+            if run is not None:
+                run.announced, run.loud = True, not quiet
+        try:
+            prepared = await self.reconciler.prepare(load, only=only)
+            self._register_secrets(load, prepared.context.secrets, only)
+        except ChanopsError as exc:
+            return load, exc
+        return load, prepared
+
+    async def _read_or_preempt(
+        self,
+        read: Coroutine[Any, Any, tuple[LoadResult, Prepared | ChanopsError] | None],
+        run: FullRun,
+    ) -> tuple[LoadResult, Prepared | ChanopsError] | None:
+        """Run the read phase unless manifest edits arrive first: then abandon it.
+
+        Abandoning is safe: the loader serialises its (uncancellable) worker thread, and
+        a cancelled `prepare` cancels its platform listing. A stop signal never preempts:
+        the reconcile in flight finishes, as without edits.
+        """
+        task = asyncio.ensure_future(read)
+        edits = asyncio.ensure_future(self._files_arrive())
+        try:
+            await asyncio.wait({task, edits}, return_when=asyncio.FIRST_COMPLETED)
+            if not task.done() and self._stop.is_set():
+                await asyncio.wait({task})  # stopping: finish the read, execute as usual
+        except BaseException:
+            task.cancel()  # the loop itself is cancelled (shutdown timeout)
+            raise
+        finally:
+            edits.cancel()
+        if task.done():
+            return task.result()
+        task.cancel()
+        await asyncio.wait({task})
+        if not task.cancelled():
+            task.exception()  # retrieved: a late result or error of an abandoned read
+        run.preempted = True
+        log.info(
+            "reconcile.preempted",
+            kind="full",
+            reason=run.reason,
+            files=len(self._pending_files),
+        )
+        return None
 
     def _root_target(self) -> str | None:
         """Where the root resolves now (None for a git source: its roots never move)."""
@@ -774,6 +919,7 @@ class Daemon:
         started: float,
         *,
         platform: bool = True,
+        loud: bool = False,
     ) -> None:
         elapsed = time.monotonic() - started
         now = time.monotonic()
@@ -785,7 +931,7 @@ class Daemon:
         in_outage = self.outage_since is not None
         # One event per failure streak: the first failure is loud, the retries during
         # the same outage are logged at debug (and counted in /metrics).
-        failed_log = log.debug if in_outage else log.error
+        failed_log = log.debug if in_outage and not loud else log.error
         failed_log("reconcile.failed", kind=kind, duration_ms=round(elapsed * 1000), error=error)
         if platform:
             # Unreachable: one full reconcile is retried with backoff, not each name.
