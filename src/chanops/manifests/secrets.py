@@ -2,28 +2,157 @@
 
 DESIGN.md section 6: whoever can commit a manifest must not be able to read the
 daemon's host. So `secretRef.file` resolves only inside the allowed secret directories
-(no `..`, no symlink that leads out), and `secretRef.env` never resolves chanops's own
-`CHANOPS_*` variables (the platform token lives there). Messages name the connection,
-the field and the reference, never a value.
+(no `..`, no symlink that leads out, regular files only), and `secretRef.env` never
+resolves chanops's own `CHANOPS_*` variables (the platform token lives there). Messages
+name the connection, the field and the reference, never a value.
 
-Reads files and the environment only in `resolve_credentials`, `resolve_secret_values`
-and `check_secret_ref`.
+The operator's own credentials (platform token, webhook secret, git ssh key, the state
+store's HMAC key...) must never be reachable that way: `guard_operator_credentials`
+refuses to start when one lies inside (or is linked into) a secrets directory, and
+remembers them so a link made later is refused when read.
+
+A resolved value shorter than MIN_SECRET_CHARS is refused: no real credential is that
+short, and the log redactor would otherwise hide every occurrence of, say, `1` in every
+event (hiding audit events and, by the holes it leaves, revealing the value).
+
+Reads files and the environment only in `resolve_credentials`, `resolve_secret_values`,
+`check_secret_ref` and `guard_operator_credentials`.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import stat
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chanops.errors import SecretResolutionError
+from chanops.errors import ConfigError, SecretResolutionError
 from chanops.manifests.drivers import DRIVER_NAMES, driver_info
 from chanops.manifests.model import Manifest, SecretRef
 
 FORBIDDEN_ENV_PREFIX = "CHANOPS_"
 MAX_SECRET_BYTES = 64 * 1024  # a secret is a token or a password, not a file system
+# Shorter resolved values are refused. The log redactor matches registered values as
+# substrings from this length on (observability.logging.MIN_REDACTED_CHARS, kept equal).
+MIN_SECRET_CHARS = 8
+# Entries looked at per secrets directory when searching it for links to an operator
+# credential at startup; a larger tree is still protected when read (_protected).
+_WALK_LIMIT = 10_000
+
+
+def default_secrets_dirs(root: Path) -> tuple[Path, ...]:
+    """The implicit secrets directory when none is configured: `secrets/` beside `root`.
+
+    Only that one. `/run/secrets` used to be implicit too, but it is where Docker and
+    Compose put every secret of a container, the platform token included: any manifest
+    could then read the token with `secretRef: {file: platform-token}` and send it to a
+    host of its choosing. A deployment that wants it names it with `--secrets-dir`.
+    """
+    return (root.resolve().parent / "secrets",)
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorCredential:
+    """A file only the operator may read through chanops, never a manifest."""
+
+    what: str  # "the platform token file"
+    path: Path
+    setting: str  # where it is configured: "--token-file / CHANOPS_PLATFORM_TOKEN_FILE"
+
+
+# Operator credentials of this process, filled by `guard_operator_credentials`:
+# (st_dev, st_ino) -> the credential, and their real paths. Consulted on every read so
+# a hard link or symlink made after startup is still refused.
+_PROTECTED_IDS: dict[tuple[int, int], OperatorCredential] = {}
+_PROTECTED_PATHS: dict[str, OperatorCredential] = {}
+
+
+def guard_operator_credentials(
+    credentials: Sequence[OperatorCredential],
+    secrets_dirs: Sequence[Path],
+    *,
+    dirs_setting: str = "--secrets-dir",
+) -> None:
+    """Refuse (ConfigError) when a manifest could read an operator credential.
+
+    Compared by real path (a symlinked directory or file is seen through) and, for the
+    files that exist, by (st_dev, st_ino) against everything in the secrets directories
+    (a hard link or a symlink to the credential placed there). The message names the
+    credential, the directory and the setting to change, never a file's contents.
+    """
+    real_dirs = [(d, os.path.realpath(d)) for d in secrets_dirs]
+    ids: dict[tuple[int, int], OperatorCredential] = {}
+    for cred in credentials:
+        real = os.path.realpath(cred.path)
+        for shown, real_dir in real_dirs:
+            if _within_real(real, real_dir):
+                raise ConfigError(
+                    f"{cred.what} {cred.path} lies inside the secrets directory {shown}, "
+                    "so any manifest could read it with secretRef.file: move it out of "
+                    f"that directory, or change {dirs_setting} (or {cred.setting})"
+                )
+        _PROTECTED_PATHS[real] = cred
+        try:
+            st = os.stat(cred.path)
+        except OSError:
+            continue  # not there yet (a state store before its first run)
+        ids[(st.st_dev, st.st_ino)] = cred
+    _PROTECTED_IDS.update(ids)
+    if not ids:
+        return
+    for shown, _ in real_dirs:
+        found = _find_link(shown, ids)
+        if found is not None:
+            entry, cred = found
+            raise ConfigError(
+                f"the secrets directory {shown} holds {entry}, a link to {cred.what} "
+                f"{cred.path}, so any manifest could read it with secretRef.file: remove "
+                f"the link, or change {dirs_setting} (or {cred.setting})"
+            )
+
+
+def _within_real(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory.rstrip(os.sep) + os.sep)
+
+
+def _find_link(
+    directory: Path, ids: Mapping[tuple[int, int], OperatorCredential]
+) -> tuple[str, OperatorCredential] | None:
+    """An entry under `directory` that is (or points at) one of `ids`, if any."""
+    seen = 0
+    for top, dirnames, filenames in os.walk(directory):
+        for name in (*filenames, *dirnames):
+            seen += 1
+            if seen > _WALK_LIMIT:
+                return None
+            entry = os.path.join(top, name)
+            try:
+                st = os.stat(entry)  # follows a symlink: a link to the token counts
+            except OSError:
+                continue
+            cred = ids.get((st.st_dev, st.st_ino))
+            if cred is not None:
+                return entry, cred
+    return None
+
+
+def _protected(real: str, st: os.stat_result) -> OperatorCredential | None:
+    """The operator credential `real` / `st` is, if it is one."""
+    cred = _PROTECTED_PATHS.get(real)
+    if cred is not None:
+        return cred
+    cred = _PROTECTED_IDS.get((st.st_dev, st.st_ino))
+    if cred is None:
+        return None
+    # Confirm: inode numbers are reused once a file is deleted.
+    try:
+        now = os.stat(cred.path)
+    except OSError:
+        return None
+    return cred if (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino) else None
 
 
 def _lookup(tree: Any, parts: Sequence[str]) -> Any:
@@ -152,21 +281,21 @@ def check_secret_ref(
     outside or escaping the secret directories); a reference whose target merely is
     not there yet passes, since CI rarely has the production secrets.
     """
-    if ref.env is not None:
-        if ref.env.upper().startswith(FORBIDDEN_ENV_PREFIX):
-            return f"may not read {FORBIDDEN_ENV_PREFIX}* variables (chanops's own settings)"
-        if must_resolve:
-            env = os.environ if environ is None else environ
-            if ref.env not in env:
-                return "is not set in the environment"
+    if ref.env is not None and ref.env.upper().startswith(FORBIDDEN_ENV_PREFIX):
+        return f"may not read {FORBIDDEN_ENV_PREFIX}* variables (chanops's own settings)"
+    if must_resolve:
+        # Resolve for real (file type, size, encoding, length): what apply would do.
+        env = os.environ if environ is None else environ
+        try:
+            _read_ref(ref, secrets_dirs, env)
+        except ValueError as exc:
+            return str(exc)
         return None
-    path, problem = _locate_file(ref.file or "", secrets_dirs)
-    if problem is not None:
-        if problem.startswith("does not exist") and not must_resolve:
-            return None
+    if ref.env is not None:
+        return None
+    _, problem = _locate_file(ref.file or "", secrets_dirs)
+    if problem is not None and not problem.startswith("does not exist"):
         return problem
-    if must_resolve and path is not None and not os.access(path, os.R_OK):
-        return "is not readable"
     return None
 
 
@@ -177,21 +306,65 @@ def _read_ref(ref: SecretRef, secrets_dirs: Sequence[Path], environ: Mapping[str
             raise ValueError(f"may not read {FORBIDDEN_ENV_PREFIX}* variables")
         if ref.env not in environ:
             raise ValueError("is not set in the environment")
-        return environ[ref.env]
+        return _long_enough(environ[ref.env])
     path, problem = _locate_file(ref.file or "", secrets_dirs)
     if problem is not None or path is None:
         raise ValueError(problem or "cannot be read")
+    data = _read_file(path)
     try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_SECRET_BYTES + 1)
-    except OSError as exc:
-        raise ValueError(f"cannot be read: {exc.strerror}") from None
-    if len(data) > MAX_SECRET_BYTES:
-        raise ValueError(f"is larger than {MAX_SECRET_BYTES} bytes")
-    try:
-        return data.decode("utf-8").rstrip("\r\n")
+        text = data.decode("utf-8").rstrip("\r\n")
     except UnicodeDecodeError:
         raise ValueError("is not UTF-8") from None
+    return _long_enough(text)
+
+
+def _long_enough(value: str) -> str:
+    # The length is not in the message: even that much of a secret stays untold.
+    if len(value) < MIN_SECRET_CHARS:
+        raise ValueError(
+            f"is shorter than {MIN_SECRET_CHARS} characters: refused, since no real "
+            "credential is that short and a short value would be masked everywhere in "
+            "the logs (point the reference at the real secret)"
+        )
+    return value
+
+
+def _read_file(path: Path) -> bytes:
+    """At most MAX_SECRET_BYTES of a regular file; ValueError(reason) otherwise.
+
+    Opened by its real path (already checked to lie inside a secrets directory) with
+    O_NOFOLLOW, so a symlink swapped in since the check fails instead of being followed,
+    and O_NONBLOCK, so a FIFO (or a device) cannot block the reconcile forever: fstat
+    then requires a regular file before a single byte is read.
+    """
+    real = os.path.realpath(path)
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(real, flags)
+    except OSError as exc:
+        raise ValueError(f"cannot be read: {exc.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError("is not a regular file (a FIFO, device or directory is refused)")
+        cred = _protected(real, st)
+        if cred is not None:
+            raise ValueError(f"is {cred.what}, which only chanops itself may read")
+        chunks: list[bytes] = []
+        size = 0
+        while size <= MAX_SECRET_BYTES:
+            chunk = os.read(fd, MAX_SECRET_BYTES + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise ValueError(f"cannot be read: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    if size > MAX_SECRET_BYTES:
+        raise ValueError(f"is larger than {MAX_SECRET_BYTES} bytes")
+    return b"".join(chunks)
 
 
 def _field_name(pointer: str) -> str:
