@@ -450,7 +450,8 @@ def test_deletes_wait_for_a_healthy_root(
     blocked = d.wait_event(
         lambda e: e["event"] == "guard.blocked" and e.get("rule") == "unhealthy-root", after=mark
     )
-    assert blocked["connections"] == ["b"]
+    # One event per connection, from the planner, as `plan` reports it.
+    assert blocked["connection"] == "b" and blocked["action"] == "delete"
     d.wait_event(lambda e: e["event"] == "reconcile.completed", after=mark)
     stats = emu.admin.stats()
     assert stats.get("DELETE /api/v1/connections/{id}", 0) == 0, stats

@@ -50,6 +50,7 @@ from chanops.daemon.loader import IncrementalLoader
 from chanops.daemon.revision import RevisionReader
 from chanops.daemon.scheduler import SyncOutcome, SyncScheduler, Target, utc_iso
 from chanops.daemon.watcher import Batch, ManifestWatcher
+from chanops.engine.plan import Guard
 from chanops.engine.planner import source_key
 from chanops.engine.reconciler import Prepared, Reconciler, ReconcileResult
 from chanops.errors import APIError, ChanopsError, NotFound, PlatformError
@@ -194,8 +195,9 @@ class Daemon:
         # reconcile (the store changes only during reconciles).
         self._records: dict[str, Record] = {}
         self._not_files: set[str] = set()  # manifest paths replaced by a directory etc.
-        self._held: set[str] = set()  # deletions held back while the root is unhealthy
-        self._released: set[str] = set()  # ... and released when it is healthy again
+        # Removals the planner held back while the root was unhealthy: planned again by
+        # the first partial reconcile whose load is clean.
+        self._held: set[str] = set()
         self._record_files: dict[str, set[str]] = {}
         self._logged_diagnostics: set[tuple[str, int, int, str]] = set()
         self._stop = asyncio.Event()
@@ -479,7 +481,9 @@ class Daemon:
         changed = self._names_in(files, load)
         self.backoff.reset(changed)  # a manifest change resets its backoff
         self.backoff.postpone_due(due)
-        released, self._released = self._released, set()
+        released: set[str] = set()
+        if load.root_ok and not load.failed_files:
+            released, self._held = self._held, set()
         only = changed | due | released
         if due:
             self.metrics.retries.labels(kind="reconcile").inc(len(due))
@@ -542,34 +546,8 @@ class Daemon:
                     )
                 )
                 frozen |= {path} | by_file.get(self._key(path), set())
-        if load.root_ok and not load.failed_files and not extra:
-            # Healthy again: the deletions held back are due in this reconcile.
-            self._released |= self._held
-            self._held = set()
+        if not extra:
             return load
-        present = {self._key(f) for f in load.files}
-        desired = {m.name for m in load.manifests}
-        held: list[str] = []
-        for record in self._records.values():
-            if (
-                record.source_file
-                and record.name not in desired
-                and self._key(record.source_file) not in present
-                and record.source_file not in frozen
-            ):
-                frozen.add(record.source_file)
-                held.append(record.name)
-        self._held = set(held)
-        if held and load.root_ok:
-            broken = len(load.failed_files) + len(extra)
-            log.warning(
-                "guard.blocked",
-                rule="unhealthy-root",
-                action="delete",
-                connections=sorted(held),
-                reason=f"{broken} manifest file(s) fail to load: connections whose files "
-                "are gone are kept until the root loads cleanly",
-            )
         return replace(
             load,
             diagnostics=tuple(
@@ -592,7 +570,7 @@ class Daemon:
         reconcile_id = run.reconcile_id if run is not None else _new_id()
         if kind == "full":
             forget_canonical()
-            self._released = set()  # a full reconcile plans every name anyway
+            self._held = set()  # a full reconcile plans every name anyway
             if self.source is not None:
                 self._switch_root()
         subject: str | None = None
@@ -841,6 +819,7 @@ class Daemon:
         started: float,
     ) -> None:
         elapsed = time.monotonic() - started
+        self._held |= {b.name for b in result.blocked if b.rule == Guard.UNHEALTHY_ROOT}
         for conn in observed:
             self.observed[conn.id] = conn
         if kind == "full":

@@ -28,6 +28,32 @@ class ActionKind(enum.StrEnum):
     RECREATE = "recreate"
 
 
+class Guard(enum.StrEnum):
+    """The safety rules that can block an action, in the order the planner applies them.
+
+    1. IMMUTABLE: an immutable field (the driver, Amazon's marketplace) would change and
+       `--allow-recreate` was not given.
+    2. FROZEN: the file that defined the connection last time fails to load (bad YAML, a
+       schema error, a directory or FIFO where the file was): no update, no delete.
+    3. ROOT_UNREADABLE: the manifests root is missing, unreadable or holds no manifest:
+       nothing is deleted.
+    4. UNHEALTHY_ROOT: a connection whose file is gone is deleted only while every other
+       file of the root loads; while one fails, the deletion waits (the gone file may be
+       half of a move whose other half is the broken file).
+    5. MASS_DELETE: a plan that would delete more than `max_delete` connections deletes
+       none.
+
+    `plan`, `apply` and the daemon all get their decisions from the planner, so a plan
+    shown on a pull request is exactly what the daemon will do with the same inputs.
+    """
+
+    IMMUTABLE = "immutable"
+    FROZEN = "frozen"
+    ROOT_UNREADABLE = "root-unreadable"
+    UNHEALTHY_ROOT = "unhealthy-root"
+    MASS_DELETE = "mass-delete"
+
+
 # Conditions a connection can be in; shown by `status`, set by the planner/executor.
 AWAITING_MARKETPLACE_SETUP = "AwaitingMarketplaceSetup"
 AWAITING_AUTHORIZATION = "AwaitingAuthorization"
@@ -73,7 +99,7 @@ class Blocked:
     name: str
     reason: str
     connection_id: int | None = None
-    rule: str = ""  # "immutable", "mass-delete", "frozen", "root-unreadable", ...
+    rule: Guard = Guard.FROZEN
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +179,8 @@ class Plan:
                 for a in data.get("actions", ())
             ),
             blocked=tuple(
-                Blocked(**{**b, "kind": ActionKind(b["kind"])}) for b in data.get("blocked", ())
+                Blocked(**{**b, "kind": ActionKind(b["kind"]), "rule": Guard(b["rule"])})
+                for b in data.get("blocked", ())
             ),
             unmanaged=tuple(Unmanaged(**u) for u in data.get("unmanaged", ())),
             ignored=tuple(Ignored(**i) for i in data.get("ignored", ())),

@@ -25,11 +25,14 @@ Rules (DESIGN.md sections 5 and 6), in the order `make_plan` applies them:
   `allow_recreate`, which plans delete + create.
 - `spec.suspend`: nothing at all, condition Suspended.
 - `spec.ignoreDifferences`: matching differences are reported as ignored, not healed.
-- Connections defined last time by a file that now fails to load are frozen. Files
-  are compared by `source_key`: the path relative to the manifests root, so a root
-  that moves (a git checkout per commit) still matches what the store remembers.
-- An unreadable or empty root deletes nothing; the mass-delete guard blocks every
-  delete of a plan with more deletes than `max_delete`.
+- Safety guards (`Guard`, in this order): immutable fields; connections defined last
+  time by a file that now fails to load are frozen; an unreadable or empty root
+  deletes nothing; a connection whose file is gone is deleted only while every other
+  file loads (unhealthy root); the mass-delete guard blocks every delete of a plan with
+  more deletes than `max_delete`. Files are compared by `source_key`: the path relative
+  to the manifests root, so a root that moves (a git checkout per commit) still matches
+  what the store remembers. These are the only safety rules: `plan`, `apply` and the
+  daemon all take their decisions from here.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from chanops.engine.plan import (
     ActionKind,
     Blocked,
     FieldChange,
+    Guard,
     Ignored,
     Plan,
     PlanError,
@@ -74,6 +78,14 @@ PHASE: Mapping[ActionKind, int] = {
     ActionKind.DISABLE: 5,
     ActionKind.DELETE: 6,
     ActionKind.ORPHAN: 7,
+}
+
+
+# What removing a manifest does to its connection, by deletionPolicy (for blocked removals).
+_REMOVAL: Mapping[str, ActionKind] = {
+    "Delete": ActionKind.DELETE,
+    "Disable": ActionKind.DISABLE,
+    "Orphan": ActionKind.ORPHAN,
 }
 
 
@@ -119,6 +131,9 @@ class PlanOptions:
     max_delete: int | None = None  # None = 25% of managed, at least 1
     allow_recreate: bool = False
     failed_files: frozenset[str] = frozenset()
+    # Every manifest file the load found, loaded or not (LoadResult.files): a record
+    # whose file is not among them had its file removed (the unhealthy-root guard).
+    files: frozenset[str] = frozenset()
     root_ok: bool = True
     root: str = ""  # LoadResult.root: files are compared relative to it (source_key)
     only: frozenset[str] | None = None  # plan just these names (a partial reconcile)
@@ -354,6 +369,7 @@ class _Planner:
         # Failed files by key; store records are keys already (older stores held the
         # path as discovered: `frozen_file` accepts both).
         self.failed = frozenset(source_key(f, options.root) for f in options.failed_files)
+        self.present = frozenset(source_key(f, options.root) for f in options.files)
         # A manifest from a file that failed is not desired: its connections are frozen.
         self.desired = {
             n: d
@@ -364,6 +380,12 @@ class _Planner:
     def frozen_file(self, stored: str) -> bool:
         """Whether a record's `source_file` (a key, or an older as-discovered path) failed."""
         return stored in self.failed or source_key(stored, self.options.root) in self.failed
+
+    def file_gone(self, stored: str) -> bool:
+        """Whether a record's `source_file` is no longer among the root's manifest files."""
+        return stored not in self.present and source_key(stored, self.options.root) not in (
+            self.present
+        )
 
     def meta(self, driver: str) -> DriverMeta:
         return self.options.drivers.get(driver, DriverMeta())
@@ -593,7 +615,7 @@ class _Planner:
                         f"cannot change immutable {what} of connection {conn.id}; "
                         "rerun with --allow-recreate to delete and create it again",
                         connection_id=conn.id,
-                        rule="immutable",
+                        rule=Guard.IMMUTABLE,
                     )
                 )
                 return
@@ -673,7 +695,7 @@ class _Planner:
                     f"{record.source_file} failed to load; its connections are frozen "
                     "(no update, no delete) until it loads again",
                     connection_id=record.connection_id,
-                    rule="frozen",
+                    rule=Guard.FROZEN,
                 )
             )
             return
@@ -702,11 +724,25 @@ class _Planner:
         if not self.options.root_ok or not self.desired_root_has_manifests():
             self.blocked.append(
                 Blocked(
-                    ActionKind.DELETE if record.deletion_policy == "Delete" else ActionKind.DISABLE,
+                    _REMOVAL[record.deletion_policy],
                     name,
                     "the manifests root is empty or unreadable; nothing is deleted",
                     connection_id=conn.id,
-                    rule="root-unreadable",
+                    rule=Guard.ROOT_UNREADABLE,
+                )
+            )
+            return
+        if self.failed and record.source_file and self.file_gone(record.source_file):
+            broken = len(self.failed)
+            self.cond(name, FROZEN)
+            self.blocked.append(
+                Blocked(
+                    _REMOVAL[record.deletion_policy],
+                    name,
+                    f"{record.source_file} is gone while {broken} other manifest file(s) fail "
+                    "to load; the connection is kept until the root loads cleanly",
+                    connection_id=conn.id,
+                    rule=Guard.UNHEALTHY_ROOT,
                 )
             )
             return
@@ -775,7 +811,9 @@ class _Planner:
         for action in self.actions:
             if action.kind in (ActionKind.DELETE, ActionKind.RECREATE):
                 self.blocked.append(
-                    Blocked(action.kind, action.name, reason, action.connection_id, "mass-delete")
+                    Blocked(
+                        action.kind, action.name, reason, action.connection_id, Guard.MASS_DELETE
+                    )
                 )
             elif (
                 action.kind == ActionKind.DISABLE

@@ -200,6 +200,7 @@ class Reconciler:
             max_delete=self.options.max_delete,
             allow_recreate=self.options.allow_recreate,
             failed_files=frozenset(load.failed_files),
+            files=frozenset(load.files),
             root_ok=load.root_ok,
             root=load.root,
             only=frozenset(only) if only is not None else None,
