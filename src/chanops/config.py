@@ -2,19 +2,33 @@
 
 Loaded once, at the edge (the CLI), into small frozen dataclasses. Library code never
 reads the environment for configuration.
+
+`load_settings` also refuses settings that would hand an operator credential to whoever
+writes a manifest (one inside a secrets directory), or send the platform token in clear
+text across a network (`http://` to a host that is not loopback, without
+`--insecure-http`). Problems that do not stop chanops (a token file others can read)
+come back as `Settings.warnings` for the command to print.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
-from collections.abc import Mapping
+import stat
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import yaml
 
 from chanops.errors import ConfigError
+
+if TYPE_CHECKING:
+    # Imported where used: it loads the manifests package, which `chanops emulator` and
+    # `--help` do not need.
+    from chanops.manifests.secrets import OperatorCredential
 
 DEFAULT_MANIFESTS = "connections.d"
 ENV_PREFIX = "CHANOPS_"
@@ -37,6 +51,9 @@ class Settings:
     state: Path
     platform: PlatformSettings
     secrets_dirs: tuple[Path, ...]
+    insecure_http: bool = False
+    # One line each, for the command to print (stderr): nothing here stops chanops.
+    warnings: tuple[str, ...] = ()
 
 
 def _config_file(explicit: str | None) -> Mapping[str, Any]:
@@ -72,21 +89,84 @@ def pick(
     return None if from_file is None else str(from_file)
 
 
+TRUE_WORDS = ("1", "true", "yes", "on")
+
+
 def read_token(token: str | None, token_file: str | None) -> str | None:
+    return _token_source(token, token_file)[0]
+
+
+def _token_source(
+    token: str | None, token_file: str | None
+) -> tuple[str | None, OperatorCredential | None]:
+    """(the token, the file it came from as an operator credential, if a file)."""
+    from chanops.manifests.secrets import OperatorCredential
+
     if token:
-        return token
+        return token, None
     if token_file:
         try:
-            return Path(token_file).read_text(encoding="utf-8").strip()
+            value = Path(token_file).read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise ConfigError(
                 f"cannot read platform token file {token_file}: {exc.strerror}"
             ) from None
+        return value, OperatorCredential(
+            "the platform token file",
+            Path(token_file),
+            "--token-file / CHANOPS_PLATFORM_TOKEN_FILE",
+        )
     # systemd LoadCredential=token
     cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
     if cred_dir and (Path(cred_dir) / "platform-token").is_file():
-        return (Path(cred_dir) / "platform-token").read_text(encoding="utf-8").strip()
-    return None
+        path = Path(cred_dir) / "platform-token"
+        return path.read_text(encoding="utf-8").strip(), OperatorCredential(
+            "the platform token file", path, "LoadCredential= ($CREDENTIALS_DIRECTORY)"
+        )
+    return None, None
+
+
+def token_file_warning(path: Path) -> str | None:
+    """A warning when others than chanops's user may read the token file.
+
+    Group-readable counts only when the group is not chanops's own: Kubernetes mounts
+    secrets root-owned, mode 0440, group fsGroup (the pod's group), and that is the only
+    way a non-root pod reads them.
+    """
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    mode = stat.S_IMODE(st.st_mode)
+    others = bool(mode & stat.S_IROTH)
+    group = bool(mode & stat.S_IRGRP) and st.st_gid != os.getegid()
+    if not (others or group):
+        return None
+    who = "other users" if others else "members of its group"
+    return (
+        f"the platform token file {path} is readable by {who} (mode {mode:04o}): chmod 600 {path}"
+    )
+
+
+def is_loopback_url(url: str) -> bool:
+    """True when `url`'s host is this machine (localhost, 127.0.0.0/8, ::1)."""
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def state_files(state: Path) -> tuple[Path, ...]:
+    """The state store's files: database, its WAL and shared memory, HMAC key.
+
+    The names `chanops.state.store` gives them (tests/state checks they agree); spelled
+    out here so reading settings does not import SQLite before `plan` forks its workers.
+    """
+    key = state.with_name(state.name.removesuffix(".db") + ".key")
+    return (state, Path(f"{state}-wal"), Path(f"{state}-shm"), key)
 
 
 def default_state_path(manifests: Path) -> Path:
@@ -108,24 +188,82 @@ def load_settings(
     token_file: str | None = None,
     secrets_dirs: tuple[str, ...] = (),
     config: str | None = None,
+    insecure_http: bool | None = None,
+    credentials: Sequence[OperatorCredential] = (),
 ) -> Settings:
+    """Settings from flags, environment and config file, checked (ConfigError).
+
+    `credentials`: the command's other operator credential files (git ssh key, webhook
+    secret, ...); with the token file, the state store and the embedded platform's
+    database they must all stay out of reach of `secretRef.file`.
+    """
+    from chanops.manifests.secrets import (
+        OperatorCredential,
+        default_secrets_dirs,
+        guard_operator_credentials,
+    )
+
     cfg = _config_file(config)
     manifests_path = Path(pick(manifests, "MANIFESTS", cfg, "manifests") or DEFAULT_MANIFESTS)
     state_value = pick(state, "STATE", cfg, "state")
     state_path = Path(state_value) if state_value else default_state_path(manifests_path)
     url = pick(platform, "PLATFORM_URL", cfg, "platform") or default_platform_url(manifests_path)
-    tok = read_token(
+    tok, token_cred = _token_source(
         pick(token, "PLATFORM_TOKEN", cfg, "token"),
         pick(token_file, "PLATFORM_TOKEN_FILE", cfg, "tokenFile"),
     )
-    dirs = (
-        tuple(Path(d) for d in secrets_dirs)
-        or tuple(Path(d) for d in cfg.get("secretsDirs", ()))
-        or (Path("/run/secrets"), manifests_path.resolve().parent / "secrets")
+    insecure = bool(insecure_http) or (
+        (pick(None, "INSECURE_HTTP", cfg, "insecureHttp") or "").strip().lower() in TRUE_WORDS
     )
+    if url.startswith("http://") and tok and not insecure and not is_loopback_url(url):
+        # Refused before any connection is made: the first request would carry the token.
+        raise ConfigError(
+            f"platform URL {url} is plain http:// to a host that is not this machine: the "
+            "token would cross the network unencrypted. Use https://, or pass "
+            "--insecure-http (CHANOPS_INSECURE_HTTP=1, insecureHttp: true) if the link is "
+            "protected some other way"
+        )
+    if secrets_dirs:
+        dirs, dirs_setting = tuple(Path(d) for d in secrets_dirs), "--secrets-dir"
+    elif cfg.get("secretsDirs"):
+        dirs = tuple(Path(d) for d in cfg["secretsDirs"])
+        dirs_setting = "secretsDirs in the config file (or pass --secrets-dir)"
+    else:
+        dirs = default_secrets_dirs(manifests_path)
+        dirs_setting = "--secrets-dir (the default is secrets/ beside the manifests root)"
+    guarded = [*credentials]
+    warnings: list[str] = []
+    if token_cred is not None:
+        guarded.append(token_cred)
+        if token_cred.setting.startswith("--token-file"):
+            warning = token_file_warning(token_cred.path)
+            if warning is not None:
+                warnings.append(warning)
+    guarded += [
+        OperatorCredential("the state store", f, "--state / CHANOPS_STATE")
+        for f in state_files(state_path)
+    ]
+    if url.startswith("local:") and url not in ("local:", "local::memory:"):
+        # The embedded platform's database holds every connection's credentials.
+        guarded.append(
+            OperatorCredential(
+                "the embedded platform's database",
+                Path(url[len("local:") :]),
+                "--platform / CHANOPS_PLATFORM_URL",
+            )
+        )
+    if "token" in cfg:  # the token written into the config file itself
+        guarded.append(
+            OperatorCredential(
+                "the config file (it holds the token)", Path(config or CONFIG_FILE), "--config"
+            )
+        )
+    guard_operator_credentials(guarded, dirs, dirs_setting=dirs_setting)
     return Settings(
         manifests=manifests_path,
         state=state_path,
         platform=PlatformSettings(url=url, token=tok),
         secrets_dirs=dirs,
+        insecure_http=insecure,
+        warnings=tuple(warnings),
     )

@@ -1,10 +1,12 @@
 """deploy/: every YAML parses, every recipe's command line is one chanops accepts and the
-recipes agree with each other (ports, paths, probes); the systemd unit verifies; each
+recipes agree with each other (ports, paths, probes); every recipe names its secrets
+directory and keeps chanops's own credentials out of it; the systemd unit verifies; each
 recipe's command runs with --once against a local emulator."""
 
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -43,6 +45,7 @@ COMMON = {
     "--state",
     "--secrets-dir",
     "--config",
+    "--insecure-http",
 }
 GIT_FLAGS = {
     "--git",
@@ -117,6 +120,82 @@ def test_recipe_flags_are_documented_and_accepted(recipe: Recipe) -> None:
     accepted("run", recipe.flags())
 
 
+# Where systemd puts LoadCredential= files for this unit ($CREDENTIALS_DIRECTORY).
+SYSTEMD_CREDENTIALS = "/run/credentials/chanops.service"
+_CREDENTIAL_FLAGS = ("--token-file", "--webhook-secret-file", "--git-ssh-key")
+_PATH = r"/[^\s\\\"',\]]+"  # an absolute path as a recipe writes it (shell, YAML, JSON)
+
+
+def _within(path: str, directory: str) -> bool:
+    path, directory = os.path.normpath(path), os.path.normpath(directory)
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
+def operator_credential_paths(recipe: Recipe) -> dict[str, str]:
+    """Every path the recipe's file gives an operator credential, comments included
+    (a commented ssh-key line is what an operator copies)."""
+    text = recipe.source.read_text().replace("${CREDENTIALS_DIRECTORY}", SYSTEMD_CREDENTIALS)
+    found: dict[str, str] = {}
+    for flag in _CREDENTIAL_FLAGS:
+        for i, m in enumerate(re.finditer(rf"{flag}[ =]+({_PATH})", text)):
+            found[f"{flag}#{i}"] = m.group(1)
+        if recipe.flag(flag):
+            found[flag] = recipe.flag(flag) or ""
+    for i, m in enumerate(re.finditer(rf"CHANOPS_PLATFORM_TOKEN_FILE[=:\s]+({_PATH})", text)):
+        found[f"CHANOPS_PLATFORM_TOKEN_FILE#{i}"] = m.group(1)
+    if "CHANOPS_PLATFORM_TOKEN_FILE" in recipe.env:
+        found["CHANOPS_PLATFORM_TOKEN_FILE"] = recipe.env["CHANOPS_PLATFORM_TOKEN_FILE"]
+    if recipe.name == "systemd":
+        for key, value in parse_unit(recipe.source)["Service"]:
+            if key == "LoadCredential":
+                name, _, source = value.partition(":")
+                found[f"LoadCredential {name}"] = source
+                found[f"$CREDENTIALS_DIRECTORY/{name}"] = f"{SYSTEMD_CREDENTIALS}/{name}"
+    state = recipe.flag("--state") or recipe.env.get("CHANOPS_STATE")
+    if state:
+        found["state store"] = state
+        found["state key"] = state.removesuffix(".db") + ".key"
+    return {k: v.strip("\"'") for k, v in found.items()}
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda r: r.name)
+def test_no_recipe_puts_an_operator_credential_in_its_secrets_dir(recipe: Recipe) -> None:
+    """The attack of issue 11 finding 2: a manifest with `secretRef: {file: platform-token}`
+    must find nothing. Each recipe names its secrets directory (no implicit default) and
+    every token, webhook secret, ssh key and state file lies outside it."""
+    secrets_dir = recipe.flag("--secrets-dir")
+    assert secrets_dir, f"{recipe.name}: no --secrets-dir (the default must not be relied on)"
+    text = recipe.source.read_text()
+    # Every --secrets-dir the file shows (a commented drop-in too) is checked.
+    dirs = {secrets_dir, *re.findall(rf"--secrets-dir[ =]+({_PATH})", text)}
+    credentials = operator_credential_paths(recipe)
+    assert any("TOKEN" in k or "platform-token" in k for k in credentials), credentials
+    for directory in dirs:
+        assert directory.startswith("/"), directory
+        for what, path in credentials.items():
+            assert not _within(path, directory), (
+                f"{recipe.name}: {what} {path} lies inside the secrets directory {directory}"
+            )
+            # Nor the other way round: a secrets dir inside a credentials directory.
+            if what.startswith("$CREDENTIALS_DIRECTORY"):
+                assert not _within(directory, os.path.dirname(path)), directory
+
+
+def test_the_credential_check_catches_the_old_layout() -> None:
+    """The check above fails on what the recipes used to do (token in /run/secrets, read
+    through the implicit /run/secrets default), so it is not vacuous."""
+    old = Recipe(
+        "old",
+        DEPLOY / "compose.yaml",
+        ("chanops", "run", "--secrets-dir", "/run/secrets"),
+        {"CHANOPS_PLATFORM_TOKEN_FILE": "/run/secrets/platform-token"},
+    )
+    credentials = operator_credential_paths(old)
+    assert _within(credentials["CHANOPS_PLATFORM_TOKEN_FILE"], "/run/secrets")
+    with pytest.raises(AssertionError, match="lies inside the secrets directory"):
+        test_no_recipe_puts_an_operator_credential_in_its_secrets_dir(old)
+
+
 @pytest.mark.parametrize("ci_file", ["github-actions.yml", "gitlab-ci.yml"])
 def test_ci_examples_call_only_documented_commands(ci_file: str) -> None:
     calls = ci_chanops_calls(DEPLOY / "ci" / ci_file)
@@ -156,7 +235,8 @@ def test_dockerfile() -> None:
     assert "-slim" in text
     assert ".whl" in text
     assert df.entrypoint == ("chanops",)
-    assert df.cmd == ("run",)
+    assert df.cmd[0] == "run"
+    assert flag_value(df.cmd, "--secrets-dir") == "/run/secrets/connections"
     assert df.user and not df.user.startswith(("root", "0"))
     # HEALTHCHECK uses python (no curl in slim) on the port the image exposes.
     assert df.healthcheck[0] == "python"
@@ -186,13 +266,21 @@ def test_compose() -> None:
     assert "emulator" in doc["services"]
     assert recipe.flag("--platform") == "http://emulator:8787"
     assert "--port 8787" in " ".join(doc["services"]["emulator"]["command"])
-    # The token comes from a compose secret, as a file.
+    # The token comes from a compose secret, as a file, mounted outside the secrets dir.
     assert "platform-token" in doc["secrets"]
-    assert daemon["secrets"] == ["platform-token"]
-    assert recipe.env["CHANOPS_PLATFORM_TOKEN_FILE"] == "/run/secrets/platform-token"
+    (token_secret,) = daemon["secrets"]
+    assert token_secret["source"] == "platform-token"
+    assert recipe.env["CHANOPS_PLATFORM_TOKEN_FILE"] == token_secret["target"]
+    assert token_secret["target"] == "/run/chanops/platform-token"
     mounts = dict(compose_mount(v) for v in daemon["volumes"])
-    assert recipe.flag("--manifests") in mounts
-    assert "connections.d" in mounts[recipe.flag("--manifests")]
+    manifests = recipe.flag("--manifests") or ""
+    assert manifests in mounts
+    assert "connections.d" in mounts[manifests]
+    # The connections' secrets: the repository's demo secrets/, on their own mount.
+    assert mounts[recipe.flag("--secrets-dir") or ""] == "${CHANOPS_SECRETS_DIR:-../secrets}"
+    # Plain http to the emulator is allowed explicitly, and only there.
+    assert (recipe.flag("--platform") or "").startswith("http://")
+    assert "--insecure-http" in recipe.argv
     state_dir = str(Path(recipe.flag("--state") or "").parent)
     assert state_dir in mounts
     assert daemon["read_only"] is True
@@ -298,14 +386,18 @@ def test_kubernetes_base() -> None:
     assert (recipe.flag("--state") or "").startswith(state_mount + "/")
     (pvc,) = k8s("PersistentVolumeClaim")
     assert volumes["state"]["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
-    (secret,) = k8s("Secret")
-    secret_volume = next(n for n, v in volumes.items() if "secret" in v)
-    assert volumes[secret_volume]["secret"]["secretName"] == secret["metadata"]["name"]
+    secrets = {o["metadata"]["name"]: o for o in k8s("Secret")}
+    assert set(secrets) == {"chanops", "chanops-connections"}
+    by_secret = {v["secret"]["secretName"]: n for n, v in volumes.items() if "secret" in v}
+    own = secrets["chanops"]
     for path in (recipe.flag("--webhook-secret-file"), recipe.env["CHANOPS_PLATFORM_TOKEN_FILE"]):
         assert path is not None
         directory, key = path.rsplit("/", 1)
-        assert directory == mounts[secret_volume]
-        assert key in secret["stringData"]
+        assert directory == mounts[by_secret["chanops"]]
+        assert key in own["stringData"]
+    # Manifests read secrets from the other Secret's mount only.
+    assert recipe.flag("--secrets-dir") == mounts[by_secret["chanops-connections"]]
+    assert volumes[by_secret["chanops-connections"]]["secret"].get("optional") is True
 
     (service,) = k8s("Service")
     (port,) = service["spec"]["ports"]
@@ -355,6 +447,10 @@ spec:
     accessKeyId: SWIARECIPE
     secretAccessKey: recipe-test-secret
 """
+# The same connection with its secret read through the recipe's --secrets-dir.
+MANIFEST_REF = MANIFEST.replace(
+    "secretAccessKey: recipe-test-secret", "secretAccessKey: {secretRef: {file: recipe-secret}}"
+)
 
 
 def _git(cwd: Path, *args: str) -> None:
@@ -371,7 +467,7 @@ def _git(cwd: Path, *args: str) -> None:
 def _manifests_repo(tmp_path: Path) -> Path:
     work = tmp_path / "repo-work"
     (work / "connections.d").mkdir(parents=True)
-    (work / "connections.d" / "shopware.yaml").write_text(MANIFEST)
+    (work / "connections.d" / "shopware.yaml").write_text(MANIFEST_REF)
     bare = tmp_path / "manifests.git"
     _git(tmp_path, "init", "--quiet", "--bare", "-b", "main", str(bare))
     _git(tmp_path, "init", "--quiet", "-b", "main", str(work))
@@ -391,15 +487,21 @@ def test_recipe_command_runs_once(recipe: Recipe, tmp_path: Path) -> None:
 
     manifests = tmp_path / "manifests"
     manifests.mkdir()
-    (manifests / "shopware.yaml").write_text(MANIFEST)
+    (manifests / "shopware.yaml").write_text(MANIFEST_REF)
     state = tmp_path / "var-lib-chanops"
     state.mkdir()
-    secrets = tmp_path / "secrets"
-    secrets.mkdir()
+    # chanops's own credentials and the connections' secrets, apart as in the recipes
+    # (chanops refuses to start otherwise).
+    operator = tmp_path / "operator-credentials"
+    operator.mkdir(mode=0o700)
+    connection_secrets = tmp_path / "connection-secrets"
+    connection_secrets.mkdir()
+    (connection_secrets / "recipe-secret").write_text("recipe-test-secret\n")
 
     with start_emulator(tmp_path / "emulator") as emu:
-        (secrets / "platform-token").write_text(emu.token + "\n")
-        (secrets / "webhook-secret").write_text("recipe-webhook-secret\n")
+        (operator / "platform-token").write_text(emu.token + "\n")
+        (operator / "webhook-secret").write_text("recipe-webhook-secret\n")
+        os.chmod(operator / "platform-token", 0o600)
         local = localize(
             recipe,
             {
@@ -407,8 +509,10 @@ def test_recipe_command_runs_once(recipe: Recipe, tmp_path: Path) -> None:
                 "/var/lib/chanops": str(state),
                 "/manifests": str(manifests),
                 "/etc/chanops/connections.d": str(manifests),
-                "/run/secrets": str(secrets),
-                "/etc/chanops/secret": str(secrets),
+                "/run/secrets/connections": str(connection_secrets),
+                "/etc/chanops/secrets": str(connection_secrets),
+                "/run/chanops": str(operator),
+                "/etc/chanops/secret": str(operator),
                 # platforms -> the local emulator (the Docker default stays embedded)
                 "http://emulator:8787": emu.url,
                 "https://platform.example.com": emu.url,
@@ -420,7 +524,7 @@ def test_recipe_command_runs_once(recipe: Recipe, tmp_path: Path) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CHANOPS_")}
         env.update(local.env)
         env["HOME"] = str(tmp_path)
-        env["CREDENTIALS_DIRECTORY"] = str(secrets)  # what systemd's LoadCredential gives
+        env["CREDENTIALS_DIRECTORY"] = str(operator)  # what systemd's LoadCredential gives
         chanops = Path(sys.executable).parent / "chanops"
         res = subprocess.run(
             [str(chanops), *argv[1:], "--once"],
@@ -437,6 +541,8 @@ def test_recipe_command_runs_once(recipe: Recipe, tmp_path: Path) -> None:
         ):
             names = [c["name"] for c in emu.admin.connections()]
             assert names == ["shopware-recipe"], names
+        # The run resolved its secret and warned about nothing it could fix.
+        assert "Warning:" not in res.stderr, res.stderr
 
 
 def _ci_call(ci_file: str, subcommand: str) -> tuple[str, ...]:

@@ -1,8 +1,14 @@
-"""Options shared by the commands that touch manifests, the platform and the state store."""
+"""Options shared by the commands that touch manifests, the platform and the state store.
+
+`settings_from` is where every such command starts: it builds the Settings (which
+refuses an operator credential inside a secrets directory, or the token over plain
+http to another host) and prints the warnings that do not stop it.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -11,6 +17,7 @@ from chanops.config import Settings, load_settings
 from chanops.errors import ConfigError
 
 if TYPE_CHECKING:
+    from chanops.manifests.secrets import OperatorCredential
     from chanops.sources.options import GitOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -36,7 +43,8 @@ def common_options(func: F) -> F:
             "--token",
             metavar="TOKEN",
             default=None,
-            help="Platform bearer token [env CHANOPS_PLATFORM_TOKEN]. Prefer --token-file.",
+            help="Platform bearer token [env CHANOPS_PLATFORM_TOKEN]. Visible to every "
+            "user in the process list: prefer --token-file.",
         ),
         click.option(
             "--token-file",
@@ -56,7 +64,15 @@ def common_options(func: F) -> F:
             metavar="DIR",
             multiple=True,
             help="Directory secretRef.file may read from (repeatable) "
-            "[default /run/secrets and secrets/ beside the root].",
+            "[default secrets/ beside the root]. Must not hold the token or other "
+            "credentials of chanops itself.",
+        ),
+        click.option(
+            "--insecure-http",
+            is_flag=True,
+            default=None,
+            help="Allow an http:// platform URL to a host that is not loopback (the token "
+            "then crosses the network unencrypted) [env CHANOPS_INSECURE_HTTP].",
         ),
         click.option(
             "--config",
@@ -80,10 +96,21 @@ def settings_from(
     state: str | None,
     secrets_dirs: tuple[str, ...],
     config_file: str | None,
+    insecure_http: bool | None = None,
 ) -> Settings:
-    """Build Settings from the common options, turning config problems into usage errors."""
+    """Build Settings from the common options, turning config problems into usage errors.
+
+    Prints (stderr) one line per warning: a --token on the command line, a token file
+    others can read.
+    """
+    if token:
+        click.echo(
+            "Warning: --token is visible to every user of this machine in the process "
+            "list (ps); prefer --token-file or CHANOPS_PLATFORM_TOKEN_FILE",
+            err=True,
+        )
     try:
-        return load_settings(
+        settings = load_settings(
             manifests=manifests,
             state=state,
             platform=platform,
@@ -91,9 +118,37 @@ def settings_from(
             token_file=token_file,
             secrets_dirs=secrets_dirs,
             config=config_file,
+            insecure_http=insecure_http,
+            credentials=_git_credentials(),
         )
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
+    for warning in settings.warnings:
+        click.echo(f"Warning: {warning}", err=True)
+    return settings
+
+
+def _git_credentials() -> list[OperatorCredential]:
+    """The git ssh key and webhook secret given to the running command, if any.
+
+    Read from the click context rather than passed in: the commands pop the git options
+    out of their keyword arguments (pop_git_options) before calling settings_from, and
+    every command must have them checked without each one remembering to pass them.
+    """
+    from chanops.manifests.secrets import OperatorCredential
+
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return []
+    found = []
+    for key, what, flag in (
+        ("git_ssh_key", "the git ssh key", "--git-ssh-key"),
+        ("webhook_secret_file", "the webhook secret file", "--webhook-secret-file"),
+    ):
+        value = ctx.params.get(key)
+        if value:
+            found.append(OperatorCredential(what, Path(value), flag))
+    return found
 
 
 def with_git_checkout(settings: Settings, git: GitOptions | None) -> Settings:
