@@ -4,8 +4,10 @@ Configured once, at the edge (`configure_logging`, called by the CLI); library c
 does `log = structlog.get_logger(__name__)`. The processors are plain callables over the
 event dict (STYLE.md, structlog), each testable on its own:
 
-- `Redactor` removes every registered secret value from every field, recursively, and
-  runs last before rendering so nothing rendered (messages, tracebacks) can leak one.
+- `Redactor` replaces the value of every field whose key names a secret (`token`,
+  `password`, `apiKey`...) and every registered secret value (8 characters or more)
+  wherever it occurs, recursively; it runs last before rendering so nothing rendered
+  (messages, tracebacks) can leak one.
 - `ErrorRenderer` turns `exc_info` into one `error` string ("Type: message") unless the
   level is debug, where the full traceback is kept.
 - `RevisionStamp` adds the manifests' git commit to every event.
@@ -32,16 +34,40 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 LogFormat = Literal["json", "console"]
 LEVELS = ("debug", "info", "warning", "error", "critical")
 REDACTED = "(sensitive value)"
+# Registered values shorter than this are not matched as substrings: a "secret" `1`
+# (secretRef: {env: PYTHONUNBUFFERED}) would otherwise turn every 1 in every event
+# and in /status into the marker, hiding audit events and, by the holes, revealing the
+# value. Equal to chanops.manifests.secrets.MIN_SECRET_CHARS (the engine refuses
+# shorter secrets; tests/security checks the two agree), not imported from it so
+# logging does not load the manifests package.
+MIN_REDACTED_CHARS = 8
+# Keys whose value is a secret whatever it looks like, compared lower-cased without
+# `_`, `-` and `.`, on the last segment of a JSON pointer or dotted path. Suffixes:
+# `clientSecret`, `webhook_secret`, `refreshToken`, `sftpPassword` all end in one.
+_SECRET_KEY_SUFFIXES = ("password", "passwd", "secret", "token", "apikey", "accesskey")
+_SECRET_KEYS = frozenset({"authorization", "cookie", "credentials", "privatekey", "sshkey"})
 
 EventListener = Callable[[MutableMapping[str, Any]], None]
 
 
-class Redactor:
-    """Replace every registered secret value, wherever it occurs in an event, by a marker.
+def is_secret_key(key: object) -> bool:
+    """Whether a field named `key` (an event key, a JSON pointer, a dotted path) holds a
+    secret by its name alone."""
+    if not isinstance(key, str):
+        return False
+    last = re.split(r"[/.]", key)[-1]
+    name = last.lower().replace("_", "").replace("-", "")
+    return name in _SECRET_KEYS or name.endswith(_SECRET_KEY_SUFFIXES)
 
-    Secrets are registered as they are resolved (`add`); matching is by substring so a
-    secret quoted inside an error message or a traceback is caught too. Longest values
-    are matched first so a secret that contains another is removed whole.
+
+class Redactor:
+    """Hide secrets in events: by field, and by registered value.
+
+    By field: the value under a key that names a secret (`is_secret_key`) is replaced
+    whole, whatever its length. By value: secrets are registered as they are resolved
+    (`add`) and matched as substrings, so a secret quoted inside an error message or a
+    traceback is caught too; longest first, so a secret that contains another is
+    removed whole. Values shorter than MIN_REDACTED_CHARS are not registered (see there).
     """
 
     def __init__(self, values: Iterable[str] = ()) -> None:
@@ -51,7 +77,7 @@ class Redactor:
         self.add(values)
 
     def add(self, values: Iterable[str]) -> None:
-        new = {v for v in values if isinstance(v, str) and v}
+        new = {v for v in values if isinstance(v, str) and len(v) >= MIN_REDACTED_CHARS}
         with self._lock:
             if new <= self._values:
                 return
@@ -63,28 +89,32 @@ class Redactor:
         return len(self._values)
 
     def scrub(self, value: Any) -> Any:
-        pattern = self._pattern
-        if pattern is None:
-            return value
-        return _scrub(value, pattern)
+        return _scrub(value, self._pattern)
 
     def __call__(self, logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
         pattern = self._pattern
-        if pattern is None:
-            return event_dict
         for key, value in list(event_dict.items()):
-            event_dict[key] = _scrub(value, pattern)
+            event_dict[key] = _field(key, value, pattern)
         return event_dict
 
 
-def _scrub(value: Any, pattern: re.Pattern[str]) -> Any:
+def _field(key: object, value: Any, pattern: re.Pattern[str] | None) -> Any:
+    # None and booleans say whether a secret is set, not what it is (`has_token`).
+    if is_secret_key(key) and value is not None and not isinstance(value, bool):
+        return REDACTED
+    return _scrub(value, pattern)
+
+
+def _scrub(value: Any, pattern: re.Pattern[str] | None) -> Any:
     if isinstance(value, str):
-        return pattern.sub(REDACTED, value)
+        return value if pattern is None else pattern.sub(REDACTED, value)
     if isinstance(value, dict):
-        return {_scrub(k, pattern): _scrub(v, pattern) for k, v in value.items()}
+        return {_scrub(k, pattern): _field(k, v, pattern) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         return [_scrub(v, pattern) for v in value]
     if isinstance(value, int | float | bool) or value is None:
+        return value
+    if pattern is None:
         return value
     # Anything else (exceptions, paths, dataclasses) is rendered as text by the
     # renderer anyway: render it here so the secret check sees the final text.
