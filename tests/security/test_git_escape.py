@@ -12,10 +12,14 @@ the walk's own checks are exercised, not only git's.
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import stat
 import subprocess
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -23,7 +27,7 @@ from structlog.testing import capture_logs
 
 from chanops.errors import SourceError
 from chanops.sources import git as git_source
-from chanops.sources.git import GitSource, Revision
+from chanops.sources.git import GitSource, Revision, split_credentials
 from support.git import GIT_ENV, git
 
 SECRET = b"HOST-SECRET-7c1e9a"
@@ -573,3 +577,128 @@ async def test_a_checkout_written_by_an_older_chanops_is_never_used(
     assert not (rev.path / "a.yaml").is_symlink()
     assert_nothing_leaked(src, outside)
     assert GitSource(str(remote.bare), workdir=workdir).current() == rev
+
+
+# -- credentials in the URL (finding 10) -------------------------------------------------
+
+
+class _Recorder(BaseHTTPRequestHandler):
+    """A smart-http server stand-in: asks for Basic auth, records what it is given."""
+
+    seen: list[tuple[str, str | None]]
+    redirect_to: str | None = None
+
+    def do_GET(self) -> None:
+        auth = self.headers.get("Authorization")
+        self.seen.append((self.path, auth))
+        if self.redirect_to is not None:
+            self.send_response(302)
+            self.send_header("Location", self.redirect_to + self.path)
+        elif auth is None:
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="git"')
+        else:
+            self.send_response(403)  # authenticated, and that is all this test needs
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def http_server() -> Iterator[tuple[str, list[tuple[str, str | None]], type[_Recorder]]]:
+    handler = type("Handler", (_Recorder,), {"seen": []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}", handler.seen, handler
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def argv_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every git process's argv: ours (a logging `git` first on PATH) and git's own
+    children (GIT_TRACE logs each command git runs, e.g. git-remote-http URL)."""
+    real = shutil.which("git")
+    assert real is not None
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    log = tmp_path / "argv.log"
+    wrapper = bindir / "git"
+    wrapper.write_text(f'#!/bin/sh\nprintf "%s\\n" git "$@" >> "{log}"\nexec "{real}" "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    monkeypatch.setenv("GIT_TRACE", str(tmp_path / "trace.log"))
+    for proxy in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(proxy, raising=False)
+    return log
+
+
+async def test_url_credentials_reach_the_server_but_never_an_argv(
+    tmp_path: Path,
+    argv_log: Path,
+    http_server: tuple[str, list[tuple[str, str | None]], type[_Recorder]],
+) -> None:
+    host, seen, _ = http_server
+    # %40 is an @ in the password: git decodes userinfo, so must we.
+    src = GitSource(f"http://deploy:s3cr%40t-t0ken@{host}/org/repo.git", workdir=tmp_path / "git")
+
+    with capture_logs() as logs, pytest.raises(SourceError, match="fetch failed") as err:
+        await src.refresh()
+
+    expected = "Basic " + base64.b64encode(b"deploy:s3cr@t-t0ken").decode()
+    assert seen[0] == ("/org/repo.git/info/refs?service=git-upload-pack", None)
+    assert (seen[-1][1]) == expected  # the helper answered, over HTTP only
+    argv, trace = read_text(argv_log), read_text(tmp_path / "trace.log")
+    assert f"http://{host}/org/repo.git" in argv  # the fetch really ran through the wrapper
+    assert "git-remote-http" in trace  # and the trace saw git's own children
+    for text in (argv, trace, str(err.value), repr(logs)):
+        assert "s3cr" not in text and "t0ken" not in text
+    assert "deploy" not in argv
+
+
+async def test_url_credentials_are_not_given_to_a_redirect_target(
+    tmp_path: Path,
+    argv_log: Path,
+    http_server: tuple[str, list[tuple[str, str | None]], type[_Recorder]],
+) -> None:
+    target_host, target_seen, _ = http_server
+    # A second server on another port (another host for git) redirects to the first.
+    handler = type("Redirect", (_Recorder,), {"seen": [], "redirect_to": f"http://{target_host}"})
+    redirector = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=redirector.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://deploy:t0ken@127.0.0.1:{redirector.server_address[1]}/org/repo.git"
+        with pytest.raises(SourceError):
+            await GitSource(url, workdir=tmp_path / "git").refresh()
+    finally:
+        redirector.shutdown()
+        redirector.server_close()
+    assert target_seen, "git did not follow the redirect: the test proves nothing"
+    assert all(auth is None for _, auth in target_seen)
+
+
+def read_text(path: Path) -> str:
+    return path.read_text()
+
+
+def test_split_credentials() -> None:
+    url, creds = split_credentials("https://x-access-token:gh%2Fp_1@github.com:443/a/b.git")
+    assert url == "https://github.com:443/a/b.git"
+    assert creds is not None
+    assert (creds.protocol, creds.host) == ("https", "github.com:443")
+    assert (creds.username, creds.password) == ("x-access-token", "gh/p_1")
+    token_only = split_credentials("https://tok3n@gitlab.example/a.git")
+    assert token_only[0] == "https://gitlab.example/a.git"
+    assert token_only[1] is not None and token_only[1].username == "tok3n"
+    # ssh's login name is not a secret, and ssh needs it.
+    for url in ("ssh://git@github.com/a/b.git", "git@github.com:a/b.git", "/srv/repo.git"):
+        assert split_credentials(url) == (url, None)
+    with pytest.raises(SourceError) as err:
+        split_credentials("https://u:line%0Abreak@h/r.git")
+    assert "break" not in str(err.value)

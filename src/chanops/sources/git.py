@@ -32,7 +32,9 @@ refused), and the checkout is written by this module's own walk of `git ls-tree`
   is written, and the previous checkout stays current.
 
 Only the system `git` is used, through subprocesses without a shell. Credentials
-embedded in the URL (`https://user:token@host/...`) never appear in logs or errors.
+embedded in an https URL (`https://user:token@host/...`) never appear in logs, errors or
+any process's argv: git is given the URL without them and gets them from a credential
+helper that reads them from its environment.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TypeVar
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import structlog
 
@@ -102,6 +105,24 @@ _REPO_ENV = frozenset(
 _USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]*@")
 _SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 
+# Only the fetch's environment carries these, never an argv (which any local user can
+# read in /proc). Not CHANOPS_*: that prefix is the operator's configuration.
+_USERNAME_ENV = "_CHANOPS_GIT_USERNAME"
+_PASSWORD_ENV = "_CHANOPS_GIT_PASSWORD"  # noqa: S105 (a variable name)
+_PROTOCOL_ENV = "_CHANOPS_GIT_PROTOCOL"
+_HOST_ENV = "_CHANOPS_GIT_HOST"
+# A git credential helper (git runs `!...` through sh, appending the operation). It
+# answers `get` from the environment, and only for the URL's own protocol and host: a
+# redirect to another host gets nothing. `printf` is a shell builtin, so the values are
+# never in an argv either. `store` and `erase` are ignored.
+CREDENTIAL_HELPER = (
+    '!f() { test "$1" = get || return 0; p=; h=; '
+    'while IFS= read -r line && test -n "$line"; do case $line in '
+    f'"protocol=${_PROTOCOL_ENV}") p=1 ;; "host=${_HOST_ENV}") h=1 ;; esac; done; '
+    'test "$p$h" = 11 || return 0; '
+    f'printf \'username=%s\\npassword=%s\\n\' "${_USERNAME_ENV}" "${_PASSWORD_ENV}"; }}; f'
+)
+
 _T = TypeVar("_T")
 
 
@@ -132,6 +153,45 @@ def ssh_command(key: Path, known_hosts: Path) -> str:
             "UserKnownHostsFile=" + shlex.quote(str(known_hosts)),
         ]
     )
+
+
+@dataclass(frozen=True, slots=True)
+class HttpCredentials:
+    """The `user:password@` of an http(s) URL, percent-decoded as git would."""
+
+    protocol: str
+    host: str  # host[:port] exactly as in the URL: what git tells the helper
+    username: str
+    password: str
+
+    def env(self) -> dict[str, str]:
+        return {
+            _PROTOCOL_ENV: self.protocol,
+            _HOST_ENV: self.host,
+            _USERNAME_ENV: self.username,
+            _PASSWORD_ENV: self.password,
+        }
+
+
+def split_credentials(url: str) -> tuple[str, HttpCredentials | None]:
+    """(the URL without userinfo, its credentials) for http(s); other URLs unchanged.
+
+    ssh's `git@host` is a login name, not a secret, and ssh needs it: left in place.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise SourceError(f"invalid git URL {redact_url(url)!r}: {exc}") from None
+    protocol = parts.scheme.lower()
+    if protocol not in ("http", "https") or "@" not in parts.netloc:
+        return url, None
+    userinfo, _, host = parts.netloc.rpartition("@")
+    username, _, password = userinfo.partition(":")
+    credentials = HttpCredentials(protocol, host, unquote(username), unquote(password))
+    # The helper speaks a line protocol: a newline would let the URL inject attributes.
+    if any(c in "\r\n\0" for c in credentials.username + credentials.password):
+        raise SourceError(f"credentials in git URL {redact_url(url)!r} hold a control character")
+    return urlunsplit(parts._replace(netloc=host)), credentials
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +234,7 @@ class GitSource:
         if rel.is_absolute() or ".." in rel.parts:
             raise SourceError(f"--git-path {path!r} must be relative to the repository root")
         self.url = url
+        self._fetch_url, self._credentials = split_credentials(url)
         self.ref = ref
         self.path = rel
         self.workdir = Path(workdir)
@@ -268,17 +329,22 @@ class GitSource:
             ("fetch.fsckObjects", "true"),
             ("transfer.fsckObjects", "true"),
         ]
+        if self._credentials is not None:
+            # The empty value drops the helpers of the user's and system's config, so
+            # none of them is asked to store the URL's token on disk.
+            config += [("credential.helper", ""), ("credential.helper", CREDENTIAL_HELPER)]
         await self._git(
             "fetch",
             "--no-tags",
             "--no-write-fetch-head",
             "--quiet",
             "--",
-            self.url,
+            self._fetch_url,
             # The + makes a force-push or reset a plain update: we follow the remote,
             # whether or not the new commit descends from the old one.
             f"+{self.ref}:{TARGET_REF}",
             config=config,
+            credentials=True,
         )
         out = await self._git("log", "-1", "--format=%H%x00%s", TARGET_REF)
         sha, _, subject = out.rstrip("\n").partition("\x00")
@@ -453,7 +519,7 @@ class GitSource:
     def _repo(self) -> Path:
         return self.workdir / "repo.git"
 
-    def _env(self) -> dict[str, str]:
+    def _env(self, *, credentials: bool = False) -> dict[str, str]:
         # Repository-locating variables (set inside git hooks, e.g. under pre-commit)
         # would point our commands at someone else's repository.
         env = {k: v for k, v in os.environ.items() if k not in _REPO_ENV}
@@ -462,6 +528,8 @@ class GitSource:
         env["LC_ALL"] = "C"  # stable error text
         if self.ssh_key is not None:
             env["GIT_SSH_COMMAND"] = ssh_command(self.ssh_key, self.workdir / "known_hosts")
+        if credentials and self._credentials is not None:
+            env.update(self._credentials.env())
         return env
 
     def _argv(
@@ -479,8 +547,9 @@ class GitSource:
         *args: str,
         git_dir: bool = True,
         config: Sequence[tuple[str, str]] = (),
+        credentials: bool = False,
     ) -> str:
-        out = await self._git_bytes(*args, git_dir=git_dir, config=config)
+        out = await self._git_bytes(*args, git_dir=git_dir, config=config, credentials=credentials)
         return out.decode("utf-8", "replace")
 
     async def _git_bytes(
@@ -488,6 +557,7 @@ class GitSource:
         *args: str,
         git_dir: bool = True,
         config: Sequence[tuple[str, str]] = (),
+        credentials: bool = False,
         max_output: int = MAX_GIT_OUTPUT,
     ) -> bytes:
         """Run git; its stdout, or SourceError (timeout, failure, more than `max_output`)."""
@@ -496,7 +566,7 @@ class GitSource:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-            env=self._env(),
+            env=self._env(credentials=credentials),
         )
         assert proc.stdout is not None and proc.stderr is not None
         try:
