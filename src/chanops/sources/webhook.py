@@ -1,15 +1,32 @@
 """The push webhook: verify a GitHub or GitLab delivery, then ask the git source to fetch.
 
-The `verify_*` functions are pure (no I/O): they compare in constant time and never
-return or log the signature or the secret. `git_webhook_route` is the thin Starlette
-shell around them for `POST /hooks/git`.
+The `verify_*` functions and `GithubSignature` are pure (no I/O): they compare in
+constant time and never return or log the signature or the secret. `git_webhook_route`
+is the thin Starlette shell around them for `POST /hooks/git`.
 
 A delivery only says "fetch now": its body is never trusted for what to check out, so
 a replayed or reordered delivery can at worst cause one extra fetch.
+
+`POST /hooks/git` is reachable by anyone who can reach `--listen`, so it spends as
+little as possible on a request before it is authenticated:
+
+- no signature header (`X-Hub-Signature-256` or `X-Gitlab-Token`): 401 before a byte of
+  the body is read;
+- a wrong GitLab token or a malformed GitHub header: 401, body unread (neither needs it);
+- a declared `Content-Length` over 25 MB: 413, body unread;
+- more than `MAX_IN_FLIGHT` (4) deliveries being read at once: 429, body unread;
+- otherwise the body is streamed, never buffered: through the HMAC for GitHub, drained
+  for GitLab; past 25 MB it is 413, and if it has not all arrived `BODY_TIMEOUT` (10 s)
+  after the request head it is 408.
+
+Every refusal is logged as `webhook.rejected` with its `reason` and the `client`
+address, and answered with `Connection: close` so a refused sender cannot keep the
+connection (and the rest of its body) on the daemon.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import hmac
@@ -17,7 +34,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import structlog
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
@@ -28,19 +45,55 @@ log = structlog.get_logger(__name__)
 GITHUB_HEADER = "x-hub-signature-256"
 GITLAB_HEADER = "x-gitlab-token"
 # GitHub caps push payloads at 25 MB; a push notification needs no more than that, and
-# an unauthenticated endpoint must not buffer unbounded bodies.
+# an unauthenticated endpoint must not read unbounded bodies.
 MAX_BODY = 25 * 1024 * 1024
+# A real delivery (at most 25 MB from GitHub's or GitLab's network) arrives well within
+# this; a sender that trickles its body to hold a slot is cut off here.
+BODY_TIMEOUT = 10.0
+# Deliveries whose bodies are being read at once. Pushes come one at a time from one
+# forge; more than a few at once is a flood, and each one costs a read loop and HMAC work.
+MAX_IN_FLIGHT = 4
+
+# Refusals close the connection: whatever body is still coming is not read or drained.
+_CLOSE = {"Connection": "close"}
+
+
+class GithubSignature:
+    """HMAC-SHA256 of a body fed chunk by chunk, checked against `X-Hub-Signature-256`.
+
+    Streaming lets the endpoint verify a 25 MB delivery with one chunk in memory at a
+    time; `verify_github` is the same check over a whole body.
+    """
+
+    def __init__(self, secret: bytes) -> None:
+        self._secret = bool(secret)
+        self._mac = hmac.new(secret, digestmod=hashlib.sha256)
+
+    def update(self, chunk: bytes) -> None:
+        self._mac.update(chunk)
+
+    def matches(self, signature_header: str | None) -> bool:
+        given = parse_github_header(signature_header)
+        if not self._secret or given is None:
+            return False
+        return hmac.compare_digest(self._mac.hexdigest(), given)
+
+
+def parse_github_header(signature_header: str | None) -> str | None:
+    """The lower-case hex digest of `sha256=<hex>`; None when malformed or absent."""
+    if not signature_header:
+        return None
+    scheme, _, given = signature_header.strip().partition("=")
+    if scheme != "sha256" or not given:
+        return None
+    return given.lower()
 
 
 def verify_github(body: bytes, signature_header: str | None, secret: bytes) -> bool:
     """True when `X-Hub-Signature-256: sha256=<hex>` is the HMAC-SHA256 of `body` under `secret`."""
-    if not secret or not signature_header:
-        return False
-    scheme, _, given = signature_header.strip().partition("=")
-    if scheme != "sha256" or not given:
-        return False
-    expected = hmac.new(secret, body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, given.lower())
+    signature = GithubSignature(secret)
+    signature.update(body)
+    return signature.matches(signature_header)
 
 
 def verify_gitlab(token_header: str | None, secret: bytes) -> bool:
@@ -84,6 +137,10 @@ def read_secret(secret_file: Path) -> bytes:
     return secret
 
 
+class _BodyTooLarge(Exception):
+    pass
+
+
 def git_webhook_route(source_trigger: Callable[[], None], secret_file: Path) -> Route:
     """`POST /hooks/git`: 202 and `source_trigger()` for a verified delivery, 401 otherwise.
 
@@ -92,32 +149,60 @@ def git_webhook_route(source_trigger: Callable[[], None], secret_file: Path) -> 
     without a restart; if the file becomes unreadable the last good secret is used.
     """
     cached = [read_secret(secret_file)]
+    in_flight = [0]  # one event loop: a plain counter needs no lock
 
     def current_secret() -> bytes:
         with contextlib.suppress(ConfigError):
             cached[0] = read_secret(secret_file)
         return cached[0]
 
+    def refuse(status: int, error: str, reason: str, client: str | None, **kw: str) -> JSONResponse:
+        log.warning("webhook.rejected", reason=reason, client=client, **kw)
+        headers = dict(_CLOSE)
+        if status == 429:
+            headers["Retry-After"] = "1"
+        return JSONResponse({"error": error}, status_code=status, headers=headers)
+
     async def endpoint(request: Request) -> JSONResponse:
         headers = request.headers
         provider = provider_of(headers)
         client = request.client.host if request.client else None
+        # Everything up to the in-flight check costs no body bytes and no secret read.
+        if provider is None:
+            return refuse(401, "unauthorized", "unsigned", client)
+        if provider == "github" and parse_github_header(headers.get(GITHUB_HEADER)) is None:
+            return refuse(401, "unauthorized", "bad signature", client, provider=provider)
         length = headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > MAX_BODY:
-            log.warning("webhook.rejected", reason="body too large", client=client)
-            return JSONResponse({"error": "payload_too_large"}, status_code=413)
-        body = await _read_limited(request)
-        if body is None:
-            log.warning("webhook.rejected", reason="body too large", client=client)
-            return JSONResponse({"error": "payload_too_large"}, status_code=413)
-        if provider is None:
-            log.warning("webhook.rejected", reason="unsigned", client=client)
-            return JSONResponse({"error": "unauthorized"}, status_code=401)
-        if not verify_request(headers, body, current_secret()):
-            log.warning(
-                "webhook.rejected", reason="bad signature", provider=provider, client=client
-            )
-            return JSONResponse({"error": "unauthorized"}, status_code=401)
+            return refuse(413, "payload_too_large", "body too large", client, provider=provider)
+        if in_flight[0] >= MAX_IN_FLIGHT:
+            return refuse(429, "too_many_requests", "too many in flight", client, provider=provider)
+        in_flight[0] += 1
+        try:
+            secret = current_secret()
+            if provider == "gitlab":
+                # The token is the whole proof: a wrong one is refused without its body.
+                if not verify_gitlab(headers.get(GITLAB_HEADER), secret):
+                    return refuse(401, "unauthorized", "bad signature", client, provider=provider)
+                signature = None
+            else:
+                signature = GithubSignature(secret)
+            try:
+                # A total deadline, not a per-chunk one: a byte every few seconds must not
+                # keep a slot for ever.
+                async with asyncio.timeout(BODY_TIMEOUT):
+                    await _read_body(request, signature)
+            except TimeoutError:
+                return refuse(408, "request_timeout", "body timeout", client, provider=provider)
+            except _BodyTooLarge:
+                return refuse(413, "payload_too_large", "body too large", client, provider=provider)
+            except ClientDisconnect:
+                # Nobody is left to answer; log it so a flood of these is still visible.
+                return refuse(400, "disconnected", "client disconnected", client, provider=provider)
+            if signature is not None and not signature.matches(headers.get(GITHUB_HEADER)):
+                return refuse(401, "unauthorized", "bad signature", client, provider=provider)
+        finally:
+            in_flight[0] -= 1
         event = headers.get("x-github-event") or headers.get("x-gitlab-event")
         delivery = headers.get("x-github-delivery") or headers.get("x-gitlab-event-uuid")
         log.info("webhook.accepted", provider=provider, hook_event=event, delivery=delivery)
@@ -127,12 +212,13 @@ def git_webhook_route(source_trigger: Callable[[], None], secret_file: Path) -> 
     return Route("/hooks/git", endpoint, methods=["POST"])
 
 
-async def _read_limited(request: Request) -> bytes | None:
-    chunks: list[bytes] = []
+async def _read_body(request: Request, signature: GithubSignature | None) -> None:
+    """Stream the body into `signature` (or just drain it), one chunk in memory at a time."""
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
+    async with contextlib.aclosing(request.stream()) as chunks:
+        async for chunk in chunks:
+            size += len(chunk)
+            if size > MAX_BODY:
+                raise _BodyTooLarge
+            if signature is not None:
+                signature.update(chunk)
