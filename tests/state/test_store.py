@@ -109,3 +109,74 @@ def test_schema_is_versioned_and_a_newer_store_is_refused(tmp_path: Path) -> Non
     db.close()
     with pytest.raises(StoreError, match="schema version 99"):
         StateStore.open(path)
+
+
+# -- file modes -------------------------------------------------------------------
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_a_new_store_is_private_whatever_the_umask(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "state" / "state.db"
+    old = os.umask(0o000)  # the worst case: nothing masked
+    try:
+        with StateStore.open(path) as store:
+            store.put(Record(name="a", driver="shopware6", connection_id=1))
+            present = [f for f in StateStore.files(path) if f.exists()]
+            assert {f.name for f in present} >= {"state.db", "state.key", "state.db.lock"}
+            assert Path(f"{path}-wal").exists()  # WAL mode: written while open
+            for f in present:
+                assert _mode(f) == 0o600, f
+    finally:
+        os.umask(old)
+    assert _mode(path.parent) == 0o700
+
+
+def test_looser_modes_are_tightened_at_open_with_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import logging
+
+    import structlog
+
+    from chanops.observability.logging import configure_logging
+
+    path = tmp_path / "state" / "state.db"
+    StateStore.open(path).close()
+    os.chmod(path.parent, 0o755)
+    os.chmod(path, 0o644)
+    os.chmod(path.with_name("state.key"), 0o640)
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    configure_logging(fmt="json", level="warning")  # process-global: restored below
+    try:
+        with StateStore.open(path):
+            pass
+    finally:
+        structlog.reset_defaults()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    assert _mode(path.parent) == 0o700
+    assert _mode(path) == 0o600
+    assert _mode(path.with_name("state.key")) == 0o600
+    out = capsys.readouterr().out
+    assert out.count('"event": "state.mode_tightened"') == 3, out
+    assert "0644 -> 0600" in out and "0755 -> 0700" in out
+
+
+def test_a_reader_changes_no_mode(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "state.db"
+    StateStore.open(path).close()
+    os.chmod(path, 0o644)
+    with StateStore.open(path, readonly=True):
+        pass
+    assert _mode(path) == 0o644  # plan writes nothing; the next writer tightens
+
+
+def test_settings_protect_exactly_the_files_the_store_writes(tmp_path: Path) -> None:
+    from chanops.config import state_files
+
+    path = tmp_path / "state.db"
+    assert set(state_files(path)) == set(StateStore.files(path)) - {Path(f"{path}.lock")}

@@ -172,7 +172,7 @@ async def _main(
                 address=listen,
                 message="the endpoints are reachable from other hosts; they expose no secret",
             )
-        settings.state.parent.mkdir(parents=True, exist_ok=True)
+        settings.state.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         store = StateStore.open(settings.state)
     except ChanopsError as exc:
         log.error("daemon.failed", error=str(exc), state=str(settings.state))

@@ -13,7 +13,9 @@ without awaiting in between, so requests never interleave inside one.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -218,6 +220,14 @@ class Platform:
     ) -> None:
         if db != ":memory:":
             Path(db).parent.mkdir(parents=True, exist_ok=True)
+            # The platform's database holds every connection's credentials: 0600 from
+            # the start (SQLite gives its -wal and -shm files the database's mode), and
+            # an existing looser one is tightened.
+            os.close(os.open(db, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+            for name in (db, f"{db}-wal", f"{db}-shm"):
+                with contextlib.suppress(OSError):  # absent, or not ours to chmod
+                    if os.stat(name).st_mode & 0o077:
+                        os.chmod(name, 0o600)
         self.db = db
         self.time_scale = time_scale
         unknown = [d for d in drivers or () if d not in rules.DRIVERS]

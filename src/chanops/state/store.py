@@ -14,6 +14,11 @@ platform `version` seen after our last write (drift detection), the deletion pol
 pending intent recorded before each write.
 
 The HMAC key is generated once into `state.key` beside the database with mode 0600.
+
+File modes: the store's directory is 0700 and its files (database, -wal, -shm, key,
+lock) 0600, whatever the umask: the database names every managed connection and holds
+the HMACs of their secrets. The writer creates them so and, at open, tightens looser
+ones left by an older chanops or a copy, with a warning.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import json
 import os
 import secrets
 import sqlite3
+import stat
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -153,6 +159,42 @@ def _row_to_record(row: sqlite3.Row) -> Record:
     )
 
 
+def _key_path(path: Path) -> Path:
+    return path.with_name(path.name.removesuffix(".db") + ".key")
+
+
+def tighten_modes(path: Path) -> list[str]:
+    """Make the store's directory 0700 and its existing files 0600; what was changed.
+
+    Each change is logged as a warning (`state.mode_tightened`): a looser mode means
+    someone else on the host could have read the store. A directory or file chanops
+    may not chmod (another owner) is reported and left as it is.
+    """
+    changed: list[str] = []
+    targets = [(path.parent, 0o700), *((f, 0o600) for f in StateStore.files(path))]
+    for target, wanted in targets:
+        try:
+            mode = stat.S_IMODE(os.stat(target).st_mode)
+        except OSError:
+            continue  # not created yet
+        if not mode & 0o077:
+            continue
+        try:
+            os.chmod(target, mode & wanted)
+            outcome = f"{target}: mode {mode:04o} -> {mode & wanted:04o}"
+        except OSError as exc:
+            outcome = f"{target}: mode {mode:04o}, cannot tighten: {exc.strerror}"
+        changed.append(outcome)
+        import structlog  # here: plan imports the store before its workers need structlog
+
+        structlog.get_logger("chanops.state").warning(
+            "state.mode_tightened",
+            path=str(target),
+            message=f"the state store was accessible to other users ({outcome})",
+        )
+    return changed
+
+
 class StateStore:
     """Open with `StateStore.open(path)` (writer, locked) or `open(path, readonly=True)`."""
 
@@ -173,13 +215,18 @@ class StateStore:
         if readonly:
             return cls._open_readonly(path)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            # 0700 for the new directories (mkdir applies the umask on top: never looser).
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(
                 f"cannot create state directory {path.parent}: {exc.strerror}"
             ) from None
         lock_fd = cls._lock(path)
         try:
+            tighten_modes(path)
+            # Created empty with 0600 before SQLite opens it: SQLite gives the -wal and
+            # -shm files it creates later the database file's mode.
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
             key = cls._load_key(path, create=True)
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             conn.row_factory = sqlite3.Row
@@ -196,6 +243,17 @@ class StateStore:
             os.close(lock_fd)
             raise
         return cls(path, conn, key, lock_fd)
+
+    @staticmethod
+    def files(path: Path) -> tuple[Path, ...]:
+        """The database, its WAL and shared memory, the HMAC key and the lock file."""
+        return (
+            path,
+            Path(f"{path}-wal"),
+            Path(f"{path}-shm"),
+            _key_path(path),
+            path.with_name(path.name + ".lock"),
+        )
 
     @classmethod
     def _open_readonly(cls, path: Path) -> StateStore:
@@ -247,7 +305,7 @@ class StateStore:
 
     @staticmethod
     def _load_key(path: Path, *, create: bool) -> bytes:
-        key_path = path.with_name(path.name.removesuffix(".db") + ".key")
+        key_path = _key_path(path)
         try:
             return bytes.fromhex(key_path.read_text(encoding="ascii").strip())
         except FileNotFoundError:
