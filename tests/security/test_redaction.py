@@ -202,3 +202,35 @@ def test_a_daemon_refuses_short_secrets_and_its_log_stays_intact(
     assert REDACTED not in status_text
     assert "short-env" in status_text and "shorter than" in status_text
     assert GOOD_SECRET not in d.output() + status_text
+
+
+def test_validate_check_secrets_refuses_a_short_secret(tmp_path: Path) -> None:
+    root = _layout(tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHANOPS_")}
+    env.update(ENV)
+    done = subprocess.run(
+        [*chanops_launcher(), "validate", "--check-secrets", str(root)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    errors = [line for line in done.stdout.splitlines() if ": error: " in line]
+    assert len(errors) == 2, done.stdout
+    for line, variable in zip(errors, ("SHORTONE", "PYTHONUNBUFFERED"), strict=True):
+        # file:line:col of the manifest, then the field and the reference; never the value.
+        assert ": error: spec.credentials.secretAccessKey: " in line
+        assert f"secretRef env:{variable} is shorter than {MIN_SECRET_CHARS} characters" in line
+    assert "short-env.yaml" in errors[0] and "unbuffered.yaml" in errors[1]
+    # Without --check-secrets nothing is read, so nothing is refused.
+    lenient = subprocess.run(
+        [*chanops_launcher(), "validate", str(root)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert lenient.returncode == 0, lenient.stdout

@@ -91,7 +91,7 @@ def summary(result: LoadResult) -> str:
     metavar="DIR",
     multiple=True,
     help="Directory secretRef.file may read from (repeatable) "
-    "[default /run/secrets and secrets/ beside the manifests root].",
+    "[default secrets/ beside the manifests root].",
 )
 def command(
     paths: Sequence[str],
