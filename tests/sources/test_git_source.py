@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shlex
+import shutil
 import subprocess
 import threading
 from pathlib import Path
@@ -414,3 +415,32 @@ async def test_repository_variables_of_a_git_hook_do_not_leak_in(
     rev = await source(upstream, tmp_path).refresh()
     assert rev is not None and rev.sha == sha
     assert not list((other / ".git" / "refs").rglob("target"))
+
+
+async def test_a_stuck_checkout_times_out_and_keeps_the_last_good(
+    upstream: Upstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = source(upstream, tmp_path, timeout=3)
+    upstream.commit()
+    good = await src.refresh()
+    assert good is not None
+    # A `git` first on PATH whose `cat-file` never answers (a hung disk, say).
+    real = shutil.which("git")
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    fake = bindir / "git"
+    fake.write_text(
+        "#!/bin/sh\n"
+        'for a in "$@"; do [ "$a" = cat-file ] && exec sleep 60; done\n'
+        f'exec {real} "$@"\n'
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    upstream.commit()
+
+    with pytest.raises(SourceError, match="writing the checkout timed out after 3s"):
+        await src.refresh()
+
+    assert src.current() == good
+    assert n_of(good.path) == "n: 1\n"
+    assert not list((src.workdir / "checkouts").glob(".tmp-*"))
