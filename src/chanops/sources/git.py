@@ -27,14 +27,14 @@ refused), and the checkout is written by this module's own walk of `git ls-tree`
   descriptor with O_NOFOLLOW, every file is created with O_EXCL|O_NOFOLLOW: nothing is
   ever written through a link, and a duplicate entry is an error, not an overwrite;
 - a path component that is empty, `.`, `..`, `.git` (any case) or holds a NUL, a path
-  that is both a file and a directory, a file over MAX_FILE_BYTES, a subtree over
-  MAX_CHECKOUT_BYTES or MAX_CHECKOUT_ENTRIES: the whole commit is refused before anything
-  is written, and the previous checkout stays current.
+  that is both a file and a directory or deeper than MAX_PATH_DEPTH, a file over
+  MAX_FILE_BYTES, a subtree over MAX_CHECKOUT_BYTES or MAX_CHECKOUT_ENTRIES: the whole
+  commit is refused before anything is written, and the previous checkout stays current.
 
 Only the system `git` is used, through subprocesses without a shell. Credentials
 embedded in an https URL (`https://user:token@host/...`) never appear in logs, errors or
-any process's argv: git is given the URL without them and gets them from a credential
-helper that reads them from its environment.
+the argv of any git process: git is given the URL without them and gets them from a
+credential helper that reads them from its environment.
 """
 
 from __future__ import annotations
