@@ -329,3 +329,299 @@ async def test_an_outage_opens_the_breaker_and_warns_once(emulator: EmulatorProc
         emulator.start()
         assert [d.name for d in await client.list_drivers()]  # an answer closes the breaker
         assert not client.breaker_open
+
+
+# -- answers that are not the contract's, from a real server ---------------------------
+
+TOKEN = "tok-3f9a1c77e2"  # recognisable, so a test can tell that it never leaks
+CONN = {
+    "id": 1,
+    "name": "de",
+    "driver": "shopware6",
+    "status": "active",
+    "has_order_errors": False,
+    "created_at": "2026-11-27T02:41:56.395Z",
+    "updated_at": "2026-11-27T02:41:56.395Z",
+    "version": 1,
+    "credentials": {"url": "https://shop.example.com", "secretAccessKey": None},
+    "settings": {},
+    "automation": {"orderDownload": "5m", "returnDownload": "never"},
+    "authorization": None,
+}
+Answer = tuple[int, dict[str, str], bytes]
+
+
+class Scripted:
+    """A real HTTP server on 127.0.0.1 that answers what the test's `answer` returns.
+
+    `answer(method, path, n)` gets the request's method, path (with query) and how many
+    requests came before it; every request is recorded with its headers.
+    """
+
+    def __init__(self, answer: Any) -> None:
+        import http.server
+        import threading
+
+        self.requests: list[tuple[str, str, dict[str, str]]] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _any(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    self.rfile.read(length)
+                n = len(outer.requests)
+                outer.requests.append((self.command, self.path, dict(self.headers)))
+                status, headers, body = answer(self.command, self.path, n)
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_PATCH = do_DELETE = _any
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def json_answer(body: Any, status: int = 200) -> Answer:
+    import json
+
+    return status, {"Content-Type": "application/json"}, json.dumps(body).encode()
+
+
+def html_answer(status: int, text: str = "<html><body>Sign in</body></html>") -> Answer:
+    return status, {"Content-Type": "text/html; charset=utf-8"}, text.encode()
+
+
+@pytest.fixture
+def scripted() -> Any:
+    servers: list[Scripted] = []
+
+    def start(answer: Any) -> Scripted:
+        servers.append(Scripted(answer))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+async def test_a_redirect_is_an_error_and_is_never_followed(scripted: Any) -> None:
+    trap = scripted(lambda m, p, n: json_answer({"items": [], "next_cursor": None}))
+    platform = scripted(lambda m, p, n: (307, {"Location": f"{trap.url}{p}"}, b""))
+    async with open_client(platform.url, TOKEN) as client:
+        with pytest.raises(errors.APIError) as listing:
+            await client.list_connections()
+        with pytest.raises(errors.APIError) as create:
+            await client.create_connection(name="x", driver="shopware6", credentials=SW6)
+    assert listing.value.status == 307 and listing.value.code == "unexpected_redirect"
+    assert not listing.value.retryable
+    assert "GET /api/v1/connections: the platform answered 307 Temporary Redirect" in str(
+        listing.value
+    )
+    assert f"to '{trap.url}/api/v1/connections" in str(listing.value)
+    assert "POST /api/v1/connections: the platform answered 307" in str(create.value)
+    assert len(platform.requests) == 2  # one attempt each: a redirect is not retried
+    assert trap.requests == []  # neither the token nor the write went to the other host
+
+
+async def test_a_garbled_2xx_is_retried_like_a_5xx_then_raised(scripted: Any) -> None:
+    platform = scripted(lambda m, p, n: html_answer(200))
+    async with open_client(platform.url, TOKEN, max_retries=2) as client:
+        client.rng.seed(0)
+        with pytest.raises(errors.ServerError) as info:
+            await client.list_drivers()
+    assert len(platform.requests) == 3  # the retry policy of a 5xx, then it gives up
+    assert info.value.status == 200 and info.value.code == "invalid_response"
+    assert str(info.value) == (
+        "invalid_response: GET /api/v1/drivers: the platform answered 200 OK with a "
+        "text/html body: '<html><body>Sign in</body></html>', not JSON"
+    )
+    # ... and one garbled answer in a row of good ones costs a retry, not the call
+    healed = scripted(
+        lambda m, p, n: html_answer(200) if n == 0 else json_answer({"items": [CONN]})
+    )
+    async with open_client(healed.url, TOKEN) as client:
+        client.rng.seed(0)
+        assert [c.id for c in await client.enable([1])] == [1]
+    assert [m for m, _, _ in healed.requests] == ["POST", "POST"]
+    keys = {h["Idempotency-Key"] for _, _, h in healed.requests}
+    assert len(keys) == 1  # the retried write replays, it is not applied twice
+
+
+def _conn(**changes: Any) -> dict[str, Any]:
+    return {**CONN, **changes}
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ({"items": "x", "next_cursor": None}, "items: expected an array, got a string"),
+        ([CONN], "body: expected an object, got an array"),
+        ({"next_cursor": None}, "items: expected an array, got nothing (missing)"),
+        ({"items": [CONN, "x"]}, "items[1]: expected an object, got a string"),
+        ({"items": [_conn(id="1")]}, "items[0].id: expected a positive integer, got a string"),
+        ({"items": [_conn(id=True)]}, "items[0].id: expected a positive integer, got a boolean"),
+        ({"items": [_conn(id=0)]}, "items[0].id: expected a positive integer, got a number"),
+        ({"items": [_conn(name=None)]}, "items[0].name: expected a string, got null"),
+        (
+            {"items": [_conn(status="paused")]},
+            "items[0].status: expected one of active, deleting, inactive, got 'paused'",
+        ),
+        ({"items": [_conn(status=["x"])]}, "items[0].status: expected one of"),
+        ({"items": [_conn(credentials="s")]}, "items[0].credentials: expected an object"),
+        ({"items": [_conn(automation={"orderDownload": 5})]}, "automation.orderDownload"),
+        ({"items": [_conn(has_order_errors="no")]}, "has_order_errors: expected a boolean"),
+        ({"items": [], "next_cursor": 5}, "body.next_cursor: expected a string or null"),
+    ],
+)
+async def test_a_listing_of_the_wrong_shape_names_what_is_wrong(
+    scripted: Any, body: Any, problem: str
+) -> None:
+    platform = scripted(lambda m, p, n: json_answer(body))
+    async with open_client(platform.url, TOKEN, max_retries=0) as client:
+        with pytest.raises(errors.ServerError) as info:
+            await client.list_connections()
+    message = str(info.value)
+    assert message.startswith(
+        "invalid_response: GET /api/v1/connections: the platform answered 200 OK with "
+        "JSON that is not the contract's ("
+    ), message
+    assert problem in message
+
+
+@pytest.mark.parametrize(
+    ("call", "body", "problem"),
+    [
+        ("get_job", {"id": 1, "kind": "sync", "connection_id": 1}, "job.state: expected one of"),
+        ("get_job", {**dict.fromkeys(("id", "connection_id"), 1), "kind": "x"}, "job.kind"),
+        ("get_connection", {"items": [CONN]}, "connection.id: expected a positive integer"),
+        ("create", {"connection": CONN, "job": "x"}, "job: expected an object, got a string"),
+        ("create", {"job": None}, "connection: expected an object, got nothing (missing)"),
+        ("drivers", {"items": [{"name": "x", "title": "X"}]}, "items[0].creatable"),
+    ],
+)
+async def test_single_objects_of_the_wrong_shape_are_refused(
+    scripted: Any, call: str, body: Any, problem: str
+) -> None:
+    platform = scripted(lambda m, p, n: json_answer(body))
+    async with open_client(platform.url, TOKEN, max_retries=0) as client:
+        with pytest.raises(errors.ServerError, match="invalid_response") as info:
+            if call == "get_job":
+                await client.get_job(1)
+            elif call == "get_connection":
+                await client.get_connection(1)
+            elif call == "create":
+                await client.create_connection(name="x", driver="shopware6", credentials=SW6)
+            else:
+                await client.list_drivers()
+    assert problem in str(info.value)
+
+
+async def test_empty_and_absurd_bodies_are_errors_not_crashes(scripted: Any) -> None:
+    bodies = [
+        (204, {}, b""),
+        (200, {"Content-Type": "application/json"}, b"[" * 100_000),  # RecursionError
+        (200, {"Content-Type": "application/json"}, b"\xff\xfe\x00garbage"),
+        (200, {"Content-Type": "text/html; charset=base64"}, b"<html>"),  # no text codec
+    ]
+    platform = scripted(lambda m, p, n: bodies[n])
+    async with open_client(platform.url, TOKEN, max_retries=0) as client:
+        for _ in bodies:
+            with pytest.raises(errors.ServerError, match="not JSON"):
+                await client.get_connection(1)
+
+
+async def test_error_answers_that_are_not_the_contract_map_by_status(scripted: Any) -> None:
+    answers = [
+        html_answer(404, "<h1>Not here</h1>"),
+        json_answer({"detail": "nope"}, 422),
+        html_answer(403, ""),
+        html_answer(502, "<html>Bad gateway</html>"),
+    ]
+    platform = scripted(lambda m, p, n: answers[min(n, 3)])
+    async with open_client(platform.url, TOKEN, max_retries=1) as client:
+        with pytest.raises(errors.NotFound) as not_found:
+            await client.get_connection(7)
+        with pytest.raises(errors.UnprocessableEntity) as unprocessable:
+            await client.update_connection(7, {"name": "x"})
+        with pytest.raises(errors.Forbidden):
+            await client.list_connections()
+        client.rng.seed(0)
+        with pytest.raises(errors.ServerError) as bad_gateway:
+            await client.list_jobs()
+    assert str(not_found.value) == (
+        "http_404: GET /api/v1/connections/7: the platform answered 404 Not Found with a "
+        "text/html body: '<h1>Not here</h1>', not a JSON error"
+    )
+    assert unprocessable.value.code == "http_422"
+    assert "PATCH /api/v1/connections/7" in str(unprocessable.value)
+    assert "502 Bad Gateway" in str(bad_gateway.value) and bad_gateway.value.status == 502
+    assert len(platform.requests) == 5  # 4xx once each; the 502 retried (max_retries=1)
+
+
+async def test_untrusted_text_is_one_short_line_without_the_token(scripted: Any) -> None:
+    nasty = f"line one\r\n\x1b[31mred\x1b[0m Authorization: Bearer {TOKEN} " + "A" * 20_000
+    answers = [
+        (500, {"Content-Type": "text/plain"}, nasty.encode()),
+        json_answer({"error": "boom\nx", "message": nasty}, 409),
+        (302, {"Location": f"https://evil.example/?t={TOKEN}\x1b[2J"}, b""),
+    ]
+    platform = scripted(lambda m, p, n: answers[n])
+    async with open_client(platform.url, TOKEN, max_retries=0) as client:
+        raised = []
+        for _ in answers:
+            with pytest.raises(errors.APIError) as info:
+                await client.get_connection(1)
+            raised.append(str(info.value))
+    for message in raised:
+        assert TOKEN not in message
+        assert message.isprintable(), repr(message)  # no newline, no escape sequence
+        assert len(message) < 700
+    assert "(sensitive value)" in raised[0]
+    # the contract's error keeps its code and message, on one line; ESC is gone, so the
+    # printable rest of "\x1b[31m" cannot colour or move anything
+    assert raised[1].startswith("boom x: line one [31mred [0m Authorization: Bearer (sens")
+    assert raised[2].startswith("unexpected_redirect: GET /api/v1/connections/1: the platform")
+
+
+def test_retry_after_is_bounded() -> None:
+    import httpx
+
+    from chanops.platform.client import RETRY_AFTER_CAP_S, _retry_after
+
+    def after(value: str) -> float | None:
+        return _retry_after(httpx.Response(429, headers={"Retry-After": value}))
+
+    assert after("2") == 2.0
+    assert after("1e9") == RETRY_AFTER_CAP_S  # not a sleep of 31 years
+    assert after("inf") is None and after("nan") is None  # the client's backoff instead
+    assert after("-5") == 0.0
+    assert after("Wed, 21 Oct 2026 07:28:00 GMT") is None
+
+
+async def test_a_listing_that_never_ends_or_repeats_an_id_is_refused(scripted: Any) -> None:
+    looping = scripted(lambda m, p, n: json_answer({"items": [], "next_cursor": "again"}))
+    async with open_client(looping.url, TOKEN) as client:
+        with pytest.raises(errors.ServerError, match="already sent"):
+            await client.list_connections()
+    assert len(looping.requests) == 2
+    pages = [
+        json_answer({"items": [CONN], "next_cursor": "p2"}),
+        json_answer({"items": [CONN], "next_cursor": None}),
+    ]
+    doubled = scripted(lambda m, p, n: pages[n])
+    async with open_client(doubled.url, TOKEN) as client:
+        with pytest.raises(errors.ServerError, match="the same connection id twice"):
+            await client.list_connections()
