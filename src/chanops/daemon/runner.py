@@ -25,6 +25,12 @@ section 5), and reconciles never overlap.
 
 Files are keyed relative to the manifests root (`source_key`, as the engine stores
 them), so the names a file defined survive a root that moves with every commit.
+
+Supervision: the reconcile loop and the watcher (or git follower) end only when the
+daemon stops. If either dies of an exception nothing handled, the daemon logs
+`daemon.crashed` (critical), /healthz and /readyz answer 503, and `run` stops and
+returns EXIT_CRASHED (70): a supervisor restarts a process that would otherwise serve
+/healthz 200 and never reconcile again.
 """
 
 from __future__ import annotations
@@ -36,12 +42,13 @@ import signal
 import time
 import uuid
 from collections import deque
-from collections.abc import Coroutine, Iterable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
+from starlette.responses import JSONResponse
 
 from chanops.daemon.backoff import Backoff
 from chanops.daemon.gitsource import GitSourceCollector, git_status, readiness_reasons
@@ -63,6 +70,7 @@ from chanops.state.store import Record, StateStore
 
 if TYPE_CHECKING:
     from starlette.routing import BaseRoute
+    from starlette.types import ASGIApp, Receive, Scope, Send
 
     from chanops.sources.git import GitSource, Revision
 
@@ -74,6 +82,7 @@ OUTAGE_RETRY_CAP_S = 30.0  # platform unreachable: retry the reconcile at least 
 REFRESH_BY_LIST = 50  # more written connections than this: re-list instead of GET each
 EVENTS_PER_CONNECTION = 20
 RECENT_EVENTS = 100
+EXIT_CRASHED = 70  # EX_SOFTWARE (sysexits.h): the reconcile loop died of a bug or fault
 _EVENT_FIELDS = (
     "event",
     "timestamp",
@@ -207,6 +216,7 @@ class Daemon:
         self._pending_full: str | None = None
         self._stop_signal: str | None = None
         self._http: HttpServer | None = None
+        self.crashed: str | None = None  # what killed a supervised task (`_supervise`)
         logging.tap.subscribe(self._remember_event)
         logging.tap.subscribe(metrics.on_event)
 
@@ -224,6 +234,9 @@ class Daemon:
                 status=self.status,
                 routes=self.routes,
             )
+            # create_app's /healthz only says "the process runs"; after a crash it still
+            # runs for a few seconds while it stops, and must not look alive meanwhile.
+            app.add_middleware(LivenessGate, crashed=lambda: self.crashed)
             self._http = HttpServer(app, sock)
             self._http.start()
             host, port = self._http.address
@@ -253,13 +266,16 @@ class Daemon:
                 step_ms=self.options.watch_step_ms,
                 force_polling=self.options.force_polling,
             )
-            watch_task = asyncio.create_task(watcher.run(self._stop))
+            watch_task = asyncio.create_task(watcher.run(self._stop), name="watcher")
+            watch_task.add_done_callback(self._supervise)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(watcher.armed.wait(), timeout=10)
         else:
-            watch_task = asyncio.create_task(self._follow(self.source))
+            watch_task = asyncio.create_task(self._follow(self.source), name="git follower")
+            watch_task.add_done_callback(self._supervise)
         self.scheduler.start()
-        loop_task = asyncio.create_task(self._loop())
+        loop_task = asyncio.create_task(self._loop(), name="reconcile loop")
+        loop_task.add_done_callback(self._supervise)
         await self._stop.wait()
         started = time.monotonic()
         log.info("daemon.stopping", signal=self._stop_signal)
@@ -286,7 +302,31 @@ class Daemon:
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(sig)
         log.info("daemon.stopped", duration_ms=round((time.monotonic() - started) * 1000))
-        return 0
+        return EXIT_CRASHED if self.crashed is not None else 0
+
+    def _supervise(self, task: asyncio.Task[None]) -> None:
+        """Done callback of the long-lived tasks: one that ends before a stop crashed.
+
+        Expected failures (platform, store, manifests) are handled inside a reconcile;
+        what escapes is a bug or a fault nothing foresaw, and the state it left is
+        unknown. Carrying on would leave a daemon that looks alive and does nothing, so
+        stop and exit non-zero: a restart begins again from the store and the manifests.
+        """
+        if task.cancelled():
+            return  # only the shutdown cancels them
+        exc = task.exception()  # retrieved here: no "exception was never retrieved"
+        if exc is None and self._stop.is_set():
+            return  # a normal end: the daemon is stopping
+        if self.crashed is not None:
+            return  # the first crash is the one that matters
+        error = describe_error(exc) if exc is not None else "ended without a stop signal"
+        self.crashed = f"{task.get_name()}: {error}"
+        # One line at info (ErrorRenderer turns exc_info into `error`); with
+        # --log-level debug the traceback is kept.
+        log.critical("daemon.crashed", task=task.get_name(), error=error, exc_info=exc)
+        self.metrics.ready.set(0)
+        self._stop.set()
+        self._wake.set()
 
     async def once(self) -> int:
         """One full reconcile: 0 when everything chanops can do is done, else 1.
@@ -304,7 +344,13 @@ class Daemon:
                 log.error("daemon.failed", error=str(exc))
                 return 1
         self._snapshot_records()
-        result = await self.reconcile("full", None, reason="once")
+        try:
+            result = await self.reconcile("full", None, reason="once")
+        except Exception as exc:  # what `_supervise` catches for `run`: not a traceback
+            log.critical(
+                "daemon.crashed", task="reconcile", error=describe_error(exc), exc_info=exc
+            )
+            return EXIT_CRASHED
         if result is None:
             return 1
         return 0 if result.converged else 1
@@ -996,6 +1042,8 @@ class Daemon:
         reasons: list[str] = []
         if not self.first_done:
             reasons.append("first reconcile not finished")
+        if self.crashed is not None:
+            reasons.append(f"crashed ({self.crashed}); stopping")
         if not self.platform_ok:
             reasons.append("platform not reachable in the last resync")
         if self.source is not None:
@@ -1085,6 +1133,28 @@ class Daemon:
             self.events.setdefault(name, deque(maxlen=EVENTS_PER_CONNECTION)).append(compact)
             compact = {"connection": name, **compact}
         self.recent.append(compact)
+
+
+class LivenessGate:
+    """ASGI middleware: /healthz answers 503 once the daemon has crashed (`_supervise`).
+
+    Between the crash and the exit the process still serves: a liveness probe must not
+    read that as alive. The error itself stays in the log (it may quote anything).
+    """
+
+    def __init__(self, app: ASGIApp, *, crashed: Callable[[], str | None]) -> None:
+        self.app = app
+        self.crashed = crashed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/healthz" and self.crashed():
+            response = JSONResponse(
+                {"status": "crashed", "reason": "see the daemon.crashed event; exiting"},
+                status_code=503,
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 def _refusal_codes() -> tuple[str, ...]:
