@@ -12,6 +12,11 @@ The daemon uses it for every load, full ones included: a resync of an unchanged 
 costs a directory walk and a stat per file. It also keeps the daemon from forking a
 parse pool out of a process that runs watcher and server threads.
 
+Files are read by `load_file` with the root as the only place a manifest may live: a
+symlink (file or directory) out of it is refused unread, and a FIFO or other non-file
+is refused without blocking, so nothing in the root can hang the loader thread (which
+SIGTERM would then wait for) or surface a host file (docs/manifests.md).
+
 `load` runs in a worker thread (`asyncio.to_thread`) and is serialised by a lock: a
 daemon reconcile that is preempted while loading leaves its thread running (a thread
 cannot be cancelled), and the reconcile that follows must not load concurrently with it
@@ -33,7 +38,9 @@ from chanops.manifests import (
     load_file,
     load_manifests,
 )
+from chanops.manifests.load import DIRECTORY_FAILURES
 from chanops.manifests.model import Diagnostic, LoadResult, Manifest
+from chanops.manifests.secrets import default_secrets_dirs
 
 StatKey = tuple[int, int, int]
 
@@ -50,7 +57,7 @@ class IncrementalLoader:
     def __init__(self, root: Path, *, secrets_dirs: tuple[Path, ...]) -> None:
         self._root = str(root)
         self._options = LoadOptions(
-            secrets_dirs=secrets_dirs or (Path("/run/secrets"), root.resolve().parent / "secrets")
+            secrets_dirs=secrets_dirs or default_secrets_dirs(root), roots=(self._root,)
         )
         self._cache: dict[str, tuple[StatKey, FileOutcome]] = {}
         self._lock = threading.Lock()
@@ -115,7 +122,7 @@ class IncrementalLoader:
             # Rare (a duplicated name or connection id): let the full loader produce its
             # exact diagnostics and freezes rather than re-implementing them here.
             return load_manifests([root], secrets_dirs=self._options.secrets_dirs)
-        failed.update(d.file for d in diagnostics if d.code == "symlink-loop")
+        failed.update(d.file for d in diagnostics if d.code in DIRECTORY_FAILURES)
         return LoadResult(
             root=root,
             manifests=tuple(manifests),

@@ -10,6 +10,13 @@ holds at most MAX_DOCUMENTS documents, a document expands to at most MAX_NODES n
 through aliases (a billion-laughs file is an error, not a hang), only YAML's safe
 types are built (no objects), and YAML 1.1 surprises are switched off (`NO` and `on`
 stay strings, dates stay strings).
+
+Whoever writes a manifest is not trusted with the host (docs/manifests.md, "What a
+manifest can reach"): a manifest is read only when it is a regular file whose real path
+lies inside a manifests root. A symlink out of the root, or a directory leading out, is
+refused without being opened, so no host file's content can surface in a diagnostic;
+FIFOs, sockets and devices are refused without blocking (opened O_NONBLOCK, checked
+with fstat before any read).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import gc
 import os
 import re
 import signal
+import stat
 import sys
 import threading
 from collections import Counter, defaultdict
@@ -41,12 +49,14 @@ from chanops.manifests.model import (
     SourceLocation,
     SyncSpec,
 )
-from chanops.manifests.secrets import check_secret_ref
+from chanops.manifests.secrets import check_secret_ref, default_secrets_dirs
 
 MAX_FILE_BYTES = 1024 * 1024
 MAX_DOCUMENTS = 1000
 MAX_NODES = 50_000
 MANIFEST_SUFFIXES = (".yaml", ".yml")
+# Diagnostic codes on a directory rather than a file: its path is still a failed file.
+DIRECTORY_FAILURES = frozenset({"symlink-loop", "outside-root"})
 # Above this many files, loading is split over the CPU cores (forked workers); below it
 # the fork and result transfer cost more than they save.
 PARALLEL_MIN_FILES = 1500
@@ -175,6 +185,10 @@ class LoadOptions:
     secrets_dirs: tuple[Path, ...] = ()
     strict: bool = False
     check_secrets: bool = False
+    # The manifests roots (directories, as given): a file named under one must resolve
+    # inside it (resolved when checked: a root that is a git-sync symlink may have been
+    # swapped). A file named under none is judged against the directory it is named in.
+    roots: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -201,14 +215,23 @@ def _error(file: str, message: str, *, code: str, line: int = 1, column: int = 1
     return Diagnostic("error", file, line, column, message, code=code)
 
 
-def discover(root: str) -> tuple[list[str], list[Diagnostic], bool]:
-    """(manifest files under `root` sorted, problems, root readable).
+def _within(real: str, base: str) -> bool:
+    """Whether the resolved path `real` is `base` or lies under it (both resolved)."""
+    return real == base or real.startswith(base if base.endswith("/") else base + "/")
 
-    Symlinked directories are followed once; a link back to a directory already on the
-    walk is a loop, reported and not followed.
+
+def discover(root: str) -> tuple[list[str], list[Diagnostic], bool]:
+    """(manifest files under `root` sorted, problems, whole tree readable).
+
+    Symlinked directories are followed when they resolve inside the root (once: a link
+    back to a directory already on the walk is a loop, reported and not followed); one
+    that leads out of the root is refused unread. The third value is False when the
+    root or any directory under it could not be walked (unreadable, or refused): files
+    in it are unknown, so the caller must not take them for deleted.
     """
     files: list[str] = []
     problems: list[Diagnostic] = []
+    base = os.path.realpath(root)
 
     def walk(directory: str, ancestors: frozenset[str]) -> bool:
         try:
@@ -218,6 +241,7 @@ def discover(root: str) -> tuple[list[str], list[Diagnostic], bool]:
                 _error(directory, f"cannot read directory: {exc.strerror}", code="unreadable")
             )
             return False
+        whole = True
         for entry in entries:
             if entry.name.startswith("."):
                 continue
@@ -227,6 +251,19 @@ def discover(root: str) -> tuple[list[str], list[Diagnostic], bool]:
                 is_dir = False
             if is_dir:
                 real = os.path.realpath(entry.path)
+                if not _within(real, base):
+                    # Walking it would list (and then read) host files chosen by
+                    # whoever wrote the link; its target is not named either.
+                    problems.append(
+                        _error(
+                            entry.path,
+                            "symlinked directory leads out of the manifests root; not "
+                            "followed (manifests must lie inside the root)",
+                            code="outside-root",
+                        )
+                    )
+                    whole = False
+                    continue
                 if real in ancestors:
                     problems.append(
                         _error(
@@ -236,33 +273,141 @@ def discover(root: str) -> tuple[list[str], list[Diagnostic], bool]:
                         )
                     )
                     continue
-                walk(entry.path, ancestors | {real})
+                whole = walk(entry.path, ancestors | {real}) and whole
             elif _is_candidate(entry.name):
                 files.append(entry.path)
-        return True
+        return whole
 
-    ok = walk(root, frozenset({os.path.realpath(root)}))
+    ok = walk(root, frozenset({base}))
     return sorted(files), problems, ok
 
 
 # ---------------------------------------------------------------------------- reading
 
 
-def _read(path: str) -> tuple[str | None, Diagnostic | None]:
-    """The file's text, or the reason it cannot be used."""
+# O_NOFOLLOW: a symlink is never opened blindly, only its checked real path is.
+# O_NONBLOCK: opening a FIFO must not wait for a writer (it would hang the load, and the
+# daemon with it); reads of a regular file ignore the flag.
+_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+
+# Resolved roots, by root as given: resolving once per file would cost a stat per path
+# component. Refreshed when a file does not fit, since a root that is a symlink
+# (git-sync) may have been swapped to a new checkout since.
+_REAL_ROOTS: dict[str, str] = {}
+
+
+def _inside_roots(real: str, path: str, roots: Sequence[str]) -> bool:
+    """Whether `real` (where `path` leads) lies inside the root `path` was found under.
+
+    That root is the one in `roots` that `path` is named under; a file named under none
+    (given on its own) is judged against the directory it is named in.
+    """
+    mine = [r for r in roots if path.startswith(r if r.endswith("/") else r + "/")]
+    if not mine:
+        return _within(real, os.path.realpath(os.path.dirname(os.path.abspath(path))))
+    for refresh in (False, True):
+        for root in mine:
+            base = None if refresh else _REAL_ROOTS.get(root)
+            if base is None:
+                base = _REAL_ROOTS[root] = os.path.realpath(root)
+            if _within(real, base):
+                return True
+    return False
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a file"
+
+
+def _not_regular(path: str, mode: int) -> Diagnostic:
+    return _error(path, f"is {_kind(mode)}, not a regular file", code="not-a-file")
+
+
+def _open_failed(path: str, exc: OSError) -> Diagnostic:
+    if exc.errno == errno.ELOOP:
+        return _error(path, "symlink loop: the link never reaches a file", code="symlink-loop")
+    if exc.errno == errno.ENOENT:
+        return _error(path, "file does not exist (broken symlink?)", code="unreadable")
+    if exc.errno == errno.ENXIO:  # a socket (or a device with no driver) cannot be opened
+        return _error(path, "is a socket, not a regular file", code="not-a-file")
+    return _error(path, f"cannot read file: {exc.strerror}", code="unreadable")
+
+
+def _outside(path: str) -> Diagnostic:
+    return _error(
+        path,
+        "symlink leads out of the manifests root; not read (manifests must lie inside the root)",
+        code="outside-root",
+    )
+
+
+def _open(path: str, roots: Sequence[str]) -> tuple[int | None, Diagnostic | None]:
+    """A descriptor on the manifest at `path` once it is known to lie inside `roots`."""
     try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_FILE_BYTES + 1)
-            size = os.fstat(handle.fileno()).st_size if len(data) > MAX_FILE_BYTES else 0
+        fd = os.open(path, _OPEN_FLAGS)
     except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            return None, _error(
-                path, "symlink loop: the link never reaches a file", code="symlink-loop"
-            )
-        if exc.errno == errno.ENOENT:
-            return None, _error(path, "file does not exist (broken symlink?)", code="unreadable")
+        if exc.errno != errno.ELOOP:
+            return None, _open_failed(path, exc)
+        # The name is a symlink (O_NOFOLLOW refused it): follow it only to a place inside
+        # the root, checked before anything there is opened (opening some devices acts).
+        target = os.path.realpath(path)
+        if not _inside_roots(target, path, roots):
+            return None, _outside(path)
+        try:
+            fd = os.open(target, _OPEN_FLAGS)
+        except OSError as again:
+            return None, _open_failed(path, again)
+    # What the kernel actually opened: discovery checked the directories on the way, but
+    # one could have been swapped for a symlink out of the root since (/proc names the
+    # open file; without /proc, resolve the name again).
+    try:
+        real = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        real = os.path.realpath(path)
+    if not _inside_roots(real, path, roots):
+        os.close(fd)
+        return None, _outside(path)
+    return fd, None
+
+
+def _read(path: str, roots: Sequence[str] = ()) -> tuple[str | None, Diagnostic | None]:
+    """The file's text, or the reason it cannot be used (no content in the reason)."""
+    fd, problem = _open(path, roots)
+    if fd is None:
+        return None, problem
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None, _not_regular(path, st.st_mode)
+        size = st.st_size
+        data = b""
+        if size <= MAX_FILE_BYTES:
+            # Up to one byte past the limit, so a file that grew since fstat is still
+            # caught; sized by fstat (not a 1 MiB buffer per file), then EOF.
+            limit = MAX_FILE_BYTES + 1
+            chunks: list[bytes] = []
+            got = 0
+            while got < limit:
+                chunk = os.read(fd, min(limit - got, max(size + 1 - got, 65536)))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                got += len(chunk)
+            data = b"".join(chunks)
+            size = max(size, len(data))
+    except OSError as exc:
         return None, _error(path, f"cannot read file: {exc.strerror}", code="unreadable")
-    if len(data) > MAX_FILE_BYTES:
+    finally:
+        os.close(fd)
+    if size > MAX_FILE_BYTES:
         return None, _error(
             path,
             f"file is too large ({size} bytes; the limit is {MAX_FILE_BYTES} bytes)",
@@ -600,7 +745,7 @@ def load_file(path: str | Path, options: LoadOptions | None = None) -> FileOutco
     name = str(path)
     opts = options or LoadOptions()
     outcome = FileOutcome(name)
-    text, problem = _read(name)
+    text, problem = _read(name, opts.roots)
     if problem is not None or text is None:
         outcome.diagnostics.append(problem or _error(name, "cannot read file", code="unreadable"))
         outcome.failed = True
@@ -817,11 +962,13 @@ def cross_file_diagnostics(
     return diagnostics
 
 
-def _field_positions(files: Iterable[str]) -> dict[tuple[str, int, str], tuple[int, int]]:
+def _field_positions(
+    files: Iterable[str], roots: Sequence[str]
+) -> dict[tuple[str, int, str], tuple[int, int]]:
     """(file, document line, field) -> where metadata.name / spec.connectionId are written."""
     positions: dict[tuple[str, int, str], tuple[int, int]] = {}
     for file in files:
-        text, _ = _read(file)
+        text, _ = _read(file, roots)
         if text is None:
             continue
         documents, _ = parse(file, text)
@@ -841,8 +988,7 @@ def _field_location(
 
 
 def _default_secrets_dirs(roots: Sequence[Path]) -> tuple[Path, ...]:
-    base = roots[0] if roots else Path("connections.d")
-    return (Path("/run/secrets"), base.resolve().parent / "secrets")
+    return default_secrets_dirs(roots[0] if roots else Path("connections.d"))
 
 
 def load_manifests(
@@ -949,7 +1095,9 @@ class _Found:
         cross = cross_file_diagnostics(manifests)
         if cross:
             # Rare: parse those files again, only to point at the duplicated fields.
-            cross = cross_file_diagnostics(manifests, _field_positions({d.file for d in cross}))
+            cross = cross_file_diagnostics(
+                manifests, _field_positions({d.file for d in cross}, self.options.roots)
+            )
         if cross:
             diagnostics.extend(cross)
             # Ambiguous: neither definition wins; all their files freeze (DESIGN.md section 6).
@@ -960,8 +1108,8 @@ class _Found:
             ids.discard(None)
             failed.update(d.file for d in cross)
             manifests = [m for m in manifests if m.name not in names and m.connection_id not in ids]
-        # A failed symlink loop directory has no file entry; it still counts as failed.
-        failed.update(d.file for d in diagnostics if d.code == "symlink-loop")
+        # A directory in a loop or refused has no file entry; it still counts as failed.
+        failed.update(d.file for d in diagnostics if d.code in DIRECTORY_FAILURES)
         return LoadResult(
             root=str(roots[0]) if len(roots) == 1 else ",".join(str(r) for r in roots),
             manifests=tuple(manifests),
@@ -978,10 +1126,12 @@ def _discover_roots(paths: Sequence[str | Path], options: LoadOptions) -> _Found
         options = replace(options, secrets_dirs=_default_secrets_dirs(roots))
     files: list[str] = []
     diagnostics: list[Diagnostic] = []
+    allowed: list[str] = []
     root_ok = bool(roots)
     for root in roots:
         name = str(root)
         if root.is_dir():
+            allowed.append(name)
             found, problems, readable = discover(name)
             files.extend(found)
             diagnostics.extend(problems)
@@ -991,8 +1141,12 @@ def _discover_roots(paths: Sequence[str | Path], options: LoadOptions) -> _Found
                     _error(name, "no manifest files (*.yaml, *.yml) found", code="empty-root")
                 )
         elif root.exists() or os.path.islink(root):
+            # A file named on its own is judged against the directory it is named in
+            # (LoadOptions.roots), so a link there that leads elsewhere (say, from a glob
+            # over a checkout) is refused like one found by discovery.
             files.append(name)
         else:
             root_ok = False
             diagnostics.append(_error(name, "path does not exist", code="missing-root"))
+    options = replace(options, roots=tuple(dict.fromkeys(allowed)))
     return _Found(roots, options, files, diagnostics, root_ok)
