@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from chanops.daemon.loader import IncrementalLoader
+from chanops.daemon.watcher import is_manifest_path
 from chanops.manifests import LoadOptions, load_file, load_manifests
-from chanops.manifests.load import discover
+from chanops.manifests.load import discover, is_manifest_name
 
 EXAMPLE = """apiVersion: chanops/v1
 kind: Connection
@@ -45,6 +46,31 @@ def _manifest(path: Path, name: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(EXAMPLE.format(name=name))
     return path
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("a.yaml", True),
+        ("b.yml", True),
+        ("shop.tmp.yaml", True),  # loaded, so its edits must wake the daemon
+        ("~a.yaml", False),  # never loaded, so it must not wake it
+        (".a.yaml", False),
+        ("#a.yaml#", False),
+        ("a.yaml~", False),
+        ("a.yaml.swp", False),
+        ("a.yaml.tmp", False),
+        ("notes.txt", False),
+        ("4913", False),
+    ],
+)
+def test_loader_and_watcher_agree_on_names(tmp_path: Path, name: str, expected: bool) -> None:
+    assert is_manifest_name(name) is expected
+    assert is_manifest_path(str(tmp_path / "team" / name), str(tmp_path)) is expected
+    (tmp_path / "team").mkdir()
+    (tmp_path / "team" / name).write_text(EXAMPLE.format(name="a"))
+    files, _, _ = discover(str(tmp_path))
+    assert (files == [str(tmp_path / "team" / name)]) is expected
 
 
 def test_links_inside_the_root_are_read_links_out_are_refused(tmp_path: Path) -> None:

@@ -1,8 +1,8 @@
 """Watch the manifests root and report batches of changed manifest files.
 
 - watchfiles (inotify / FSEvents, polling as a fallback) on the resolved root,
-  recursively. Hidden files and directories, editor temp files and non-YAML files are
-  filtered out before they can wake the daemon.
+  recursively. Only names a load reads wake the daemon: the file-name rule is the
+  loader's own (`is_manifest_name`), under no hidden directory.
 - A burst (a `git checkout` of 500 files) arrives as one batch: watchfiles groups
   changes until `step_ms` pass without a new one, and the daemon takes everything
   pending at once, so changes arriving during a reconcile coalesce into the next one.
@@ -27,9 +27,10 @@ from pathlib import Path
 import structlog
 from watchfiles import Change, awatch
 
+from chanops.manifests.load import is_manifest_name
+
 log = structlog.get_logger(__name__)
 
-MANIFEST_SUFFIXES = (".yaml", ".yml")
 _TEMP_SUFFIXES = ("~", ".swp", ".swx", ".swo", ".tmp", ".bak", ".orig", ".part", ".crdownload")
 
 
@@ -46,7 +47,11 @@ class Batch:
 
 
 def is_temp_name(name: str) -> bool:
-    """Editor and tool temp files: `x.yaml~`, `.x.yaml.swp`, `#x.yaml#`, vim's `4913`."""
+    """Editor and tool temp files: `x.yaml~`, `.x.yaml.swp`, `#x.yaml#`, vim's `4913`.
+
+    Only for telling a new directory from a temp file (`_looks_like_directory`); which
+    files are manifests is `is_manifest_name`'s rule.
+    """
     return (
         name.startswith((".", "#", "~$"))
         or name.endswith(_TEMP_SUFFIXES)
@@ -56,15 +61,15 @@ def is_temp_name(name: str) -> bool:
 
 
 def is_manifest_path(path: str, root: str) -> bool:
-    """A YAML file under `root` with no hidden component and not an editor temp file."""
+    """A file under `root` that a load would read: no hidden directory on the way (the
+    loader does not descend into one) and a manifest's name (the loader's own rule)."""
     rel = os.path.relpath(path, root)
     if rel.startswith(".."):
         return False
     parts = rel.split(os.sep)
     if any(p.startswith(".") for p in parts):
         return False
-    name = parts[-1]
-    return name.endswith(MANIFEST_SUFFIXES) and not is_temp_name(name)
+    return is_manifest_name(parts[-1])
 
 
 def _looks_like_directory(path: str, root: str) -> bool:

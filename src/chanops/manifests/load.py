@@ -204,8 +204,13 @@ class FileOutcome:
 # ---------------------------------------------------------------------------- discovery
 
 
-def _is_candidate(name: str) -> bool:
-    """A manifest file name: *.yaml / *.yml, not hidden, not an editor's temp file."""
+def is_manifest_name(name: str) -> bool:
+    """Whether a file name is a manifest: *.yaml / *.yml, not hidden, not an editor's temp.
+
+    The one rule for both discovery and the daemon's watcher (which must wake for
+    exactly the files a load reads): `.x.yaml`, `#x.yaml#`, `~x.yaml` and `x.yaml~` are
+    not manifests; `x.tmp.yaml` is.
+    """
     if name.startswith((".", "#", "~")) or name.endswith(("~", "#")):
         return False
     return name.endswith(MANIFEST_SUFFIXES)
@@ -274,7 +279,7 @@ def discover(root: str) -> tuple[list[str], list[Diagnostic], bool]:
                     )
                     continue
                 whole = walk(entry.path, ancestors | {real}) and whole
-            elif _is_candidate(entry.name):
+            elif is_manifest_name(entry.name):
                 files.append(entry.path)
         return whole
 
