@@ -19,25 +19,25 @@ from chanops.observability.metrics import Metrics
 
 
 def test_redactor_scrubs_every_field_recursively() -> None:
-    r = Redactor(["hunter2-secret", "tok"])
+    r = Redactor(["hunter2-secret", "tok-secret-2"])
     event = {
         "event": "x",
         "error": "login failed for key hunter2-secret at host",
-        "nested": {"list": ["a", "tok", ("hunter2-secret",)], "hunter2-secret": 1},
+        "nested": {"list": ["a", "tok-secret-2", ("hunter2-secret",)], "hunter2-secret": 1},
         "count": 3,
         "flag": True,
         "none": None,
     }
     out = r(None, "info", dict(event))
     dumped = json.dumps(out)
-    assert "hunter2-secret" not in dumped and '"tok"' not in dumped
+    assert "hunter2-secret" not in dumped and "tok-secret-2" not in dumped
     assert out["error"] == f"login failed for key {REDACTED} at host"
     assert out["count"] == 3 and out["flag"] is True and out["none"] is None
 
 
 def test_redactor_prefers_the_longest_secret() -> None:
-    r = Redactor(["abc", "abcdef"])
-    assert r.scrub("xabcdefx") == f"x{REDACTED}x"
+    r = Redactor(["abcdefgh", "abcdefghijkl"])
+    assert r.scrub("xabcdefghijklx") == f"x{REDACTED}x"
 
 
 def test_redactor_without_secrets_is_identity() -> None:

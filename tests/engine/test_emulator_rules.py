@@ -324,7 +324,7 @@ async def test_rotated_secret_is_reapplied(env: Env) -> None:
     m = manifest("sw")
     await env.reconciler().reconcile(load_result([m]))
     assert (await env.reconciler().plan(load_result([m]))).actions == ()
-    rotated = env.reconciler(environ={**ENV, "SW_SECRET": "rotated"})
+    rotated = env.reconciler(environ={**ENV, "SW_SECRET": "rotated-secret"})
     plan = await rotated.plan(load_result([m]))
     (action,) = plan.actions
     (change,) = action.changes
@@ -334,7 +334,7 @@ async def test_rotated_secret_is_reapplied(env: Env) -> None:
         None,
         None,
     )
-    assert "rotated" not in str(plan.to_json())
+    assert "rotated-secret" not in str(plan.to_json())
     assert (await rotated.reconcile(load_result([m]))).converged
     assert (await rotated.plan(load_result([m]))).actions == ()
 
