@@ -131,7 +131,19 @@ class SyncScheduler:
         for name, spec in wanted.items():
             if spec is None or self._specs.get(name) == spec:
                 continue
-            trigger = trigger_for(spec)
+            try:
+                trigger = trigger_for(spec)
+            except ValueError as exc:
+                # Validation refuses such a schedule; should one slip past it, it costs
+                # that connection its schedule, never the daemon its reconcile loop.
+                log.error(
+                    "sync.invalid_schedule",
+                    connection=name,
+                    schedule=describe(spec),
+                    error=str(exc),
+                )
+                self._remove(name)
+                continue
             if trigger is None:
                 self._remove(name)
                 continue
