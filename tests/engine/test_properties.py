@@ -123,6 +123,16 @@ def test_apply_converges_and_keeps_the_safety_rules(
             and r.connection_id is not None
             and r.connection_id in platform.rows
         }
+        # Files gone while others fail: their connections wait, untouched, too.
+        second_files = {f"{m.name}.yaml" for m in second} | failed_files
+        if failed_files:
+            frozen |= {
+                r.connection_id: platform.rows[r.connection_id].version
+                for r in store.records().values()
+                if r.source_file not in second_files
+                and r.connection_id is not None
+                and r.connection_id in platform.rows
+            }
         before = set(platform.rows)
         writes_before = dict(platform.writes)
         second_names = {m.name for m in second}
@@ -131,6 +141,7 @@ def test_apply_converges_and_keeps_the_safety_rules(
             r.connection_id
             for r in store.records().values()
             if root_has_files
+            and not failed_files  # a removal waits while any file fails (unhealthy root)
             and r.deletion_policy == "Orphan"
             and r.name not in second_names
             and r.source_file not in failed_files

@@ -797,13 +797,43 @@ class _Planner:
             return max(0, self.options.max_delete)
         return default_max_delete(self.managed)
 
+    def _deletes_outside_only(self) -> int:
+        """Deletes the removal rule would plan for removed names outside `only`.
+
+        The mass-delete guard is about the root, not about one partial reconcile: a
+        daemon that reconciles an edit (or a batch of a resync) must count the deletes
+        a full plan would make, or a root that lost half its files would be deleted a
+        batch at a time, each batch under the limit. Only names whose connection the
+        observation covers count (a partial read cannot know the others).
+        """
+        if self.options.only is None:
+            return 0
+        out = [
+            r
+            for n, r in sorted(self.memory.items())
+            if n not in self.desired and not self.in_scope(n)
+        ]
+        if not out:
+            return 0
+        kept = self.actions, self.blocked, self.conditions
+        self.actions, self.blocked, self.conditions = [], [], {}
+        try:
+            for record in out:
+                self.plan_removed(record)
+            return sum(1 for a in self.actions if a.kind == ActionKind.DELETE)
+        finally:
+            self.actions, self.blocked, self.conditions = kept
+
     def guard(self) -> None:
         limit = self._max_delete()
         deleting = [a for a in self.actions if a.kind in (ActionKind.DELETE, ActionKind.RECREATE)]
-        if len(deleting) <= limit:
+        if not deleting:
+            return
+        total = len(deleting) + self._deletes_outside_only()
+        if total <= limit:
             return
         reason = (
-            f"mass-delete guard: this plan would delete {len(deleting)} of {self.managed} "
+            f"mass-delete guard: this plan would delete {total} of {self.managed} "
             f"managed connections, more than --max-delete {limit}; no connection is deleted"
         )
         names = {a.name for a in deleting}
