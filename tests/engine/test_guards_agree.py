@@ -157,6 +157,10 @@ SCENARIOS: dict[str, tuple[Callable[[Path], None], Decisions]] = {
             frozenset({("delete", "alpha", "unhealthy-root"), ("delete", "bravo", "frozen")}),
         ),
     ),
+    "became-directory": (
+        became_directory,
+        (frozenset(), frozenset({("delete", "alpha", "frozen")})),
+    ),
     "became-fifo": (
         became_fifo,
         (frozenset(), frozenset({("delete", "alpha", "frozen")})),

@@ -174,15 +174,18 @@ def test_fifo_socket_and_directory_are_not_files(tmp_path: Path) -> None:
     finally:
         sock.close()
     assert [str(d) for d in result.diagnostics] == [
+        # A directory named like a manifest is a broken manifest (what it defined
+        # freezes), not a removed one.
+        f"{root}/dir.yaml:1:1: error: is a directory, not a regular file",
         f"{root}/pipe-link.yaml:1:1: error: is a FIFO, not a regular file",
         f"{root}/pipe.yaml:1:1: error: is a FIFO, not a regular file",
         f"{root}/sock.yaml:1:1: error: is a socket, not a regular file",
     ]
     assert result.failed_files == {
-        str(root / n) for n in ("pipe.yaml", "pipe-link.yaml", "sock.yaml")
+        str(root / n) for n in ("dir.yaml", "pipe.yaml", "pipe-link.yaml", "sock.yaml")
     }
     assert [m.name for m in result.manifests] == ["ok"]
-    # A directory is only a directory when it is discovered; named as a file, it is not.
+    # Named on its own, too.
     assert [d.message for d in load_file(root / "dir.yaml").diagnostics] == [
         "is a directory, not a regular file"
     ]

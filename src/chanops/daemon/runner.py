@@ -43,7 +43,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Mapping, MutableMapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -203,7 +203,6 @@ class Daemon:
         # name -> managed connection, and file -> names, from the store after the last
         # reconcile (the store changes only during reconciles).
         self._records: dict[str, Record] = {}
-        self._not_files: set[str] = set()  # manifest paths replaced by a directory etc.
         # Removals the planner held back while the root was unhealthy: planned again by
         # the first partial reconcile whose load is clean.
         self._held: set[str] = set()
@@ -412,7 +411,6 @@ class Daemon:
         self.git_revision = revision
         self.root = str(revision.path)
         self.loader = IncrementalLoader(revision.path, secrets_dirs=self.options.secrets_dirs)
-        self._not_files = set()  # paths of the old checkout
 
     def _key(self, path: str) -> str:
         """A manifest path as the engine stores it: relative to the root (source_key).
@@ -555,52 +553,9 @@ class Daemon:
     # -- one reconcile -------------------------------------------------------------------
 
     async def _load(self, changed: Iterable[str] = ()) -> LoadResult:
-        changed_set = set(changed)
-        load = await asyncio.to_thread(self.loader.load, changed_set)
-        return self._guard(load, changed_set)
-
-    def _guard(self, load: LoadResult, changed: set[str]) -> LoadResult:
-        """The daemon's part of the safety rules (DESIGN.md section 6), as extra freezes.
-
-        - A manifest path that is now a directory (or another non-file) is a broken
-          manifest, not a removed one: it is reported and its connections freeze.
-        - A deleted file is a delete only while the rest of the root loads cleanly:
-          otherwise the connections of vanished files freeze until it does.
-        The engine freezes whatever `failed_files` names (the store's source paths).
-        """
-        by_file: dict[str, set[str]] = {}
-        for record in self._records.values():
-            if record.source_file:
-                by_file.setdefault(self._key(record.source_file), set()).add(record.source_file)
-        extra: list[Diagnostic] = []
-        frozen: set[str] = set()
-        # Re-checked on every load until fixed: the path stays broken between changes.
-        suspects = changed | self._not_files
-        self._not_files = set()
-        for path in sorted(suspects):
-            if os.path.lexists(path) and not os.path.isfile(path):
-                self._not_files.add(path)
-                extra.append(
-                    Diagnostic(
-                        "error",
-                        path,
-                        1,
-                        1,
-                        "not a regular file (a directory?): expected a YAML manifest file; "
-                        "the connections it defined are frozen",
-                        code="not-a-file",
-                    )
-                )
-                frozen |= {path} | by_file.get(self._key(path), set())
-        if not extra:
-            return load
-        return replace(
-            load,
-            diagnostics=tuple(
-                sorted((*load.diagnostics, *extra), key=lambda d: (d.file, d.line, d.column))
-            ),
-            failed_files=load.failed_files | frozen,
-        )
+        # Every safety rule is the planner's (a path that became a directory or a FIFO
+        # is a failed file the loader reports): the daemon adds none of its own.
+        return await asyncio.to_thread(self.loader.load, set(changed))
 
     async def reconcile(
         self,

@@ -254,6 +254,12 @@ def discover(root: str) -> tuple[list[str], list[Diagnostic], bool]:
                 is_dir = entry.is_dir()
             except OSError:
                 is_dir = False
+            if is_dir and is_manifest_name(entry.name):
+                # `a.yaml` that became a directory is a broken manifest, not a removed
+                # one: listed, it fails to read ("is a directory"), so what it defined
+                # freezes instead of being deleted. Its content is not walked.
+                files.append(entry.path)
+                continue
             if is_dir:
                 real = os.path.realpath(entry.path)
                 if not _within(real, base):
