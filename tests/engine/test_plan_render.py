@@ -11,7 +11,7 @@ from chanops.engine.plan import (
     FieldChange,
     Ignored,
     Plan,
-    PlanError,
+    PlanProblem,
     Unmanaged,
 )
 from chanops.engine.render import render, summary
@@ -53,7 +53,7 @@ def sample() -> Plan:
         blocked=(Blocked(ActionKind.RECREATE, "amz", "immutable marketplace", 4, "immutable"),),
         unmanaged=(Unmanaged(5, "POS | Berlin", "actindo-pos", "active"),),
         ignored=(Ignored("shop", "/settings/priceBooks", [1], [2]),),
-        errors=(PlanError("twin", "2 unmanaged shopify connections are named 'Twin'"),),
+        errors=(PlanProblem("twin", "2 unmanaged shopify connections are named 'Twin'"),),
         conditions={"sfy": ("AwaitingMarketplaceSetup",)},
         managed=12,
         max_delete=3,

@@ -32,20 +32,19 @@ import structlog
 
 from chanops import errors
 from chanops.engine import pointers
+from chanops.engine.diff import (
+    Desired,
+    DriverMeta,
+    diff,
+)
 from chanops.engine.plan import (
     AWAITING_AUTHORIZATION,
     AWAITING_INITIAL_SYNC,
     Action,
     ActionKind,
+    Cause,
     FieldChange,
-)
-from chanops.engine.planner import (
-    Desired,
-    DriverMeta,
-    desired_doc,
-    diff,
-    fingerprint,
-    source_key,
+    NewState,
 )
 from chanops.platform.api import PlatformAPI
 from chanops.platform.models import Connection, Job
@@ -78,6 +77,12 @@ class Outcome:
     connection_id: int | None = None
     duration_ms: float = 0.0
     waiting: str | None = None  # a condition the action now waits on (not a failure)
+
+
+def _new_state(a: Action) -> NewState:
+    if a.new_state is None:  # the planner sets it on every adopt, create, recreate, update
+        raise errors.PlanError(f"connection {a.name}: the plan says nothing to remember")
+    return a.new_state
 
 
 def describe_changes(changes: Sequence[FieldChange]) -> list[dict[str, Any]]:
@@ -236,7 +241,7 @@ class Executor:
                     name=a.name,
                     driver=a.driver,
                     connection_id=cid,
-                    source_file=source_key(d.manifest.source.file, ctx.root),
+                    source_file=_new_state(a).source_key,
                     deletion_policy=d.manifest.deletion_policy,
                 )
             )
@@ -302,7 +307,7 @@ class Executor:
 
     async def _create(self, a: Action, ctx: Context) -> tuple[int, str | None]:
         d = ctx.desired[a.name]
-        meta = ctx.drivers.get(a.driver, DriverMeta())
+        new = _new_state(a)
         secrets = ctx.secrets.get(a.name, {})
         body = self._patch(a.changes, secrets)
         # Settings exist only once the connection does: a second step after create.
@@ -312,7 +317,7 @@ class Executor:
         base = Record(
             name=a.name,
             driver=a.driver,
-            source_file=source_key(d.manifest.source.file, ctx.root),
+            source_file=new.source_key,
             deletion_policy=d.manifest.deletion_policy,
             conditions=previous.conditions if previous else (),
         )
@@ -333,8 +338,7 @@ class Executor:
             )
         )
         conn: Connection = result.connection
-        applied = desired_doc(d.manifest, meta.secret_paths | set(d.secret_hmacs))
-        applied.pop("settings", None)
+        applied = {k: v for k, v in new.applied_spec.items() if k != "settings"}
         record = self.store.put(
             base.with_(
                 connection_id=conn.id,
@@ -355,8 +359,8 @@ class Executor:
         if waiting is None:
             self.store.put(
                 record.with_(
-                    applied_spec=desired_doc(d.manifest, meta.secret_paths | set(d.secret_hmacs)),
-                    fingerprint=fingerprint(d),
+                    applied_spec=new.applied_spec,
+                    fingerprint=new.fingerprint,
                     conditions=tuple(c for c in record.conditions if c != AWAITING_INITIAL_SYNC),
                 )
             )
@@ -413,7 +417,7 @@ class Executor:
         record = self.store.get(a.name)
         if record is None:
             raise errors.PlanError(f"connection {a.name} is not in the state store")
-        if a.reason.startswith("drift"):
+        if a.cause is Cause.DRIFT:
             log.info(
                 "drift.detected",
                 connection=a.name,
@@ -458,7 +462,8 @@ class Executor:
                 if not changes:
                     self._await_initial_sync(record)
                     return waiting
-        applied = desired_doc(d.manifest, meta.secret_paths | set(d.secret_hmacs))
+        new = _new_state(a)
+        applied = dict(new.applied_spec)
         latest = self.store.get(a.name) or record
         conditions = tuple(c for c in latest.conditions if c != AWAITING_INITIAL_SYNC)
         if waiting:
@@ -469,8 +474,8 @@ class Executor:
                 applied_spec=applied,
                 secret_hmacs=dict(d.secret_hmacs),
                 version=updated.version,
-                fingerprint="" if waiting else fingerprint(d),
-                source_file=source_key(d.manifest.source.file, ctx.root),
+                fingerprint="" if waiting else new.fingerprint,
+                source_file=new.source_key,
                 deletion_policy=d.manifest.deletion_policy,
                 conditions=conditions,
                 intent=None,
@@ -537,7 +542,7 @@ class Executor:
                 rec = self.store.get(a.name)
                 if rec is not None:
                     self.store.put(rec.with_(version=versions.get(cid, rec.version), intent=None))
-                if a.reason.startswith("drift"):
+                if a.cause is Cause.DRIFT:
                     log.info(
                         "drift.detected",
                         connection=a.name,

@@ -28,6 +28,23 @@ class ActionKind(enum.StrEnum):
     RECREATE = "recreate"
 
 
+class Cause(enum.StrEnum):
+    """Why an action is planned, for code to decide by; `Action.reason` is for people.
+
+    DRIFT (someone changed the connection on the platform since chanops's last apply)
+    is what drift events and metrics count; the others say where the difference came
+    from.
+    """
+
+    MANIFEST = "manifest"  # the manifest asks for something the platform does not have
+    DRIFT = "drift"  # changed on the platform since the last apply
+    NEW = "new"  # no connection exists yet: create it
+    ADOPTION = "adoption"  # an existing unmanaged connection becomes managed
+    IMMUTABLE = "immutable"  # an immutable field changed: delete and create (recreate)
+    REMOVED = "removed"  # the manifest is gone: its deletionPolicy applies
+    GONE = "gone"  # the connection no longer exists on the platform: forget it
+
+
 class Guard(enum.StrEnum):
     """The safety rules that can block an action, in the order the planner applies them.
 
@@ -76,6 +93,20 @@ class FieldChange:
 
 
 @dataclass(frozen=True, slots=True)
+class NewState:
+    """What the store remembers about a connection once its action succeeded.
+
+    Decided by the planner, written by the executor as is: the applied spec (no secret:
+    sensitive fields are left out, their HMACs travel with the desired state), the
+    fingerprint of the manifest, and the file it came from (`source_key`).
+    """
+
+    applied_spec: Mapping[str, Any]
+    fingerprint: str
+    source_key: str
+
+
+@dataclass(frozen=True, slots=True)
 class Action:
     kind: ActionKind
     name: str  # manifest name (identity in git)
@@ -89,6 +120,8 @@ class Action:
     idempotency_key: str | None = None
     deletion_policy: str = "Delete"
     disable_first: bool = False  # delete: the connection is active, disable it before
+    cause: Cause = Cause.MANIFEST
+    new_state: NewState | None = None  # adopt, create, recreate, update
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +154,7 @@ class Ignored:
 
 
 @dataclass(frozen=True, slots=True)
-class PlanError:
+class PlanProblem:
     """A connection the planner cannot decide for (ambiguous adoption, missing id, ...)."""
 
     name: str
@@ -134,7 +167,7 @@ class Plan:
     blocked: tuple[Blocked, ...] = ()
     unmanaged: tuple[Unmanaged, ...] = ()
     ignored: tuple[Ignored, ...] = ()
-    errors: tuple[PlanError, ...] = ()
+    errors: tuple[PlanProblem, ...] = ()
     conditions: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     managed: int = 0  # connections in memory when planned (the guard's base)
     max_delete: int = 1
@@ -173,6 +206,8 @@ class Plan:
                     **{
                         **a,
                         "kind": ActionKind(a["kind"]),
+                        "cause": Cause(a.get("cause", Cause.MANIFEST)),
+                        "new_state": NewState(**a["new_state"]) if a.get("new_state") else None,
                         "changes": tuple(FieldChange(**c) for c in a.get("changes", ())),
                     }
                 )
@@ -184,7 +219,7 @@ class Plan:
             ),
             unmanaged=tuple(Unmanaged(**u) for u in data.get("unmanaged", ())),
             ignored=tuple(Ignored(**i) for i in data.get("ignored", ())),
-            errors=tuple(PlanError(**e) for e in data.get("errors", ())),
+            errors=tuple(PlanProblem(**e) for e in data.get("errors", ())),
             conditions={k: tuple(v) for k, v in data.get("conditions", {}).items()},
             managed=int(data.get("managed", 0)),
             max_delete=int(data.get("max_delete", 1)),

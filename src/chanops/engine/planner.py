@@ -37,13 +37,20 @@ Rules (DESIGN.md sections 5 and 6), in the order `make_plan` applies them:
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections.abc import Mapping, Set
+import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
-from chanops.engine import pointers
+from chanops.engine.diff import (
+    Desired,
+    DriverMeta,
+    Observed,
+    create_changes,
+    desired_doc,
+    diff,
+    fingerprint,
+    source_key,
+)
 from chanops.engine.plan import (
     AWAITING_AUTHORIZATION,
     AWAITING_MARKETPLACE_SETUP,
@@ -53,18 +60,17 @@ from chanops.engine.plan import (
     Action,
     ActionKind,
     Blocked,
+    Cause,
     FieldChange,
     Guard,
     Ignored,
+    NewState,
     Plan,
-    PlanError,
+    PlanProblem,
     Unmanaged,
 )
-from chanops.manifests.model import Manifest
 from chanops.platform.models import Connection
 from chanops.state.store import Record
-
-_MISSING: Any = object()
 
 # Order of work (DESIGN.md section 5): create (then settings), update, enable;
 # disable before delete.
@@ -90,43 +96,6 @@ _REMOVAL: Mapping[str, ActionKind] = {
 
 
 @dataclass(frozen=True, slots=True)
-class DriverMeta:
-    """What the planner needs to know about a driver's fields (pointers relative to spec)."""
-
-    creatable: bool = True
-    secret_paths: frozenset[str] = frozenset()
-    immutable_paths: frozenset[str] = frozenset()
-    oauth_paths: frozenset[str] = frozenset()
-
-
-@dataclass(frozen=True, slots=True)
-class Desired:
-    """One manifest as the planner sees it: the manifest plus its secrets' HMACs."""
-
-    manifest: Manifest
-    secret_hmacs: Mapping[str, str] = field(default_factory=dict)  # pointer -> HMAC
-    secret_error: str | None = None  # a secretRef that did not resolve (names the ref)
-    # `fingerprint(self)`, when the shell computed it ahead (off the critical path);
-    # "" = compute on demand.
-    fingerprint: str = ""
-
-    @property
-    def name(self) -> str:
-        return self.manifest.name
-
-
-@dataclass(frozen=True, slots=True)
-class Observed:
-    """What the platform said. `scope` None = the complete list; otherwise the ids read."""
-
-    connections: tuple[Connection, ...]
-    scope: frozenset[int] | None = None
-
-    def saw(self, connection_id: int) -> bool:
-        return self.scope is None or connection_id in self.scope
-
-
-@dataclass(frozen=True, slots=True)
 class PlanOptions:
     max_delete: int | None = None  # None = 25% of managed, at least 1
     allow_recreate: bool = False
@@ -142,82 +111,8 @@ class PlanOptions:
     drivers: Mapping[str, DriverMeta] = field(default_factory=dict)
 
 
-def source_key(file: str, root: str) -> str:
-    """How `source_file` is stored and compared: `file` relative to the manifests root.
-
-    A loader reports files as discovered under the root as given (`root/sub/a.yaml`);
-    the key is `sub/a.yaml`. With a git source the root is a fresh checkout directory
-    per commit, so an absolute or root-prefixed path would never match the one stored
-    for the previous commit. A value that is not under `root` (already a key, or a
-    file given on its own) is returned unchanged. Pure string work, no filesystem.
-    """
-    if not root or not file:
-        return file
-    prefix = root if root.endswith("/") else root + "/"
-    return file[len(prefix) :] if file.startswith(prefix) else file
-
-
 def default_max_delete(managed: int) -> int:
     return max(1, managed // 4)
-
-
-def desired_doc(manifest: Manifest, secret_paths: Set[str]) -> dict[str, Any]:
-    """The non-secret part of a manifest in the platform's shape (pointers relative to spec)."""
-    credentials = {
-        p: v
-        for p, v in pointers.leaves(manifest.credentials, "/credentials").items()
-        if p not in secret_paths and not _is_secret_ref(v)
-    }
-    doc: dict[str, Any] = {"name": manifest.display_name}
-    doc.update(pointers.build(credentials.items()))
-    if manifest.settings:
-        doc["settings"] = pointers.plain(manifest.settings)
-    if manifest.automation:
-        doc["automation"] = dict(manifest.automation)
-    return doc
-
-
-def _is_secret_ref(value: Any) -> bool:
-    return hasattr(value, "describe") or (isinstance(value, Mapping) and "secretRef" in value)
-
-
-def observed_doc(conn: Connection) -> dict[str, Any]:
-    return {
-        "name": conn.name,
-        "credentials": dict(conn.credentials),
-        "settings": dict(conn.settings),
-        "automation": dict(conn.automation),
-    }
-
-
-def fingerprint(desired: Desired) -> str:
-    """Digest of everything a manifest asks for (secrets by HMAC); changes whenever a write would.
-
-    Stored after a successful apply. With the platform `version` it gives the planner a
-    fast path: same fingerprint and same version as after our last write means nothing
-    can differ, so the field-level diff is skipped (10,000 converged connections).
-    """
-    m = desired.manifest
-    body = [
-        m.driver,
-        m.display_name,
-        m.credentials,
-        m.settings,
-        m.automation,
-        m.enabled,
-        m.deletion_policy,
-        sorted(desired.secret_hmacs.items()),
-    ]
-    text = json.dumps(body, sort_keys=True, default=_json_default)
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return dict(value)
-    if isinstance(value, tuple):
-        return list(value)
-    return repr(value)  # a SecretRef: its reference, never a value
 
 
 def idempotency_key(record: Record | None) -> str | None:
@@ -229,94 +124,6 @@ def idempotency_key(record: Record | None) -> str | None:
     if record is not None and record.intent and record.intent.get("idempotency_key"):
         return str(record.intent["idempotency_key"])
     return None
-
-
-def diff(
-    desired: Desired,
-    conn: Connection,
-    record: Record | None,
-    meta: DriverMeta,
-) -> tuple[list[FieldChange], list[Ignored], list[FieldChange]]:
-    """Field-level diff of one connection: (changes, ignored, immutable changes).
-
-    Three-way: desired vs observed for the keys the manifest sets; keys the last apply
-    set (memory) and the manifest dropped are removed if still present.
-    """
-    m = desired.manifest
-    secret_paths = meta.secret_paths | set(desired.secret_hmacs)
-    want = pointers.leaves(desired_doc(m, secret_paths))
-    have = pointers.leaves(observed_doc(conn))
-    applied = pointers.leaves(record.applied_spec) if record else {}
-    changes: list[FieldChange] = []
-    for path, value in want.items():
-        current = have.get(path, _MISSING)
-        if current is _MISSING:
-            # The observed value may hold `path` as a non-object leaf higher up.
-            current = _lookup_leaf(have, path)
-        if current != value:
-            op = "add" if current is _MISSING or current is None else "change"
-            before = None if current is _MISSING else current
-            changes.append(FieldChange(path, op, before, value))
-    for path in applied:
-        if path in want or any(pointers.related(path, w) for w in want):
-            continue
-        if path in secret_paths or path in meta.oauth_paths:
-            continue
-        if path in have and have[path] is not None and not _is_default(path, have[path]):
-            changes.append(FieldChange(path, "remove", have[path], None))
-    # Secrets: by HMAC. A moved version means someone else wrote: re-apply them all.
-    moved = record is not None and record.version is not None and record.version != conn.version
-    known = record.secret_hmacs if record else {}
-    for path, digest in sorted(desired.secret_hmacs.items()):
-        if known.get(path) != digest or moved:
-            changes.append(FieldChange(path, "change" if path in known else "add", sensitive=True))
-    for path in sorted(known):
-        if path not in desired.secret_hmacs and path not in secret_paths:
-            changes.append(FieldChange(path, "remove", sensitive=True))
-    # ignoreDifferences: reported, not healed.
-    ignored: list[Ignored] = []
-    kept: list[FieldChange] = []
-    for change in changes:
-        if any(pointers.related(change.path, p) for p in m.ignore_differences):
-            ignored.append(
-                Ignored(
-                    m.name,
-                    change.path,
-                    None if change.sensitive else change.before,
-                    None if change.sensitive else change.after,
-                )
-            )
-        else:
-            kept.append(change)
-    immutable = [
-        c
-        for c in kept
-        if c.path in meta.immutable_paths and c.op == "change" and c.before is not None
-    ]
-    if m.driver != conn.driver:
-        immutable.insert(0, FieldChange("/driver", "change", conn.driver, m.driver))
-    return kept, ignored, immutable
-
-
-def _is_default(path: str, value: Any) -> bool:
-    """A removed automation key reads back as the platform default "never"."""
-    return path.startswith("/automation/") and value == "never"
-
-
-def _lookup_leaf(have: Mapping[str, Any], path: str) -> Any:
-    """The observed non-object value standing where `path` wants to go, if any."""
-    for existing, value in have.items():
-        if pointers.is_under(path, existing) and not isinstance(value, Mapping):
-            return value
-    return _MISSING
-
-
-def create_changes(desired: Desired, meta: DriverMeta) -> list[FieldChange]:
-    secret_paths = meta.secret_paths | set(desired.secret_hmacs)
-    doc = desired_doc(desired.manifest, secret_paths)
-    out = [FieldChange(p, "add", None, v) for p, v in pointers.leaves(doc).items()]
-    out.extend(FieldChange(p, "add", sensitive=True) for p in sorted(desired.secret_hmacs))
-    return out
 
 
 def make_plan(
@@ -346,6 +153,38 @@ def in_scope(name: str, desired: Mapping[str, Desired], options: PlanOptions) ->
     return True
 
 
+@dataclass(frozen=True, slots=True)
+class Managed:
+    """The connection chanops manages for this manifest."""
+
+    conn: Connection
+
+
+@dataclass(frozen=True, slots=True)
+class Adopt:
+    """An unmanaged connection this manifest takes over, and why."""
+
+    conn: Connection
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Create:
+    """No connection exists for this manifest: create one, and why."""
+
+    reason: str
+
+
+class _Undecided(enum.Enum):
+    UNKNOWN = "unknown"  # a partial read did not cover it: decide next time
+    SETTLED = "settled"  # an error or a person's step was recorded: nothing to plan
+
+
+UNKNOWN = _Undecided.UNKNOWN
+SETTLED = _Undecided.SETTLED
+Found = Managed | Adopt | Create | _Undecided
+
+
 class _Planner:
     def __init__(
         self,
@@ -363,7 +202,7 @@ class _Planner:
         self.actions: list[Action] = []
         self.blocked: list[Blocked] = []
         self.ignored: list[Ignored] = []
-        self.errors: list[PlanError] = []
+        self.errors: list[PlanProblem] = []
         self.conditions: dict[str, list[str]] = {}
         self.claimed: set[int] = set()  # ids adopted in this plan
         # Failed files by key; store records are keys already (older stores held the
@@ -385,6 +224,15 @@ class _Planner:
         """Whether a record's `source_file` is no longer among the root's manifest files."""
         return stored not in self.present and source_key(stored, self.options.root) not in (
             self.present
+        )
+
+    def new_state(self, d: Desired, meta: DriverMeta) -> NewState:
+        """What the store will remember once this manifest's write succeeded."""
+        m = d.manifest
+        return NewState(
+            applied_spec=desired_doc(m, meta.secret_paths | set(d.secret_hmacs)),
+            fingerprint=d.fingerprint or fingerprint(d),
+            source_key=source_key(m.source.file, self.options.root),
         )
 
     def meta(self, driver: str) -> DriverMeta:
@@ -439,30 +287,36 @@ class _Planner:
             return
         if d.secret_error:
             self.cond(m.name, SECRET_UNRESOLVED)
-            self.errors.append(PlanError(m.name, d.secret_error))
+            self.errors.append(PlanProblem(m.name, d.secret_error))
             return
-        conn, how = self.find(d, record)
-        if how in ("error", "waiting"):
-            return
-        if conn is None:
-            if how == "unknown":
-                return  # not read in this partial reconcile: decide next time
-            self.plan_create(d, record, meta, how)
-            return
-        if how != "managed":
-            self.claimed.add(conn.id)
-            self.actions.append(
-                Action(ActionKind.ADOPT, m.name, m.driver, how, connection_id=conn.id)
-            )
-            record = None  # nothing applied by us yet: every field and secret is written
-        self.plan_existing(d, conn, record, meta)
+        match self.find(d, record):
+            case Managed(conn):
+                self.plan_existing(d, conn, record, meta)
+            case Adopt(conn, why):
+                self.claimed.add(conn.id)
+                self.actions.append(
+                    Action(
+                        ActionKind.ADOPT,
+                        m.name,
+                        m.driver,
+                        why,
+                        connection_id=conn.id,
+                        cause=Cause.ADOPTION,
+                        new_state=self.new_state(d, meta),
+                    )
+                )
+                # Nothing applied by us yet: every field and secret is written.
+                self.plan_existing(d, conn, None, meta)
+            case Create(why):
+                self.plan_create(d, record, meta, why)
+            case _:
+                pass  # not read in this partial reconcile, or settled by find
 
-    def find(self, d: Desired, record: Record | None) -> tuple[Connection | None, str]:
-        """The connection a manifest means, and how it was found.
+    def find(self, d: Desired, record: Record | None) -> Found:
+        """The connection a manifest means, and how it was found (see `Found`).
 
-        Returns (conn, "managed"), (conn, <adoption reason>), (None, <create reason>),
-        (None, "unknown") when a partial read did not cover it, (None, "waiting") when a
-        person must act first, or (None, "error").
+        Where the answer is an error or a person's step, the error or condition is
+        recorded here and SETTLED returned: nothing more to plan for this name.
         """
         m = d.manifest
         if (
@@ -473,58 +327,58 @@ class _Planner:
             conn = self.by_id.get(record.connection_id)
             if conn is not None:
                 if conn.status == "deleting":
-                    return None, "unknown"  # being deleted; wait for the delete job
-                return conn, "managed"
+                    return UNKNOWN  # being deleted; wait for the delete job
+                return Managed(conn)
             if not self.observed.saw(record.connection_id):
-                return None, "unknown"
+                return UNKNOWN
             # Remembered but gone: someone deleted it on the platform.
             if m.connection_id is not None:
                 self.errors.append(
-                    PlanError(
+                    PlanProblem(
                         m.name,
                         f"spec.connectionId {m.connection_id} does not exist on the platform",
                     )
                 )
-                return None, "error"
-            return None, (f"connection {record.connection_id} no longer exists on the platform")
+                return SETTLED
+            return Create(f"connection {record.connection_id} no longer exists on the platform")
         if m.connection_id is not None:
             conn = self.by_id.get(m.connection_id)
             if conn is None:
                 if not self.observed.saw(m.connection_id):
-                    return None, "unknown"
+                    return UNKNOWN
                 if not self.meta(m.driver).creatable:
                     # The marketplace app (or POS store) has not made it yet: a person's
                     # step, not an error to retry.
                     self.cond(m.name, AWAITING_MARKETPLACE_SETUP)
-                    return None, "waiting"
+                    return SETTLED
                 self.errors.append(
-                    PlanError(
+                    PlanProblem(
                         m.name,
                         f"spec.connectionId {m.connection_id} does not exist on the platform",
                     )
                 )
-                return None, "error"
+                return SETTLED
             other = self.owner.get(conn.id)
             if other is not None and other != m.name:
                 self.errors.append(
-                    PlanError(
+                    PlanProblem(
                         m.name,
                         f"spec.connectionId {conn.id} is already managed by manifest {other}",
                     )
                 )
-                return None, "error"
+                return SETTLED
             if conn.driver != m.driver:
                 self.errors.append(
-                    PlanError(
+                    PlanProblem(
                         m.name,
                         f"spec.connectionId {conn.id} is a {conn.driver} connection, "
                         f"not {m.driver}",
                     )
                 )
-                return None, "error"
-            return conn, f"adopt connection {conn.id} named by spec.connectionId"
+                return SETTLED
+            return Adopt(conn, f"adopt connection {conn.id} named by spec.connectionId")
         if self.observed.scope is not None:
-            return None, "unknown"
+            return UNKNOWN
         intent = record.intent if record is not None else None
         pending = intent is not None and intent.get("op") == "create"
         sent = str(intent.get("display_name") or "") if intent is not None and pending else ""
@@ -544,21 +398,21 @@ class _Planner:
         if len(candidates) > 1:
             ids = ", ".join(str(c.id) for c in sorted(candidates, key=lambda c: c.id))
             self.errors.append(
-                PlanError(
+                PlanProblem(
                     m.name,
                     f"{len(candidates)} unmanaged {m.driver} connections are named "
                     f"{m.display_name!r} (ids {ids}); set spec.connectionId to choose one",
                 )
             )
-            return None, "error"
+            return SETTLED
         if candidates:
             why = (
                 "a create was in flight when chanops stopped; adopt what it made"
                 if pending
                 else "adopt the unmanaged connection with the same name and driver"
             )
-            return candidates[0], f"{why} (id {candidates[0].id})"
-        return None, "no connection with this name and driver exists"
+            return Adopt(candidates[0], f"{why} (id {candidates[0].id})")
+        return Create("no connection with this name and driver exists")
 
     def plan_create(self, d: Desired, record: Record | None, meta: DriverMeta, why: str) -> None:
         m = d.manifest
@@ -576,6 +430,8 @@ class _Planner:
                 display_name=m.display_name,
                 idempotency_key=idempotency_key(record),
                 deletion_policy=m.deletion_policy,
+                cause=Cause.NEW,
+                new_state=self.new_state(d, meta),
             )
         )
         if not m.enabled:
@@ -621,7 +477,7 @@ class _Planner:
                 return
             if not meta.creatable:
                 self.errors.append(
-                    PlanError(m.name, f"cannot recreate a {m.driver} connection ({what})")
+                    PlanProblem(m.name, f"cannot recreate a {m.driver} connection ({what})")
                 )
                 return
             self.actions.append(
@@ -635,6 +491,8 @@ class _Planner:
                     display_name=m.display_name,
                     idempotency_key=None,
                     deletion_policy=m.deletion_policy,
+                    cause=Cause.IMMUTABLE,
+                    new_state=self.new_state(d, meta),
                 )
             )
             if not m.enabled:
@@ -659,6 +517,8 @@ class _Planner:
                     connection_id=conn.id,
                     changes=tuple(changes),
                     if_match=conn.version,
+                    cause=Cause.DRIFT if drift else Cause.MANIFEST,
+                    new_state=self.new_state(d, meta),
                 )
             )
         if m.enabled and conn.status == "inactive":
@@ -669,6 +529,7 @@ class _Planner:
                     m.driver,
                     "drift: disabled on the platform" if drift else "spec.enabled is true",
                     connection_id=conn.id,
+                    cause=Cause.DRIFT if drift else Cause.MANIFEST,
                 )
             )
         elif not m.enabled and conn.status == "active":
@@ -679,6 +540,7 @@ class _Planner:
                     m.driver,
                     "drift: enabled on the platform" if drift else "spec.enabled is false",
                     connection_id=conn.id,
+                    cause=Cause.DRIFT if drift else Cause.MANIFEST,
                 )
             )
 
@@ -703,7 +565,11 @@ class _Planner:
             # Only a condition or an unresolved create intent was remembered.
             self.actions.append(
                 Action(
-                    ActionKind.ORPHAN, name, record.driver, "manifest removed; nothing was created"
+                    ActionKind.ORPHAN,
+                    name,
+                    record.driver,
+                    "manifest removed; nothing was created",
+                    cause=Cause.REMOVED,
                 )
             )
             return
@@ -718,6 +584,7 @@ class _Planner:
                     record.driver,
                     f"connection {record.connection_id} no longer exists on the platform",
                     connection_id=record.connection_id,
+                    cause=Cause.GONE,
                 )
             )
             return
@@ -756,6 +623,7 @@ class _Planner:
                     "manifest removed; deletionPolicy Orphan: forget it, leave it as it is",
                     connection_id=conn.id,
                     deletion_policy=policy,
+                    cause=Cause.REMOVED,
                 )
             )
         elif policy == "Disable":
@@ -768,6 +636,7 @@ class _Planner:
                         "manifest removed; deletionPolicy Disable keeps it disabled",
                         connection_id=conn.id,
                         deletion_policy=policy,
+                        cause=Cause.REMOVED,
                     )
                 )
         elif conn.status == "deleting":
@@ -784,6 +653,7 @@ class _Planner:
                     if_match=conn.version,
                     deletion_policy=policy,
                     disable_first=conn.status == "active",
+                    cause=Cause.REMOVED,
                 )
             )
 
@@ -854,3 +724,18 @@ class _Planner:
             else:
                 kept.append(action)
         self.actions = kept
+
+
+__all__ = [
+    "PHASE",
+    # The planner's inputs, re-exported: they are what a caller of make_plan builds.
+    "Desired",
+    "DriverMeta",
+    "Observed",
+    "PlanOptions",
+    "default_max_delete",
+    "idempotency_key",
+    "in_scope",
+    "make_plan",
+    "source_key",
+]

@@ -38,6 +38,7 @@ from typing import Any
 import structlog
 
 from chanops import errors
+from chanops.engine.diff import Desired, DriverMeta, Observed, fingerprint, source_key
 from chanops.engine.executor import Context, Executor, Outcome, describe_changes
 from chanops.engine.plan import (
     AWAITING_AUTHORIZATION,
@@ -45,18 +46,10 @@ from chanops.engine.plan import (
     AWAITING_MARKETPLACE_SETUP,
     SUSPENDED,
     Blocked,
+    Cause,
     Plan,
 )
-from chanops.engine.planner import (
-    Desired,
-    DriverMeta,
-    Observed,
-    PlanOptions,
-    fingerprint,
-    in_scope,
-    make_plan,
-    source_key,
-)
+from chanops.engine.planner import PlanOptions, in_scope, make_plan
 from chanops.manifests.model import LoadResult
 from chanops.platform.api import PlatformAPI
 from chanops.platform.models import Connection
@@ -240,7 +233,7 @@ class Reconciler:
         drift = tuple(
             DriftEntry(a.name, a.connection_id, tuple(describe_changes(a.changes)), a.reason)
             for a in plan.actions
-            if a.reason.startswith("drift")
+            if a.cause is Cause.DRIFT
         )
         return ReconcileResult(
             plan=plan,

@@ -1,0 +1,240 @@
+"""Pure document work the planner and the executor share: no I/O, no planning.
+
+- `Desired`, `Observed`, `DriverMeta`: the planner's inputs about one manifest, the
+  platform, and a driver's fields.
+- `desired_doc` / `observed_doc`: a manifest and a connection in the platform's shape.
+- `diff`: the field-level, three-way diff of one connection; `create_changes` the body
+  of a create. `fingerprint` digests what a manifest asks for; `source_key` is how a
+  manifest file is remembered (relative to the root).
+
+The executor uses `diff` once more when the platform answers 412 (someone wrote
+between plan and apply): it re-diffs against what it just read, by the same rules.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Set
+from dataclasses import dataclass, field
+from typing import Any
+
+from chanops.engine import pointers
+from chanops.engine.plan import FieldChange, Ignored
+from chanops.manifests.model import Manifest
+from chanops.platform.models import Connection
+from chanops.state.store import Record
+
+_MISSING: Any = object()
+
+
+@dataclass(frozen=True, slots=True)
+class DriverMeta:
+    """What the planner needs to know about a driver's fields (pointers relative to spec)."""
+
+    creatable: bool = True
+    secret_paths: frozenset[str] = frozenset()
+    immutable_paths: frozenset[str] = frozenset()
+    oauth_paths: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Desired:
+    """One manifest as the planner sees it: the manifest plus its secrets' HMACs."""
+
+    manifest: Manifest
+    secret_hmacs: Mapping[str, str] = field(default_factory=dict)  # pointer -> HMAC
+    secret_error: str | None = None  # a secretRef that did not resolve (names the ref)
+    # `fingerprint(self)`, when the shell computed it ahead (off the critical path);
+    # "" = compute on demand.
+    fingerprint: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    """What the platform said. `scope` None = the complete list; otherwise the ids read."""
+
+    connections: tuple[Connection, ...]
+    scope: frozenset[int] | None = None
+
+    def saw(self, connection_id: int) -> bool:
+        return self.scope is None or connection_id in self.scope
+
+
+def source_key(file: str, root: str) -> str:
+    """How `source_file` is stored and compared: `file` relative to the manifests root.
+
+    A loader reports files as discovered under the root as given (`root/sub/a.yaml`);
+    the key is `sub/a.yaml`. With a git source the root is a fresh checkout directory
+    per commit, so an absolute or root-prefixed path would never match the one stored
+    for the previous commit. A value that is not under `root` (already a key, or a
+    file given on its own) is returned unchanged. Pure string work, no filesystem.
+    """
+    if not root or not file:
+        return file
+    prefix = root if root.endswith("/") else root + "/"
+    return file[len(prefix) :] if file.startswith(prefix) else file
+
+
+def desired_doc(manifest: Manifest, secret_paths: Set[str]) -> dict[str, Any]:
+    """The non-secret part of a manifest in the platform's shape (pointers relative to spec)."""
+    credentials = {
+        p: v
+        for p, v in pointers.leaves(manifest.credentials, "/credentials").items()
+        if p not in secret_paths and not _is_secret_ref(v)
+    }
+    doc: dict[str, Any] = {"name": manifest.display_name}
+    doc.update(pointers.build(credentials.items()))
+    if manifest.settings:
+        doc["settings"] = pointers.plain(manifest.settings)
+    if manifest.automation:
+        doc["automation"] = dict(manifest.automation)
+    return doc
+
+
+def _is_secret_ref(value: Any) -> bool:
+    return hasattr(value, "describe") or (isinstance(value, Mapping) and "secretRef" in value)
+
+
+def observed_doc(conn: Connection) -> dict[str, Any]:
+    return {
+        "name": conn.name,
+        "credentials": dict(conn.credentials),
+        "settings": dict(conn.settings),
+        "automation": dict(conn.automation),
+    }
+
+
+def fingerprint(desired: Desired) -> str:
+    """Digest of everything a manifest asks for (secrets by HMAC); changes whenever a write would.
+
+    Stored after a successful apply. With the platform `version` it gives the planner a
+    fast path: same fingerprint and same version as after our last write means nothing
+    can differ, so the field-level diff is skipped (10,000 converged connections).
+    """
+    m = desired.manifest
+    body = [
+        m.driver,
+        m.display_name,
+        m.credentials,
+        m.settings,
+        m.automation,
+        m.enabled,
+        m.deletion_policy,
+        sorted(desired.secret_hmacs.items()),
+    ]
+    text = json.dumps(body, sort_keys=True, default=_json_default)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return repr(value)  # a SecretRef: its reference, never a value
+
+
+def diff(
+    desired: Desired,
+    conn: Connection,
+    record: Record | None,
+    meta: DriverMeta,
+) -> tuple[list[FieldChange], list[Ignored], list[FieldChange]]:
+    """Field-level diff of one connection: (changes, ignored, immutable changes).
+
+    Three-way: desired vs observed for the keys the manifest sets; keys the last apply
+    set (memory) and the manifest dropped are removed if still present.
+    """
+    m = desired.manifest
+    secret_paths = meta.secret_paths | set(desired.secret_hmacs)
+    want = pointers.leaves(desired_doc(m, secret_paths))
+    have = pointers.leaves(observed_doc(conn))
+    applied = pointers.leaves(record.applied_spec) if record else {}
+    changes: list[FieldChange] = []
+    for path, value in want.items():
+        current = have.get(path, _MISSING)
+        if current is _MISSING:
+            # The observed value may hold `path` as a non-object leaf higher up.
+            current = _lookup_leaf(have, path)
+        if current != value:
+            op = "add" if current is _MISSING or current is None else "change"
+            before = None if current is _MISSING else current
+            changes.append(FieldChange(path, op, before, value))
+    for path in applied:
+        if path in want or any(pointers.related(path, w) for w in want):
+            continue
+        if path in secret_paths or path in meta.oauth_paths:
+            continue
+        if path in have and have[path] is not None and not _is_default(path, have[path]):
+            changes.append(FieldChange(path, "remove", have[path], None))
+    # Secrets: by HMAC. A moved version means someone else wrote: re-apply them all.
+    moved = record is not None and record.version is not None and record.version != conn.version
+    known = record.secret_hmacs if record else {}
+    for path, digest in sorted(desired.secret_hmacs.items()):
+        if known.get(path) != digest or moved:
+            changes.append(FieldChange(path, "change" if path in known else "add", sensitive=True))
+    for path in sorted(known):
+        if path not in desired.secret_hmacs and path not in secret_paths:
+            changes.append(FieldChange(path, "remove", sensitive=True))
+    # ignoreDifferences: reported, not healed.
+    ignored: list[Ignored] = []
+    kept: list[FieldChange] = []
+    for change in changes:
+        if any(pointers.related(change.path, p) for p in m.ignore_differences):
+            ignored.append(
+                Ignored(
+                    m.name,
+                    change.path,
+                    None if change.sensitive else change.before,
+                    None if change.sensitive else change.after,
+                )
+            )
+        else:
+            kept.append(change)
+    immutable = [
+        c
+        for c in kept
+        if c.path in meta.immutable_paths and c.op == "change" and c.before is not None
+    ]
+    if m.driver != conn.driver:
+        immutable.insert(0, FieldChange("/driver", "change", conn.driver, m.driver))
+    return kept, ignored, immutable
+
+
+def _is_default(path: str, value: Any) -> bool:
+    """A removed automation key reads back as the platform default "never"."""
+    return path.startswith("/automation/") and value == "never"
+
+
+def _lookup_leaf(have: Mapping[str, Any], path: str) -> Any:
+    """The observed non-object value standing where `path` wants to go, if any."""
+    for existing, value in have.items():
+        if pointers.is_under(path, existing) and not isinstance(value, Mapping):
+            return value
+    return _MISSING
+
+
+def create_changes(desired: Desired, meta: DriverMeta) -> list[FieldChange]:
+    secret_paths = meta.secret_paths | set(desired.secret_hmacs)
+    doc = desired_doc(desired.manifest, secret_paths)
+    out = [FieldChange(p, "add", None, v) for p, v in pointers.leaves(doc).items()]
+    out.extend(FieldChange(p, "add", sensitive=True) for p in sorted(desired.secret_hmacs))
+    return out
+
+
+__all__ = [
+    "Desired",
+    "DriverMeta",
+    "Observed",
+    "create_changes",
+    "desired_doc",
+    "diff",
+    "fingerprint",
+    "observed_doc",
+    "source_key",
+]
