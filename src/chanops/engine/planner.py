@@ -51,10 +51,16 @@ from chanops.engine.diff import (
     fingerprint,
     source_key,
 )
+from chanops.engine.guards import (
+    RootFacts,
+    blocked_condition,
+    default_max_delete,
+    mass_delete,
+    removal,
+)
 from chanops.engine.plan import (
     AWAITING_AUTHORIZATION,
     AWAITING_MARKETPLACE_SETUP,
-    FROZEN,
     SECRET_UNRESOLVED,
     SUSPENDED,
     Action,
@@ -87,14 +93,6 @@ PHASE: Mapping[ActionKind, int] = {
 }
 
 
-# What removing a manifest does to its connection, by deletionPolicy (for blocked removals).
-_REMOVAL: Mapping[str, ActionKind] = {
-    "Delete": ActionKind.DELETE,
-    "Disable": ActionKind.DISABLE,
-    "Orphan": ActionKind.ORPHAN,
-}
-
-
 @dataclass(frozen=True, slots=True)
 class PlanOptions:
     max_delete: int | None = None  # None = 25% of managed, at least 1
@@ -109,10 +107,6 @@ class PlanOptions:
     targets: frozenset[str] | None = None  # --target: act only on these names
     selector: Mapping[str, str] | None = None  # --selector: manifests with these labels
     drivers: Mapping[str, DriverMeta] = field(default_factory=dict)
-
-
-def default_max_delete(managed: int) -> int:
-    return max(1, managed // 4)
 
 
 def idempotency_key(record: Record | None) -> str | None:
@@ -208,22 +202,14 @@ class _Planner:
         # Failed files by key; store records are keys already (older stores held the
         # path as discovered: `frozen_file` accepts both).
         self.failed = frozenset(source_key(f, options.root) for f in options.failed_files)
-        self.present = frozenset(source_key(f, options.root) for f in options.files)
         # A manifest from a file that failed is not desired: its connections are frozen.
         self.desired = {
             n: d
             for n, d in desired.items()
             if source_key(d.manifest.source.file, options.root) not in self.failed
         }
-
-    def frozen_file(self, stored: str) -> bool:
-        """Whether a record's `source_file` (a key, or an older as-discovered path) failed."""
-        return stored in self.failed or source_key(stored, self.options.root) in self.failed
-
-    def file_gone(self, stored: str) -> bool:
-        """Whether a record's `source_file` is no longer among the root's manifest files."""
-        return stored not in self.present and source_key(stored, self.options.root) not in (
-            self.present
+        self.facts = RootFacts.of(
+            options.root, options.failed_files, options.files, options.root_ok, len(self.desired)
         )
 
     def new_state(self, d: Desired, meta: DriverMeta) -> NewState:
@@ -547,118 +533,14 @@ class _Planner:
     # -- a manifest that is gone --------------------------------------------------
 
     def plan_removed(self, record: Record) -> None:
-        name = record.name
-        if record.source_file and self.frozen_file(record.source_file):
-            self.cond(name, FROZEN)
-            self.blocked.append(
-                Blocked(
-                    ActionKind.DELETE,
-                    name,
-                    f"{record.source_file} failed to load; its connections are frozen "
-                    "(no update, no delete) until it loads again",
-                    connection_id=record.connection_id,
-                    rule=Guard.FROZEN,
-                )
-            )
-            return
-        if record.connection_id is None:
-            # Only a condition or an unresolved create intent was remembered.
-            self.actions.append(
-                Action(
-                    ActionKind.ORPHAN,
-                    name,
-                    record.driver,
-                    "manifest removed; nothing was created",
-                    cause=Cause.REMOVED,
-                )
-            )
-            return
-        conn = self.by_id.get(record.connection_id)
-        if conn is None:
-            if not self.observed.saw(record.connection_id):
-                return
-            self.actions.append(
-                Action(
-                    ActionKind.ORPHAN,
-                    name,
-                    record.driver,
-                    f"connection {record.connection_id} no longer exists on the platform",
-                    connection_id=record.connection_id,
-                    cause=Cause.GONE,
-                )
-            )
-            return
-        if not self.options.root_ok or not self.desired_root_has_manifests():
-            self.blocked.append(
-                Blocked(
-                    _REMOVAL[record.deletion_policy],
-                    name,
-                    "the manifests root is empty or unreadable; nothing is deleted",
-                    connection_id=conn.id,
-                    rule=Guard.ROOT_UNREADABLE,
-                )
-            )
-            return
-        if self.failed and record.source_file and self.file_gone(record.source_file):
-            broken = len(self.failed)
-            self.cond(name, FROZEN)
-            self.blocked.append(
-                Blocked(
-                    _REMOVAL[record.deletion_policy],
-                    name,
-                    f"{record.source_file} is gone while {broken} other manifest file(s) fail "
-                    "to load; the connection is kept until the root loads cleanly",
-                    connection_id=conn.id,
-                    rule=Guard.UNHEALTHY_ROOT,
-                )
-            )
-            return
-        policy = record.deletion_policy
-        if policy == "Orphan":
-            self.actions.append(
-                Action(
-                    ActionKind.ORPHAN,
-                    name,
-                    record.driver,
-                    "manifest removed; deletionPolicy Orphan: forget it, leave it as it is",
-                    connection_id=conn.id,
-                    deletion_policy=policy,
-                    cause=Cause.REMOVED,
-                )
-            )
-        elif policy == "Disable":
-            if conn.status == "active":
-                self.actions.append(
-                    Action(
-                        ActionKind.DISABLE,
-                        name,
-                        record.driver,
-                        "manifest removed; deletionPolicy Disable keeps it disabled",
-                        connection_id=conn.id,
-                        deletion_policy=policy,
-                        cause=Cause.REMOVED,
-                    )
-                )
-        elif conn.status == "deleting":
-            return  # the delete job is running; the next reconcile sees it gone
-        else:
-            self.actions.append(
-                Action(
-                    ActionKind.DELETE,
-                    name,
-                    record.driver,
-                    "manifest removed; deletionPolicy Delete"
-                    + (" (disable first)" if conn.status == "active" else ""),
-                    connection_id=conn.id,
-                    if_match=conn.version,
-                    deletion_policy=policy,
-                    disable_first=conn.status == "active",
-                    cause=Cause.REMOVED,
-                )
-            )
-
-    def desired_root_has_manifests(self) -> bool:
-        return bool(self.desired) or bool(self.options.failed_files)
+        decided = removal(record, self.observed, self.by_id, self.facts)
+        if isinstance(decided, Blocked):
+            condition = blocked_condition(decided)
+            if condition is not None:
+                self.cond(record.name, condition)
+            self.blocked.append(decided)
+        elif decided is not None:
+            self.actions.append(decided)
 
     # -- safety ---------------------------------------------------------------
 
@@ -668,62 +550,28 @@ class _Planner:
         return default_max_delete(self.managed)
 
     def _deletes_outside_only(self) -> int:
-        """Deletes the removal rule would plan for removed names outside `only`.
+        """Deletes a full plan would make for removed names outside `only` (see mass_delete).
 
-        The mass-delete guard is about the root, not about one partial reconcile: a
-        daemon that reconciles an edit (or a batch of a resync) must count the deletes
-        a full plan would make, or a root that lost half its files would be deleted a
-        batch at a time, each batch under the limit. Only names whose connection the
-        observation covers count (a partial read cannot know the others).
+        Only names whose connection the observation covers count: a partial read
+        cannot know the others.
         """
         if self.options.only is None:
             return 0
-        out = [
-            r
-            for n, r in sorted(self.memory.items())
-            if n not in self.desired and not self.in_scope(n)
-        ]
-        if not out:
-            return 0
-        kept = self.actions, self.blocked, self.conditions
-        self.actions, self.blocked, self.conditions = [], [], {}
-        try:
-            for record in out:
-                self.plan_removed(record)
-            return sum(1 for a in self.actions if a.kind == ActionKind.DELETE)
-        finally:
-            self.actions, self.blocked, self.conditions = kept
+        decided = (
+            removal(record, self.observed, self.by_id, self.facts)
+            for name, record in self.memory.items()
+            if name not in self.desired and not self.in_scope(name)
+        )
+        return sum(1 for d in decided if isinstance(d, Action) and d.kind == ActionKind.DELETE)
 
     def guard(self) -> None:
-        limit = self._max_delete()
-        deleting = [a for a in self.actions if a.kind in (ActionKind.DELETE, ActionKind.RECREATE)]
-        if not deleting:
-            return
-        total = len(deleting) + self._deletes_outside_only()
-        if total <= limit:
-            return
-        reason = (
-            f"mass-delete guard: this plan would delete {total} of {self.managed} "
-            f"managed connections, more than --max-delete {limit}; no connection is deleted"
+        self.actions, blocked = mass_delete(
+            self.actions,
+            managed=self.managed,
+            limit=self._max_delete(),
+            elsewhere=self._deletes_outside_only() if self.actions else 0,
         )
-        names = {a.name for a in deleting}
-        kept: list[Action] = []
-        for action in self.actions:
-            if action.kind in (ActionKind.DELETE, ActionKind.RECREATE):
-                self.blocked.append(
-                    Blocked(
-                        action.kind, action.name, reason, action.connection_id, Guard.MASS_DELETE
-                    )
-                )
-            elif (
-                action.kind == ActionKind.DISABLE
-                and action.name in names
-                and (action.connection_id is None)
-            ):
-                continue  # the disable that followed a blocked recreate
-            else:
-                kept.append(action)
-        self.actions = kept
+        self.blocked.extend(blocked)
 
 
 __all__ = [
