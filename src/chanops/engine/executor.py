@@ -37,6 +37,13 @@ from chanops.engine.diff import (
     DriverMeta,
     diff,
 )
+from chanops.engine.outcome import (
+    ErrorInfo,
+    Outcome,
+    describe_changes,
+    error_text,
+    failed_outcome,
+)
 from chanops.engine.plan import (
     AWAITING_AUTHORIZATION,
     AWAITING_INITIAL_SYNC,
@@ -52,7 +59,6 @@ from chanops.state.store import Record, StateStore
 
 log = structlog.get_logger(__name__)
 
-SENSITIVE = "(sensitive value)"
 BULK_BATCH = 100
 JOB_POLL_SECONDS = 0.2
 
@@ -68,41 +74,10 @@ _PAST = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    name: str
-    action: str
-    ok: bool
-    error: str | None = None
-    connection_id: int | None = None
-    duration_ms: float = 0.0
-    waiting: str | None = None  # a condition the action now waits on (not a failure)
-
-
 def _new_state(a: Action) -> NewState:
     if a.new_state is None:  # the planner sets it on every adopt, create, recreate, update
         raise errors.PlanError(f"connection {a.name}: the plan says nothing to remember")
     return a.new_state
-
-
-def describe_changes(changes: Sequence[FieldChange]) -> list[dict[str, Any]]:
-    """The field-level diff for an event, secrets replaced by "(sensitive value)"."""
-    return [
-        {
-            "path": c.path,
-            "op": c.op,
-            "before": SENSITIVE if c.sensitive and c.op != "add" else c.before,
-            "after": SENSITIVE if c.sensitive and c.op != "remove" else c.after,
-        }
-        for c in changes
-    ]
-
-
-def error_text(exc: BaseException) -> str:
-    """One line for a failure; the client's errors never carry secret values."""
-    if isinstance(exc, errors.ChanopsError):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}"
 
 
 @dataclass
@@ -199,6 +174,7 @@ class Executor:
                 "platform unavailable",
                 action.connection_id,
                 0.0,
+                info=ErrorInfo("platform_unavailable", True, False, "platform unavailable"),
             )
         try:
             outcome = await self._do(action, ctx, created)
@@ -206,9 +182,7 @@ class Executor:
             # Not this connection's failure: the intent stays for the next reconcile.
             self.unavailable = exc
             ms = (self.clock() - start) * 1000
-            return Outcome(
-                action.name, action.kind.value, False, error_text(exc), action.connection_id, ms
-            )
+            return failed_outcome(action, exc, action.connection_id, ms)
         except Exception as exc:  # one failure never blocks the others
             ms = (self.clock() - start) * 1000
             text = error_text(exc)
@@ -226,7 +200,7 @@ class Executor:
                 # The platform refused the create: it did not happen, so the next
                 # attempt (after the manifest is fixed) needs a fresh idempotency key.
                 self.store.update(action.name, intent=None)
-            return Outcome(action.name, action.kind.value, False, text, action.connection_id, ms)
+            return failed_outcome(action, exc, action.connection_id, ms)
         return outcome
 
     async def _do(self, a: Action, ctx: Context, created: dict[str, int]) -> Outcome:
@@ -534,7 +508,7 @@ class Executor:
                         error=text,
                     )
                     self.store.update(a.name, intent=None)
-                    outcomes.append(Outcome(a.name, kind.value, False, text, cid, ms))
+                    outcomes.append(failed_outcome(a, exc, cid, ms, kind))
                 continue
             ms = (self.clock() - start) * 1000
             versions = {c.id: c.version for c in conns}
