@@ -3,7 +3,7 @@
 Imperative shell. Guarantees:
 - Bounded concurrency (a semaphore of `concurrency` calls in flight).
 - Per-connection serialisation: one connection's actions run in plan order in one task.
-  Phases follow DESIGN.md section 5: adopt/create (then settings)/update, then enable,
+  Phases (docs/engine.md): adopt/create (then settings)/update, then enable,
   then disable, then delete; enable and disable are bulk calls, one per batch.
 - An intent is stored before every write and cleared after it, so a crash leaves a
   trace the next plan resolves by observing (a create that happened is adopted).
@@ -13,7 +13,7 @@ Imperative shell. Guarantees:
 - Retries of transient errors happen in the client; a failed action is retried by the
   next reconcile (the daemon's loop), never in a loop here.
 
-Events (DESIGN.md section 7): `connection.created|updated|enabled|disabled|deleted|
+Events (docs/daemon.md, "Logs"): `connection.created|updated|enabled|disabled|deleted|
 adopted|orphaned` on success, `drift.detected` with the field-level diff, and one
 `connection.failed` event carrying `action` and `error` when an action fails. Secret
 values never reach an event: sensitive changes show "(sensitive value)".

@@ -5,7 +5,7 @@ keys derive from the manifest name and the memory). The shell (`reconciler`) loa
 manifests, resolves secrets into HMACs, reads the platform and the store, and calls
 `make_plan`; the same inputs always give the same plan.
 
-Rules (DESIGN.md sections 5 and 6), in the order `make_plan` applies them:
+Rules (docs/engine.md, "Reconcile rules"), in the order `make_plan` applies them:
 - Ownership: only connections in memory (created or adopted) are touched; every other
   observed connection is listed as unmanaged.
 - Adoption: `spec.connectionId`, or exactly one unmanaged connection with the same
@@ -78,7 +78,7 @@ from chanops.engine.plan import (
 from chanops.platform.models import Connection
 from chanops.state.store import Record
 
-# Order of work (DESIGN.md section 5): create (then settings), update, enable;
+# Order of work (docs/engine.md): create (then settings), update, enable;
 # disable before delete.
 PHASE: Mapping[ActionKind, int] = {
     ActionKind.ADOPT: 0,
