@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import os
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -431,7 +432,7 @@ async def test_the_engine_stores_files_relative_to_the_root_and_migrates_old_pat
         # An older store held the path as discovered: the next reconcile rewrites it.
         old = store.get("bravo")
         assert old is not None
-        store.put(old.with_(source_file="/w/checkouts/1/connections.d/team/b.yaml"))
+        store.put(replace(old, source_file="/w/checkouts/1/connections.d/team/b.yaml"))
         result = await rec.reconcile(checkout(2))
         assert result.converged and not result.outcomes
         assert store.get("bravo").source_file == "team/b.yaml"  # type: ignore[union-attr]

@@ -20,7 +20,7 @@ from chanops.engine.plan import (
 from chanops.engine.reconciler import EngineOptions, Reconciler
 from chanops.manifests import load_manifests
 from chanops.platform.client import PlatformClient, open_client
-from chanops.state.store import Record, StateStore
+from chanops.state.store import Intent, Record, StateStore
 from engine.helpers import ENV, load_result, manifest, write_manifest
 from support.emulator import EmulatorProcess
 
@@ -415,7 +415,7 @@ async def test_a_create_in_flight_at_a_crash_is_adopted_not_repeated(env: Env) -
     # What a crash leaves behind: the intent on disk, the create done on the platform,
     # its answer never recorded.
     env.store.put(
-        Record(name="crashed", driver="shopware6", intent={"op": "create", "idempotency_key": "k1"})
+        Record(name="crashed", driver="shopware6", intent=Intent("create", idempotency_key="k1"))
     )
     made = env.emu.admin.post(
         "/api/v1/connections",

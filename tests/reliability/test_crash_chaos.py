@@ -7,11 +7,12 @@ a create whose answer was lost when the process died, followed by a manifest edi
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from chanops.state.store import StateStore
+from chanops.state.store import Intent, StateStore
 from daemon.helpers import manifest, write_atomic
 from reliability.chaos import crash_chaos
 from reliability.helpers import SECRET, SECRET_ENV, find_leaks, run_once
@@ -57,10 +58,11 @@ def test_create_lost_in_a_crash_is_adopted_after_a_rename(
         record = store.get("a")
         assert record is not None and record.connection_id == made["id"]
         store.put(
-            record.with_(
+            replace(
+                record,
                 connection_id=None,
                 version=None,
-                intent={"op": "create", "idempotency_key": "lost-answer", "display_name": "a"},
+                intent=Intent("create", idempotency_key="lost-answer", display_name="a"),
             )
         )
     finally:

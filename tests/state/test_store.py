@@ -8,12 +8,13 @@ import stat
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from chanops.errors import StoreError, StoreLocked
-from chanops.state.store import SCHEMA_VERSION, Record, StateStore
+from chanops.state.store import SCHEMA_VERSION, Intent, Record, StateStore
 
 
 def test_records_round_trip_and_forget(tmp_path: Path) -> None:
@@ -27,13 +28,13 @@ def test_records_round_trip_and_forget(tmp_path: Path) -> None:
             secret_hmacs={"/credentials/x": "ab"},
             version=3,
             conditions=("Frozen",),
-            intent={"op": "update"},
+            intent=Intent("update"),
         )
         store.put(rec)
         got = store.get("a")
         assert got is not None
-        assert got.with_(updated_at="") == rec
-        assert store.update("a", intent=None).intent is None  # type: ignore[union-attr]
+        assert replace(got, updated_at="") == rec
+        assert store.clear_intent("a").intent is None  # type: ignore[union-attr]
         # A platform id belongs to one name: re-binding it under a new name moves it.
         store.put(Record(name="b", driver="shopware6", connection_id=7))
         assert set(store.records()) == {"b"}

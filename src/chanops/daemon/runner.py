@@ -43,7 +43,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Mapping, MutableMapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -986,9 +986,12 @@ class Daemon:
         with contextlib.suppress(ChanopsError):
             self.store.update(
                 outcome.name,
-                last_sync_job=outcome.job_id or None,
-                last_sync_outcome=outcome.outcome,
-                last_sync_at=utc_iso(_now_utc()),
+                lambda r: replace(
+                    r,
+                    last_sync_job=outcome.job_id or None,
+                    last_sync_outcome=outcome.outcome,
+                    last_sync_at=utc_iso(_now_utc()),
+                ),
             )
 
     # -- endpoints -----------------------------------------------------------------------

@@ -25,7 +25,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import structlog
@@ -55,7 +55,7 @@ from chanops.engine.plan import (
 )
 from chanops.platform.api import PlatformAPI
 from chanops.platform.models import Connection, Job
-from chanops.state.store import Record, StateStore
+from chanops.state.store import Intent, Record, StateStore
 
 log = structlog.get_logger(__name__)
 
@@ -199,7 +199,7 @@ class Executor:
             if action.kind == ActionKind.CREATE and refused:
                 # The platform refused the create: it did not happen, so the next
                 # attempt (after the manifest is fixed) needs a fresh idempotency key.
-                self.store.update(action.name, intent=None)
+                self.store.clear_intent(action.name)
             return failed_outcome(action, exc, action.connection_id, ms)
         return outcome
 
@@ -243,7 +243,9 @@ class Executor:
         elif a.kind == ActionKind.SYNC:
             assert cid is not None
             job = await self._limited(self.client.trigger_sync(cid))
-            self.store.update(a.name, last_sync_job=job.id, last_sync_outcome=job.state)
+            self.store.update(
+                a.name, lambda r: replace(r, last_sync_job=job.id, last_sync_outcome=job.state)
+            )
         elif a.kind == ActionKind.DELETE:
             assert cid is not None
             await self._delete(a.name, cid, disable_first=False)
@@ -300,7 +302,7 @@ class Executor:
         # The name goes in the intent too: if the manifest is renamed before the next
         # run, the planner still recognises the connection this create made.
         self.store.put(
-            base.with_(intent={"op": "create", "idempotency_key": key, "display_name": sent_name})
+            replace(base, intent=Intent("create", idempotency_key=key, display_name=sent_name))
         )
         result = await self._limited(
             self.client.create_connection(
@@ -314,7 +316,8 @@ class Executor:
         conn: Connection = result.connection
         applied = {k: v for k, v in new.applied_spec.items() if k != "settings"}
         record = self.store.put(
-            base.with_(
+            replace(
+                base,
                 connection_id=conn.id,
                 version=conn.version,
                 applied_spec=applied,
@@ -332,7 +335,8 @@ class Executor:
             record = self.store.get(a.name) or record
         if waiting is None:
             self.store.put(
-                record.with_(
+                replace(
+                    record,
                     applied_spec=new.applied_spec,
                     fingerprint=new.fingerprint,
                     conditions=tuple(c for c in record.conditions if c != AWAITING_INITIAL_SYNC),
@@ -351,7 +355,7 @@ class Executor:
         initial_job: Job | None,
     ) -> str | None:
         """Settings are a second step; values mirrored by the first sync wait for it."""
-        self.store.put(record.with_(intent={"op": "update", "connection_id": conn.id}))
+        self.store.put(replace(record, intent=Intent("update", connection_id=conn.id)))
         try:
             updated = await self._limited(
                 self.client.update_connection(
@@ -362,7 +366,7 @@ class Executor:
             if not (self.follow_jobs and initial_job is not None):
                 return self._await_initial_sync(record)
             job = await self._follow(initial_job)
-            self.store.put(record.with_(last_sync_job=job.id, last_sync_outcome=job.state))
+            self.store.put(replace(record, last_sync_job=job.id, last_sync_outcome=job.state))
             if job.state != "succeeded":
                 return self._await_initial_sync(record)
             current = await self._limited(self.client.get_connection(conn.id))
@@ -372,13 +376,13 @@ class Executor:
                 )
             )
         latest = self.store.get(name) or record
-        self.store.put(latest.with_(version=updated.version, intent=None))
+        self.store.put(replace(latest, version=updated.version, intent=None))
         return None
 
     def _await_initial_sync(self, record: Record) -> str:
         latest = self.store.get(record.name) or record
         conditions = tuple(dict.fromkeys((*latest.conditions, AWAITING_INITIAL_SYNC)))
-        self.store.put(latest.with_(intent=None, conditions=conditions))
+        self.store.put(replace(latest, intent=None, conditions=conditions))
         return AWAITING_INITIAL_SYNC
 
     # -- update ----------------------------------------------------------------
@@ -402,7 +406,7 @@ class Executor:
         changes = list(a.changes)
         version = a.if_match
         waiting: str | None = None
-        self.store.put(record.with_(intent={"op": "update", "connection_id": a.connection_id}))
+        self.store.put(replace(record, intent=Intent("update", connection_id=a.connection_id)))
         for attempt in range(2):
             patch = self._patch(changes, secrets)
             try:
@@ -444,7 +448,8 @@ class Executor:
             applied["settings"] = dict(record.applied_spec.get("settings", {}))
             conditions = (*conditions, waiting)
         self.store.put(
-            latest.with_(
+            replace(
+                latest,
                 applied_spec=applied,
                 secret_hmacs=dict(d.secret_hmacs),
                 version=updated.version,
@@ -483,7 +488,11 @@ class Executor:
             for a, _ in batch:
                 rec = self.store.get(a.name)
                 if rec is not None:
-                    self.store.put(rec.with_(intent={"op": kind.value}))
+                    self.store.put(
+                        replace(
+                            rec, intent=Intent("enable" if kind == ActionKind.ENABLE else "disable")
+                        )
+                    )
             try:
                 if self.unavailable is not None:
                     raise self.unavailable
@@ -492,7 +501,7 @@ class Executor:
                 self.unavailable = exc
                 for a, _ in batch:
                     failed.add(a.name)
-                    self.store.update(a.name, intent=None)  # the next plan observes status
+                    self.store.clear_intent(a.name)  # the next plan observes status
                 continue
             except Exception as exc:
                 text = error_text(exc)
@@ -507,7 +516,7 @@ class Executor:
                         action=kind.value,
                         error=text,
                     )
-                    self.store.update(a.name, intent=None)
+                    self.store.clear_intent(a.name)
                     outcomes.append(failed_outcome(a, exc, cid, ms, kind))
                 continue
             ms = (self.clock() - start) * 1000
@@ -515,7 +524,9 @@ class Executor:
             for a, cid in batch:
                 rec = self.store.get(a.name)
                 if rec is not None:
-                    self.store.put(rec.with_(version=versions.get(cid, rec.version), intent=None))
+                    self.store.put(
+                        replace(rec, version=versions.get(cid, rec.version), intent=None)
+                    )
                 if a.cause is Cause.DRIFT:
                     log.info(
                         "drift.detected",
@@ -548,7 +559,7 @@ class Executor:
     async def _delete(self, name: str, cid: int, *, disable_first: bool) -> None:
         record = self.store.get(name)
         if record is not None:
-            self.store.put(record.with_(intent={"op": "delete", "connection_id": cid}))
+            self.store.put(replace(record, intent=Intent("delete", connection_id=cid)))
         if disable_first:
             current = await self._limited(self.client.get_connection(cid))
             if current.status == "active":

@@ -115,8 +115,8 @@ def idempotency_key(record: Record | None) -> str | None:
     None means "a new create": the executor draws a fresh random key (a plan stays a
     pure function of its inputs) and records it in the intent before the call.
     """
-    if record is not None and record.intent and record.intent.get("idempotency_key"):
-        return str(record.intent["idempotency_key"])
+    if record is not None and record.intent is not None and record.intent.idempotency_key:
+        return record.intent.idempotency_key
     return None
 
 
@@ -366,8 +366,8 @@ class _Planner:
         if self.observed.scope is not None:
             return UNKNOWN
         intent = record.intent if record is not None else None
-        pending = intent is not None and intent.get("op") == "create"
-        sent = str(intent.get("display_name") or "") if intent is not None and pending else ""
+        pending = intent is not None and intent.op == "create"
+        sent = (intent.display_name or "") if intent is not None and pending else ""
         names = {m.display_name, sent} - {""}
         candidates = [
             c

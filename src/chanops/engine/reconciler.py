@@ -401,7 +401,7 @@ class Reconciler:
                         condition=c,
                     )
             if not self.store.readonly:
-                self.store.put(record.with_(conditions=merged))
+                self.store.put(replace(record, conditions=merged))
         return {k: tuple(v) for k, v in current.items() if set(v) & WAITING_CONDITIONS}
 
     def _records_of(self, prepared: Prepared) -> dict[str, Record]:
@@ -436,26 +436,24 @@ class Reconciler:
             if conn is None or record.intent is not None:
                 continue
             d = desired.get(name)
-            changes: dict[str, Any] = {}
+            fresh = record
             if record.version is not None and conn.version != record.version:
-                changes["version"] = conn.version
+                fresh = replace(fresh, version=conn.version)
             if (
                 d is not None
                 and not d.manifest.suspend
                 and d.secret_error is None
                 and AWAITING_INITIAL_SYNC not in record.conditions
             ):
-                fp = fingerprint(d)
-                if fp != record.fingerprint:
-                    changes["fingerprint"] = fp
+                fresh = replace(fresh, fingerprint=fingerprint(d))
             if d is not None:
                 # Older stores hold the path as discovered; keep the key (source_key) so
                 # a moved root (a git checkout per commit) still freezes the right names.
-                key = source_key(d.manifest.source.file, prepared.context.root)
-                if record.source_file != key:
-                    changes["source_file"] = key
-            if changes:
-                self.store.put(record.with_(**changes))
+                fresh = replace(
+                    fresh, source_file=source_key(d.manifest.source.file, prepared.context.root)
+                )
+            if fresh != record:
+                self.store.put(fresh)
 
 
 __all__ = [

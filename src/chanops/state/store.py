@@ -32,11 +32,11 @@ import os
 import secrets
 import sqlite3
 import stat
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from chanops.errors import StoreError, StoreLocked
 
@@ -69,6 +69,37 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
+IntentOp = Literal["create", "update", "delete", "enable", "disable"]
+
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    """A write about to happen, recorded before the call and cleared after it.
+
+    After a crash the next reconcile finds it and resolves it by observing: a create
+    whose connection exists is adopted (found by `display_name`, the name it sent),
+    otherwise repeated with the same `idempotency_key`, so it is never duplicated.
+    """
+
+    op: IntentOp
+    connection_id: int | None = None
+    idempotency_key: str | None = None  # create: the key the platform deduplicates by
+    display_name: str | None = None  # create: the name sent, whatever the manifest says now
+
+    def to_json(self) -> str:
+        return json.dumps({k: v for k, v in asdict(self).items() if v is not None}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Intent:
+        data = json.loads(text)
+        return cls(
+            op=data["op"],
+            connection_id=data.get("connection_id"),
+            idempotency_key=data.get("idempotency_key"),
+            display_name=data.get("display_name"),
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
     """What the store remembers about one managed connection (pure data)."""
@@ -86,11 +117,8 @@ class Record:
     last_sync_outcome: str | None = None
     last_sync_at: str | None = None
     conditions: tuple[str, ...] = ()
-    intent: Mapping[str, Any] | None = None  # recorded before a write, cleared after
+    intent: Intent | None = None  # recorded before a write, cleared after
     updated_at: str = ""
-
-    def with_(self, **changes: Any) -> Record:
-        return replace(self, **changes)
 
 
 def _plain(value: Any) -> Any:
@@ -154,7 +182,7 @@ def _row_to_record(row: sqlite3.Row) -> Record:
         last_sync_outcome=row["last_sync_outcome"],
         last_sync_at=row["last_sync_at"],
         conditions=tuple(json.loads(conditions)) if conditions != "[]" else (),
-        intent=json.loads(row["intent"]) if row["intent"] else None,
+        intent=Intent.from_json(row["intent"]) if row["intent"] else None,
         updated_at=row["updated_at"],
     )
 
@@ -386,7 +414,7 @@ class StateStore:
     def put(self, record: Record) -> Record:
         """Insert or replace one record (one transaction)."""
         conn = self._writer()
-        record = record.with_(updated_at=_now())
+        record = replace(record, updated_at=_now())
         try:
             with self._tx(conn):
                 if record.connection_id is not None:
@@ -415,7 +443,7 @@ class StateStore:
                         record.last_sync_outcome,
                         record.last_sync_at,
                         json.dumps(list(record.conditions)),
-                        json.dumps(record.intent) if record.intent is not None else None,
+                        record.intent.to_json() if record.intent is not None else None,
                         record.updated_at,
                     ),
                 )
@@ -423,12 +451,20 @@ class StateStore:
             raise StoreError(f"state store {self.path}: {exc}") from None
         return record
 
-    def update(self, name: str, **changes: Any) -> Record | None:
-        """Change some fields of an existing record; None if there is none."""
+    def update(self, name: str, change: Callable[[Record], Record]) -> Record | None:
+        """Store `change(record)` for an existing record; None if there is none.
+
+        `change` is typically `lambda r: dataclasses.replace(r, intent=None)`: typed
+        field by field, unlike keyword arguments passed through.
+        """
         current = self.get(name)
         if current is None:
             return None
-        return self.put(current.with_(**changes))
+        return self.put(change(current))
+
+    def clear_intent(self, name: str) -> Record | None:
+        """The write the intent announced is settled (done, or refused): forget it."""
+        return self.update(name, lambda r: replace(r, intent=None))
 
     def forget(self, name: str) -> None:
         conn = self._writer()
