@@ -10,13 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-
-def escape(key: str) -> str:
-    return key.replace("~", "~0").replace("/", "~1")
-
-
-def unescape(part: str) -> str:
-    return part.replace("~1", "/").replace("~0", "~")
+# One escaping for chanops (the manifests package cannot import the engine).
+from chanops.pointer import escape as escape
+from chanops.pointer import unescape as unescape
 
 
 def split(pointer: str) -> list[str]:

@@ -10,9 +10,9 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from chanops.engine import pointers
 from chanops.engine.plan import Action, ActionKind, FieldChange, Plan
-
-SENSITIVE = "(sensitive value)"
+from chanops.sensitive import SENSITIVE_VALUE as SENSITIVE
 
 SYMBOL: dict[ActionKind, str] = {
     ActionKind.CREATE: "+",
@@ -82,7 +82,7 @@ def _value(value: Any) -> str:
 
 def _field(path: str) -> str:
     """`/settings/orders/importStatuses` -> `settings.orders.importStatuses`."""
-    return path.lstrip("/").replace("/", ".").replace("~1", "/").replace("~0", "~")
+    return ".".join(pointers.split(path))
 
 
 def _change_line(c: FieldChange, width: int, style: Style) -> str:

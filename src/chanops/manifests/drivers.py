@@ -16,6 +16,13 @@ from types import MappingProxyType
 from typing import Any
 
 from chanops.manifests import schemas
+from chanops.pointer import escape
+
+__all__ = [
+    "DRIVER_NAMES",
+    "DriverInfo",
+    "driver_info",
+]
 
 DRIVER_NAMES: tuple[str, ...] = schemas.driver_names()
 
@@ -32,17 +39,13 @@ class DriverInfo:
     append_only_paths: frozenset[str] = frozenset()  # lists whose items cannot be removed
 
 
-def _escape(key: str) -> str:
-    return key.replace("~", "~0").replace("/", "~1")
-
-
 def _walk(node: Any, pointer: str) -> Iterator[tuple[str, dict[str, Any]]]:
     """(pointer, subschema) for every named property under `node`, depth first."""
     if not isinstance(node, dict):
         return
     for key, sub in (node.get("properties") or {}).items():
         if isinstance(sub, dict):
-            here = f"{pointer}/{_escape(key)}"
+            here = f"{pointer}/{escape(key)}"
             yield here, sub
             yield from _walk(sub, here)
 

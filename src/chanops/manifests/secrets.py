@@ -32,6 +32,21 @@ from typing import Any
 from chanops.errors import ConfigError, SecretResolutionError
 from chanops.manifests.drivers import DRIVER_NAMES, driver_info
 from chanops.manifests.model import Manifest, SecretRef
+from chanops.pointer import escape
+from chanops.pointer import parts as pointer_parts
+
+__all__ = [
+    "FORBIDDEN_ENV_PREFIX",
+    "MAX_SECRET_BYTES",
+    "MIN_SECRET_CHARS",
+    "OperatorCredential",
+    "check_secret_ref",
+    "default_secrets_dirs",
+    "guard_operator_credentials",
+    "iter_secret_refs",
+    "resolve_credentials",
+    "resolve_secret_values",
+]
 
 FORBIDDEN_ENV_PREFIX = "CHANOPS_"
 MAX_SECRET_BYTES = 64 * 1024  # a secret is a token or a password, not a file system
@@ -163,10 +178,6 @@ def _lookup(tree: Any, parts: Sequence[str]) -> Any:
     return tree
 
 
-def _unescape(part: str) -> str:
-    return part.replace("~1", "/").replace("~0", "~")
-
-
 def iter_secret_refs(manifest: Manifest) -> Iterator[tuple[str, SecretRef | str]]:
     """(pointer relative to spec, SecretRef or literal) for each secret field the manifest sets.
 
@@ -190,7 +201,7 @@ def _declared_secret_fields(driver: str) -> tuple[tuple[str, tuple[str, ...]], .
     """(pointer, path inside credentials) of the driver's secret fields, sorted."""
     fields = []
     for pointer in sorted(driver_info(driver).secret_paths):
-        parts = [_unescape(p) for p in pointer.split("/")[1:]]
+        parts = pointer_parts(pointer)
         if parts[0] == "credentials":
             fields.append((pointer, tuple(parts[1:])))
     return tuple(fields)
@@ -230,7 +241,9 @@ def _iter_refs(tree: Any, pointer: str) -> Iterator[tuple[str, SecretRef]]:
         yield pointer, tree
     elif isinstance(tree, Mapping):
         for key, value in tree.items():
-            yield from _iter_refs(value, f"{pointer}/{key}")
+            # Escaped like every other pointer, or the engine's diff (which escapes)
+            # would not find this secret under a key holding `/` or `~`.
+            yield from _iter_refs(value, f"{pointer}/{escape(str(key))}")
     elif isinstance(tree, list | tuple):
         for index, value in enumerate(tree):
             yield from _iter_refs(value, f"{pointer}/{index}")
@@ -368,7 +381,7 @@ def _read_file(path: Path) -> bytes:
 
 
 def _field_name(pointer: str) -> str:
-    return "spec" + pointer.replace("/", ".")
+    return ".".join(["spec", *pointer_parts(pointer)])
 
 
 def _resolve(

@@ -31,9 +31,10 @@ from typing import Any, Literal, TextIO
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
+from chanops.sensitive import SENSITIVE_VALUE as REDACTED
+
 LogFormat = Literal["json", "console"]
 LEVELS = ("debug", "info", "warning", "error", "critical")
-REDACTED = "(sensitive value)"
 # Registered values shorter than this are not matched as substrings: a "secret" `1`
 # (secretRef: {env: PYTHONUNBUFFERED}) would otherwise turn every 1 in every event
 # and in /status into the marker, hiding audit events and, by the holes, revealing the
