@@ -32,6 +32,7 @@ import os
 import secrets
 import sqlite3
 import stat
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
@@ -187,6 +188,20 @@ def _row_to_record(row: sqlite3.Row) -> Record:
     )
 
 
+def _read_only(path: Path, *, shared_close: bool = False) -> sqlite3.Connection:
+    """A read-only connection to the store's database.
+
+    `shared_close`: a worker thread's reader is closed by the owner at `close()`, which
+    sqlite3's same-thread check would refuse; it is still used by one thread only.
+    """
+    conn = sqlite3.connect(
+        f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=not shared_close
+    )
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA busy_timeout=5000")
+    return conn
+
+
 def _key_path(path: Path) -> Path:
     return path.with_name(path.name.removesuffix(".db") + ".key")
 
@@ -230,7 +245,15 @@ class StateStore:
         self, path: Path, conn: sqlite3.Connection | None, key: bytes, lock_fd: int | None
     ) -> None:
         self.path = path
+        # One connection per thread, never shared: `_conn` belongs to the thread that
+        # opened the store (the only writer); any other thread that reads (the engine
+        # reads memory in a worker thread while the platform is listed) gets its own
+        # read-only connection (`_reader`). WAL lets them read while the writer writes.
         self._conn = conn
+        self._owner = threading.get_ident()
+        self._readers = threading.local()
+        self._all_readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
         self._key = key
         self._lock_fd = lock_fd
         self.readonly = lock_fd is None
@@ -256,7 +279,7 @@ class StateStore:
             # -shm files it creates later the database file's mode.
             os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
             key = cls._load_key(path, create=True)
-            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            conn = sqlite3.connect(path, isolation_level=None)
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA journal_mode=WAL")
             # NORMAL is durable across process crashes in WAL mode (only an OS crash can
@@ -294,11 +317,7 @@ class StateStore:
         except StoreError:
             key = secrets.token_bytes(32)
         try:
-            conn = sqlite3.connect(
-                f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
-            )
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA busy_timeout=5000")
+            conn = _read_only(path)
             version = cls._version(conn)
         except sqlite3.Error as exc:
             raise StoreError(f"state store {path}: {exc}") from None
@@ -390,21 +409,38 @@ class StateStore:
 
     def records(self) -> dict[str, Record]:
         """Every record by manifest name (the planner's memory)."""
-        if self._conn is None:
+        conn = self._reading()
+        if conn is None:
             return {}
         try:
-            rows = self._conn.execute("SELECT * FROM connections").fetchall()
+            rows = conn.execute("SELECT * FROM connections").fetchall()
         except sqlite3.Error as exc:
             raise StoreError(f"state store {self.path}: {exc}") from None
         return {row["name"]: _row_to_record(row) for row in rows}
 
     def get(self, name: str) -> Record | None:
-        if self._conn is None:
+        conn = self._reading()
+        if conn is None:
             return None
-        row = self._conn.execute("SELECT * FROM connections WHERE name = ?", (name,)).fetchone()
+        row = conn.execute("SELECT * FROM connections WHERE name = ?", (name,)).fetchone()
         return _row_to_record(row) if row else None
 
     # -- writing ---------------------------------------------------------------
+
+    def _reading(self) -> sqlite3.Connection | None:
+        """This thread's connection for reading: the owner's, or a read-only one of its own."""
+        if self._conn is None or threading.get_ident() == self._owner:
+            return self._conn
+        reader: sqlite3.Connection | None = getattr(self._readers, "conn", None)
+        if reader is None:
+            try:
+                reader = _read_only(self.path, shared_close=True)
+            except sqlite3.Error as exc:
+                raise StoreError(f"state store {self.path}: {exc}") from None
+            self._readers.conn = reader
+            with self._readers_lock:
+                self._all_readers.append(reader)
+        return reader
 
     def _writer(self) -> sqlite3.Connection:
         if self._conn is None or self.readonly:
@@ -488,6 +524,10 @@ class StateStore:
     # -- closing ---------------------------------------------------------------
 
     def close(self) -> None:
+        with self._readers_lock:
+            readers, self._all_readers = self._all_readers, []
+        for reader in readers:
+            reader.close()
         if self._conn is not None:
             self._conn.close()
             self._conn = None
