@@ -58,9 +58,6 @@ from chanops.state.store import Record, StateStore
 
 log = structlog.get_logger(__name__)
 
-# Above this many planned names, read every record at once rather than one row each.
-PER_NAME_READS = 1000
-
 WAITING_CONDITIONS = frozenset(
     {AWAITING_MARKETPLACE_SETUP, AWAITING_AUTHORIZATION, AWAITING_INITIAL_SYNC, SUSPENDED}
 )
@@ -107,6 +104,8 @@ class Prepared:
     context: Context
     observed: Observed
     planned: frozenset[str] = frozenset()  # the names this plan decided about
+    # The records the plan was made with: `execute` re-reads only those it wrote to.
+    memory: Mapping[str, Record] = field(default_factory=dict)
 
 
 def driver_meta(driver: str) -> DriverMeta:
@@ -223,7 +222,7 @@ class Reconciler:
         plan = make_plan(desired, observed, memory, options)
         ctx = Context(desired=desired, secrets=secrets, drivers=options.drivers, root=load.root)
         planned = frozenset(n for n in set(desired) | set(memory) if in_scope(n, desired, options))
-        return Prepared(plan=plan, context=ctx, observed=observed, planned=planned)
+        return Prepared(plan=plan, context=ctx, observed=observed, planned=planned, memory=memory)
 
     async def execute(self, prepared: Prepared) -> ReconcileResult:
         plan = prepared.plan
@@ -246,8 +245,9 @@ class Reconciler:
             job_timeout=self.options.job_timeout,
         )
         outcomes = await executor.run(plan.actions, prepared.context)
-        waiting = self._record_conditions(plan, outcomes, prepared)
-        self._refresh_memory(prepared)
+        records = self._current_records(prepared)
+        waiting = self._record_conditions(plan, outcomes, prepared, records)
+        self._refresh_memory(prepared, records)
         failed = sorted({o.name for o in outcomes if not o.ok} | {e.name for e in plan.errors})
         drift = tuple(
             DriftEntry(a.name, a.connection_id, tuple(describe_changes(a.changes)), a.reason)
@@ -359,16 +359,22 @@ class Reconciler:
         return {n: self._drivers[n] for n in names}
 
     def _record_conditions(
-        self, plan: Plan, outcomes: list[Outcome], prepared: Prepared
+        self,
+        plan: Plan,
+        outcomes: list[Outcome],
+        prepared: Prepared,
+        records: dict[str, Record],
     ) -> dict[str, tuple[str, ...]]:
-        """Persist conditions; log a condition only when it is new (no log spam)."""
+        """Persist conditions; log a condition only when it is new (no log spam).
+
+        `records` (`_current_records`) is kept current with what is written here.
+        """
         current: dict[str, list[str]] = {k: list(v) for k, v in plan.conditions.items()}
         for o in outcomes:
             if o.waiting:
                 bucket = current.setdefault(o.name, [])
                 if o.waiting not in bucket:
                     bucket.append(o.waiting)
-        records = self._records_of(prepared)
         touched = {a.name for a in plan.actions}
         desired = prepared.context.desired
         for name in sorted(prepared.planned):
@@ -401,21 +407,30 @@ class Reconciler:
                         condition=c,
                     )
             if not self.store.readonly:
-                self.store.put(replace(record, conditions=merged))
+                records[name] = self.store.put(replace(record, conditions=merged))
         return {k: tuple(v) for k, v in current.items() if set(v) & WAITING_CONDITIONS}
 
-    def _records_of(self, prepared: Prepared) -> dict[str, Record]:
-        """The store's records of the names the plan decided about (`planned`).
+    def _current_records(self, prepared: Prepared) -> dict[str, Record]:
+        """The records of the planned names as they are after the executor ran.
 
-        A small partial plan (an edit, a daemon batch) reads just its rows: reading all
-        10,000 costs about 0.2 s, which a one-connection edit must not pay twice.
+        Since `prepare` read them only the executor wrote, and only for the names it
+        acted on: those rows are read again, the others are the plan's own snapshot
+        (reading 10,000 rows costs about 0.2 s, which a daemon batch of a one-connection
+        edit must not pay).
         """
-        if len(prepared.planned) > PER_NAME_READS:
-            return self.store.records()
-        found = ((name, self.store.get(name)) for name in sorted(prepared.planned))
-        return {name: record for name, record in found if record is not None}
+        acted = {a.name for a in prepared.plan.actions}
+        records = {
+            name: record
+            for name in prepared.planned
+            if name not in acted and (record := prepared.memory.get(name)) is not None
+        }
+        for name in sorted(acted & prepared.planned):
+            record = self.store.get(name)
+            if record is not None:
+                records[name] = record
+        return records
 
-    def _refresh_memory(self, prepared: Prepared) -> None:
+    def _refresh_memory(self, prepared: Prepared, records: Mapping[str, Record]) -> None:
         """Remember version and fingerprint of connections found converged.
 
         So old drift is not re-detected and the planner's fast path (same fingerprint,
@@ -428,7 +443,7 @@ class Reconciler:
         acted |= {e.name for e in plan.errors}
         by_id = {c.id: c for c in prepared.observed.connections}
         desired = prepared.context.desired
-        for record in self._records_of(prepared).values():
+        for record in records.values():
             name = record.name
             if name in acted or name not in prepared.planned or record.connection_id is None:
                 continue
@@ -445,7 +460,7 @@ class Reconciler:
                 and d.secret_error is None
                 and AWAITING_INITIAL_SYNC not in record.conditions
             ):
-                fresh = replace(fresh, fingerprint=fingerprint(d))
+                fresh = replace(fresh, fingerprint=d.fingerprint or fingerprint(d))
             if d is not None:
                 # Older stores hold the path as discovered; keep the key (source_key) so
                 # a moved root (a git checkout per commit) still freezes the right names.
