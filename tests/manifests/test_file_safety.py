@@ -20,7 +20,7 @@ import pytest
 from chanops.daemon.loader import IncrementalLoader
 from chanops.daemon.watcher import is_manifest_path
 from chanops.manifests import LoadOptions, load_file, load_manifests
-from chanops.manifests.load import discover, is_manifest_name
+from chanops.manifests.discovery import discover, is_manifest_name
 
 EXAMPLE = """apiVersion: chanops/v1
 kind: Connection
@@ -195,10 +195,10 @@ def test_forked_workers_refuse_the_same_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The parallel path (forked workers, 1,500 files or more) applies the same rules."""
-    from chanops.manifests import load
+    from chanops.manifests import pool
 
-    monkeypatch.setattr(load, "PARALLEL_MIN_FILES", 4)
-    monkeypatch.setattr(load, "_workers", lambda: 2)
+    monkeypatch.setattr(pool, "PARALLEL_MIN_FILES", 4)
+    monkeypatch.setattr(pool, "_workers", lambda: 2)
     root = tmp_path / "connections.d"
     for i in range(6):
         _manifest(root / f"m{i}.yaml", f"m{i}")

@@ -7,8 +7,19 @@ from pathlib import Path
 
 import pytest
 
-from chanops.manifests import SecretRef, load, load_file, load_manifests
+from chanops.manifests import (
+    Diagnostic,
+    LoadOptions,
+    LoadResult,
+    SecretRef,
+    assemble_result,
+    discover_roots,
+    load_file,
+    load_manifests,
+    pool,
+)
 from chanops.manifests.durations import format_duration, parse_duration
+from chanops.manifests.secrets import default_secrets_dirs
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "connections.d"
@@ -126,7 +137,7 @@ def test_parallel_path_gives_the_same_answer(
         (root / f"p{i:02}.yaml").write_text(POS.format(name=f"p{i:02}"))
     (root / "p00-dup.yaml").write_text(POS.format(name="p00"))
     serial = load_manifests([root])
-    monkeypatch.setattr(load, "PARALLEL_MIN_FILES", 2)
+    monkeypatch.setattr(pool, "PARALLEL_MIN_FILES", 2)
     parallel = load_manifests([root])
     light = load_manifests([root], identities_only=True)
     assert serial.diagnostics == parallel.diagnostics == light.diagnostics
@@ -171,16 +182,16 @@ def test_copy_of_examples_elsewhere_still_valid(tmp_path: Path) -> None:
 # with no other thread, which a long pytest session cannot promise.
 BACKGROUND = """
 import json, os, sys
-from chanops.manifests import load
-load.BACKGROUND_MIN_BYTES = 1
+from chanops.manifests import load, pool
+pool.BACKGROUND_MIN_BYTES = 1
 mode, root = sys.argv[1], sys.argv[2]
 if mode == "kill-one":
-    real = load._worker_main
-    def dies_on_p07(writer, files, options, light):
+    real = pool._worker_main
+    def dies_on_p07(writer, files, load_one, light):
         if any(f.endswith("p07.yaml") for f in files):
             os._exit(9)  # like the OOM killer: no answer through the pipe
-        real(writer, files, options, light)
-    load._worker_main = dies_on_p07
+        real(writer, files, load_one, light)
+    pool._worker_main = dies_on_p07
 job = load.start_load([root])
 pids = [p.pid for _, _, p in job._forked._jobs] if job._forked else []
 if mode == "close":
@@ -259,3 +270,35 @@ def test_closing_a_background_load_stops_its_workers(tmp_path: Path) -> None:
     answer = _background("close", _many(tmp_path))
     assert answer["workers"] == (_cores() if _cores() > 1 else 0)
     assert answer["alive"] == []
+
+
+def test_assemble_result_gives_what_load_manifests_gives(tmp_path: Path) -> None:
+    """The daemon's incremental loader keeps per-file outcomes and calls assemble_result:
+    failed files, duplicates and refused directories follow the same rules."""
+    root = _many(tmp_path)
+    (tmp_path / "away").mkdir()
+    (root / "team").symlink_to(tmp_path / "away", target_is_directory=True)
+    found = discover_roots([root])
+    options = LoadOptions(default_secrets_dirs(root), roots=found.directories)
+    result = assemble_result(found, [load_file(f, options) for f in found.files])
+    assert result == load_manifests([root])
+    assert {Path(f).name for f in result.failed_files} == {
+        "p00.yaml",
+        "p00-dup.yaml",
+        "p13.yaml",
+        "team",
+    }
+    assert not result.root_ok
+
+
+def test_assemble_result_of_a_missing_root(tmp_path: Path) -> None:
+    missing = tmp_path / "gone"
+    result = assemble_result(discover_roots([missing]), [])
+    assert result == LoadResult(
+        str(missing),
+        (),
+        (Diagnostic("error", str(missing), 1, 1, "path does not exist", code="missing-root"),),
+        (),
+        frozenset(),
+        False,
+    )

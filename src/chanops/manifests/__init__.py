@@ -6,24 +6,27 @@ Public surface:
   loads every manifest under the given roots (the normal case is one directory) and
   runs the cross-file checks. It never raises for bad input.
 - `load_file(path, options=None) -> FileOutcome` (manifests, diagnostics, failed) for one
-  file without cross-file checks: a daemon can re-load one changed file cheaply and
-  then run `cross_file_diagnostics(all_manifests)`.
+  file without cross-file checks, and `assemble_result(discover_roots(paths), outcomes)`
+  for the LoadResult `load_manifests` would give with those outcomes: a daemon can
+  re-load only the files that changed and keep the rules (failed files, duplicates,
+  refused directories) in one place.
 - `drivers` (DRIVER_NAMES, driver_info), `secrets` (resolve_credentials,
   iter_secret_refs), `durations` (parse_duration), `model` (the dataclasses).
+
+Inside: `discovery` (which files, the root rules), `reading` (one file, safely),
+`_yaml` (safe YAML with limits and positions), `mapping` (document -> Manifest),
+`crossfile` (duplicates), `pool` (forked workers) and `load` (the orchestration).
 """
 
 from __future__ import annotations
 
-from chanops.manifests.load import (
-    FileOutcome,
-    LoadOptions,
-    cross_file_diagnostics,
-    discover,
-    load_file,
-    load_manifests,
-)
+from chanops.manifests.crossfile import cross_file_diagnostics
+from chanops.manifests.discovery import Discovered, discover, discover_roots
+from chanops.manifests.load import assemble_result, load_file, load_manifests
 from chanops.manifests.model import (
     Diagnostic,
+    FileOutcome,
+    LoadOptions,
     LoadResult,
     Manifest,
     SecretRef,
@@ -33,6 +36,7 @@ from chanops.manifests.model import (
 
 __all__ = [
     "Diagnostic",
+    "Discovered",
     "FileOutcome",
     "LoadOptions",
     "LoadResult",
@@ -40,8 +44,10 @@ __all__ = [
     "SecretRef",
     "SourceLocation",
     "SyncSpec",
+    "assemble_result",
     "cross_file_diagnostics",
     "discover",
+    "discover_roots",
     "load_file",
     "load_manifests",
 ]

@@ -10,7 +10,22 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
+
+__all__ = [
+    "DeletionPolicy",
+    "Diagnostic",
+    "FileOutcome",
+    "LoadOptions",
+    "LoadResult",
+    "Manifest",
+    "SecretRef",
+    "Severity",
+    "SourceLocation",
+    "SyncSpec",
+    "file_error",
+]
 
 DeletionPolicy = Literal["Delete", "Disable", "Orphan"]
 Severity = Literal["error", "warning"]
@@ -43,6 +58,11 @@ class Diagnostic:
     def __str__(self) -> str:
         where = f" {self.path}:" if self.path else ""
         return f"{self.file}:{self.line}:{self.column}: {self.severity}:{where} {self.message}"
+
+
+def file_error(file: str, message: str, *, code: str, line: int = 1, column: int = 1) -> Diagnostic:
+    """An error about a file as a whole (or one place in it), with no field path."""
+    return Diagnostic("error", file, line, column, message, code=code)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,3 +130,26 @@ class LoadResult:
     @property
     def ok(self) -> bool:
         return not self.errors
+
+
+@dataclass(frozen=True, slots=True)
+class LoadOptions:
+    """How files are loaded: the secret rules, and where a manifest may live."""
+
+    secrets_dirs: tuple[Path, ...] = ()
+    strict: bool = False  # warnings (literal secrets) are errors
+    check_secrets: bool = False  # every secretRef must also resolve
+    # The manifests roots (directories, as given): a file named under one must resolve
+    # inside it (resolved when checked: a root that is a git-sync symlink may have been
+    # swapped). A file named under none is judged against the directory it is named in.
+    roots: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class FileOutcome:
+    """What one file produced. `failed`: it exists but something in it did not load."""
+
+    file: str
+    manifests: list[Manifest] = field(default_factory=list)
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    failed: bool = False

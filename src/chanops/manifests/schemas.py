@@ -17,6 +17,16 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+__all__ = [
+    "JSONDict",
+    "bundled_schema",
+    "connection_schema",
+    "driver_body",
+    "driver_names",
+    "driver_schema",
+    "validation_schema",
+]
+
 JSONDict = dict[str, Any]
 
 

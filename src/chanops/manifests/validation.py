@@ -39,6 +39,16 @@ from typing import Any
 
 from chanops.manifests import schemas
 
+__all__ = [
+    "SchemaProblem",
+    "Validator",
+    "fast_validator",
+    "is_valid_fast",
+    "schema_problems",
+    "suggest",
+    "type_name",
+]
+
 Validator = Callable[[Any], Any]
 
 # stdlib logging: the daemon routes it through its log pipeline; a bare command such as
