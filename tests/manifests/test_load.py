@@ -9,10 +9,12 @@ import pytest
 
 from chanops.manifests import (
     Diagnostic,
+    Discovered,
     LoadOptions,
     LoadResult,
     SecretRef,
     assemble_result,
+    discover,
     discover_roots,
     load_file,
     load_manifests,
@@ -289,6 +291,15 @@ def test_assemble_result_gives_what_load_manifests_gives(tmp_path: Path) -> None
         "team",
     }
     assert not result.root_ok
+    # From a walk kept from earlier (the daemon's refresh), without walking again.
+    kept = Discovered.from_walk(str(root), *discover(str(root)))
+    assert assemble_result(kept, [load_file(f, options) for f in kept.files]) == result
+
+
+def test_assemble_result_of_an_empty_root(tmp_path: Path) -> None:
+    result = assemble_result(Discovered.from_walk(str(tmp_path), [], [], True), [])
+    assert result == load_manifests([tmp_path])
+    assert [d.code for d in result.diagnostics] == ["empty-root"] and not result.root_ok
 
 
 def test_assemble_result_of_a_missing_root(tmp_path: Path) -> None:

@@ -158,6 +158,21 @@ class Discovered:
             return str(self.roots[0])
         return ",".join(str(r) for r in self.roots)
 
+    @classmethod
+    def from_walk(
+        cls, root: str, files: Sequence[str], problems: Sequence[Diagnostic], readable: bool
+    ) -> Discovered:
+        """One directory root from its `discover(root)` walk (say, one kept from earlier).
+
+        A readable root without a manifest is an error and not OK: an empty checkout
+        must not read as "every connection deleted".
+        """
+        diagnostics = list(problems)
+        if readable and not files:
+            message = "no manifest files (*.yaml, *.yml) found"
+            diagnostics.append(file_error(root, message, code="empty-root"))
+        return cls([Path(root)], (root,), list(files), diagnostics, readable and bool(files))
+
 
 def discover_roots(paths: Sequence[str | Path]) -> Discovered:
     """Discovery over the roots of one load: directories are walked, files taken as given."""
@@ -168,13 +183,10 @@ def discover_roots(paths: Sequence[str | Path]) -> Discovered:
         name = str(root)
         if root.is_dir():
             directories.append(name)
-            files, problems, readable = discover(name)
-            found.files.extend(files)
-            found.diagnostics.extend(problems)
-            found.root_ok = found.root_ok and readable and bool(files)
-            if readable and not files:
-                message = "no manifest files (*.yaml, *.yml) found"
-                found.diagnostics.append(file_error(name, message, code="empty-root"))
+            walked = Discovered.from_walk(name, *discover(name))
+            found.files.extend(walked.files)
+            found.diagnostics.extend(walked.diagnostics)
+            found.root_ok = found.root_ok and walked.root_ok
         elif root.exists() or os.path.islink(root):
             # A file named on its own is judged against the directory it is named in
             # (inside_roots), so a link there that leads elsewhere (say, from a glob
