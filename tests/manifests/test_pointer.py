@@ -53,8 +53,12 @@ def test_a_stray_secret_ref_is_named_by_an_escaped_pointer(tmp_path: Path) -> No
 
 
 def test_one_sensitive_marker() -> None:
-    from chanops.engine import render
-    from chanops.observability import logging
+    """The log redactor and the plan renderer hide a secret behind the same text."""
+    from chanops.engine.plan import FieldChange
+    from chanops.engine.render import _change_line
+    from chanops.observability.logging import Redactor
 
     assert SENSITIVE_VALUE == "(sensitive value)"
-    assert render.SENSITIVE is SENSITIVE_VALUE and logging.REDACTED is SENSITIVE_VALUE
+    assert Redactor(["a-long-secret"]).scrub("x a-long-secret y") == f"x {SENSITIVE_VALUE} y"
+    change = FieldChange("/credentials/apiKey", "add", None, None, sensitive=True)
+    assert _change_line(change, 20, lambda text, colour: text).endswith(SENSITIVE_VALUE)
