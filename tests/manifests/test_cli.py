@@ -134,3 +134,29 @@ def test_schema_command() -> None:
     assert raw == json.loads((REPO / "schemas" / "connection.schema.json").read_text())
     bad = chanops("schema", "--driver", "amazn")
     assert bad.returncode == 2 and 'did you mean "amazon"?' in bad.stderr
+
+
+def test_validate_refuses_schedules_the_daemon_would_refuse(tmp_path: Path) -> None:
+    head = "apiVersion: chanops/v1\nkind: Connection\nmetadata: {{name: {}}}\nspec:\n"
+    head += "  driver: actindo-pos\n  sync:\n"
+    (tmp_path / "cron.yaml").write_text(head.format("cron") + '    cron: "99 * * * *"\n')
+    (tmp_path / "fast.yaml").write_text(head.format("fast") + "    interval: 5s\n")
+    (tmp_path / "weekdays.yaml").write_text(head.format("weekdays") + "    cron: 0 6 * * 1-5\n")
+    done = chanops("validate", str(tmp_path))
+    assert done.returncode == 1, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == (
+        f"{tmp_path}/cron.yaml:7:12: error: spec.sync.cron: minute 99 is out of range 0-59"
+    )
+    assert lines[1].startswith(
+        f"{tmp_path}/fast.yaml:7:15: error: spec.sync.interval: interval 5s is shorter than "
+        "the minimum of 1m"
+    )
+    assert lines[2].startswith(
+        f"{tmp_path}/weekdays.yaml:7:19: warning: spec.sync.cron: day-of-week 1-5 means tue-sat"
+    )
+    assert lines[-1] == "INVALID: 1 manifests in 3 files, 2 errors, 1 warnings"
+    strict = chanops("validate", "--strict", "--format", "json", str(tmp_path))
+    report = json.loads(strict.stdout)
+    assert strict.returncode == 1 and report["errors"] == 3 and report["manifests"] == 0
+    assert {d["code"] for d in report["diagnostics"]} == {"schedule"}

@@ -11,7 +11,8 @@ Public surface:
   re-load only the files that changed and keep the rules (failed files, duplicates,
   refused directories) in one place.
 - `drivers` (DRIVER_NAMES, driver_info), `secrets` (resolve_credentials,
-  iter_secret_refs), `durations` (parse_duration), `model` (the dataclasses).
+  iter_secret_refs), `durations` (parse_duration), `schedule` (what `spec.sync` may
+  ask of the scheduler), `model` (the dataclasses).
 
 Inside: `discovery` (which files, the root rules), `reading` (one file, safely),
 `_yaml` (safe YAML with limits and positions), `mapping` (document -> Manifest),

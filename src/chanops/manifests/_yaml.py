@@ -5,7 +5,7 @@ file holds at most MAX_DOCUMENTS documents, a document expands to at most MAX_NO
 nodes through aliases (a billion-laughs file is an error, not a hang), only YAML's
 plain data types are built (no objects), and YAML 1.1 surprises are switched off (`NO`
 and `on` stay strings, dates stay strings). Each document keeps its node tree, so a
-problem found later (schema, secrets) can be reported at file:line:column.
+problem found later (schema, secrets, schedule) can be reported at file:line:column.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ __all__ = [
     "Document",
     "dotted",
     "locate",
+    "locate_in_string",
     "parse",
     "position",
 ]
@@ -313,6 +314,26 @@ def locate(node: Any, path: Sequence[str | int], *, at_key: bool = False) -> tup
     """(line, column), 1-based, of `path` inside a node tree; the deepest existing part."""
     key_node, value_node, _ = _find(node, path)
     return position(key_node if (at_key and key_node is not None) else value_node)
+
+
+def locate_in_string(node: Any, path: Sequence[str | int], offset: int) -> tuple[int, int]:
+    """(line, column) of character `offset` of the string at `path`, e.g. one cron field.
+
+    Exact for a string written on one line, plain or quoted, whose source is its value
+    (no escapes, no folding); anything else is reported where the string starts.
+    """
+    _, value_node, found = _find(node, path)
+    line, column = position(value_node)
+    if not found or not isinstance(value_node, yaml.ScalarNode):
+        return line, column
+    quotes = 2 if value_node.style in ("'", '"') else 0
+    start, end = value_node.start_mark, value_node.end_mark
+    # Plain is None (PyYAML) or "" (libyaml); block scalars (| >) are not on one line.
+    if value_node.style not in (None, "", "'", '"') or start.line != end.line:
+        return line, column
+    if end.column - start.column != len(value_node.value) + quotes:
+        return line, column  # escapes or folding: source and value columns differ
+    return line, column + quotes // 2 + offset
 
 
 def dotted(path: Sequence[str | int]) -> str:

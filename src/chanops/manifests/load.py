@@ -7,7 +7,7 @@ reports every problem in every file. The steps live in their own modules:
 - `discovery`: which files are manifests, and the root rules (symlinks, realpath);
 - `reading`: one file's text, only a regular file inside the root, never blocking;
 - `_yaml`: safe YAML with limits, and positions for diagnostics;
-- `mapping`: one document -> a validated Manifest (schema, secrets);
+- `mapping`: one document -> a validated Manifest (schema, schedule, secrets);
 - `crossfile`: unique names and connection IDs across files;
 - `pool`: many files over the CPU cores, in forked workers.
 

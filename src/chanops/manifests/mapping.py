@@ -2,8 +2,9 @@
 
 Pure apart from the secret checks, which may look at the environment and the secrets
 directories (`secrets.check_secret_ref`, never reading a value into a message). In
-order: the schema (a compiled fast path, precise messages only on failure), then the
-model and its secret fields. Every diagnostic points at file:line:column of the field at fault.
+order: the schema (a compiled fast path, precise messages only on failure), the
+schedule (`schedule`: what the daemon's scheduler would refuse), then the model and
+its secret fields. Every diagnostic points at file:line:column of the field at fault.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 from chanops import pointer
 from chanops.manifests import validation
-from chanops.manifests._yaml import Document, dotted, locate, position
+from chanops.manifests._yaml import Document, dotted, locate, locate_in_string, position
 from chanops.manifests.drivers import DRIVER_NAMES, driver_info
 from chanops.manifests.durations import parse_duration
 from chanops.manifests.model import (
@@ -20,10 +21,12 @@ from chanops.manifests.model import (
     LoadOptions,
     Manifest,
     SecretRef,
+    Severity,
     SourceLocation,
     SyncSpec,
     file_error,
 )
+from chanops.manifests.schedule import sync_problems
 from chanops.manifests.secrets import check_secret_ref
 
 __all__ = ["check_document"]
@@ -128,6 +131,22 @@ def _schema_diagnostics(path: str, doc: Document, driver: str | None) -> list[Di
     return diagnostics
 
 
+def _schedule_diagnostics(
+    path: str, doc: Document, sync: dict[str, Any], options: LoadOptions
+) -> list[Diagnostic]:
+    """What the daemon's scheduler would refuse in `spec.sync` (see `schedule`)."""
+    diagnostics = []
+    for problem in sync_problems(sync, min_interval=options.min_sync_interval):
+        doc_path = ["spec", "sync", problem.key]
+        line, column = locate_in_string(doc.node, doc_path, problem.offset)
+        severity: Severity = "warning" if problem.warning and not options.strict else "error"
+        field = dotted(doc_path)
+        diagnostics.append(
+            Diagnostic(severity, path, line, column, problem.message, field, "schedule")
+        )
+    return diagnostics
+
+
 def _not_a_mapping(path: str, doc: Document) -> Diagnostic:
     line, column = position(doc.node)
     return file_error(
@@ -157,6 +176,9 @@ def check_document(
     line, column = position(doc.node)
     manifest = _to_manifest(data, SourceLocation(path, line, column))
     diagnostics = _check_secrets(path, doc, manifest, options)
+    sync = data["spec"].get("sync")
+    if sync is not None:
+        diagnostics.extend(_schedule_diagnostics(path, doc, sync, options))
     if any(d.severity == "error" for d in diagnostics):
         return None, diagnostics
     return manifest, diagnostics

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from chanops.manifests.schedule import MIN_SYNC_INTERVAL_SECONDS
+
 __all__ = [
     "DeletionPolicy",
     "Diagnostic",
@@ -137,12 +139,15 @@ class LoadOptions:
     """How files are loaded: the secret rules, and where a manifest may live."""
 
     secrets_dirs: tuple[Path, ...] = ()
-    strict: bool = False  # warnings (literal secrets) are errors
+    strict: bool = False  # warnings (literal secrets, numeric weekdays) are errors
     check_secrets: bool = False  # every secretRef must also resolve
     # The manifests roots (directories, as given): a file named under one must resolve
     # inside it (resolved when checked: a root that is a git-sync symlink may have been
     # swapped). A file named under none is judged against the directory it is named in.
     roots: tuple[str, ...] = ()
+    # The shortest `spec.sync.interval` a manifest may ask for. The operator's to lower
+    # (a platform that welcomes frequent syncs, a test); never a manifest writer's.
+    min_sync_interval: float = MIN_SYNC_INTERVAL_SECONDS
 
 
 @dataclass(slots=True)
