@@ -19,8 +19,14 @@ from chanops.manifests import (
     load_file,
     load_manifests,
     pool,
+    schemas,
 )
-from chanops.manifests.durations import format_duration, parse_duration
+from chanops.manifests.durations import (
+    DURATION_PATTERN,
+    format_duration,
+    parse_duration,
+    parse_flag_duration,
+)
 from chanops.manifests.secrets import default_secrets_dirs
 
 REPO = Path(__file__).resolve().parents[2]
@@ -173,6 +179,19 @@ def test_durations() -> None:
     for bad in ("", "30", "m", "-5m", "5 m", "5w"):
         with pytest.raises(ValueError, match="invalid duration"):
             parse_duration(bad)
+
+
+def test_flag_durations_take_bare_seconds() -> None:
+    assert parse_flag_duration("300") == 300.0 and parse_flag_duration(" 0.5 ") == 0.5
+    assert parse_flag_duration("5m") == 300.0
+    with pytest.raises(ValueError, match="invalid duration"):
+        parse_flag_duration("5 minutes")
+
+
+def test_the_schema_spells_durations_as_durations_py_does() -> None:
+    sync = schemas.connection_schema()["properties"]["spec"]["properties"]["sync"]
+    for key in ("interval", "jitter", "timeout"):
+        assert sync["properties"][key]["pattern"] == DURATION_PATTERN
 
 
 def test_copy_of_examples_elsewhere_still_valid(tmp_path: Path) -> None:

@@ -1,12 +1,15 @@
 """Durations as manifests and flags write them: `90s`, `30m`, `2h`, `1d`, `1h30m`.
 
-Pure: no I/O.
+Pure: no I/O. The JSON Schema spells DURATION_PATTERN once more (JSON cannot import
+it); tests/manifests/test_load.py checks the two agree.
 """
 
 from __future__ import annotations
 
 import re
 from functools import lru_cache
+
+__all__ = ["DURATION_PATTERN", "format_duration", "parse_duration", "parse_flag_duration"]
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 # One or more <number><unit> parts, e.g. "1h30m"; numbers may have a fraction ("1.5h").
@@ -24,6 +27,16 @@ def parse_duration(text: str) -> float:
             f"invalid duration {text!r}: expected a number and a unit s, m, h or d, e.g. 30m"
         )
     return sum(float(n) * _UNITS[u] for n, u in _PART.findall(value))
+
+
+def parse_flag_duration(text: str) -> float:
+    """Seconds in a command-line value: a bare number is seconds ("90"), else a duration.
+
+    For flags such as `--resync` and `--git-interval`, where `300` has always meant five
+    minutes. Raises ValueError like `parse_duration`.
+    """
+    value = text.strip()
+    return float(value) if value.replace(".", "", 1).isdigit() else parse_duration(value)
 
 
 def format_duration(seconds: float) -> str:
