@@ -333,6 +333,42 @@ def _is_secret(schema: Any) -> bool:
     return isinstance(schema, dict) and bool(schema.get("x-chanops-secret"))
 
 
+def _missing(error: Any, path: tuple[str | int, ...], root: Any) -> Iterator[SchemaProblem]:
+    """A `required` error: one problem per missing field, with its UI label."""
+    props = error.schema.get("properties") or _enclosing_properties(error, root)
+    for name in error.validator_value:
+        if isinstance(error.instance, dict) and name not in error.instance:
+            yield SchemaProblem(path, f'missing required field "{name}"{_label(props.get(name))}')
+
+
+def _unknown(error: Any, path: tuple[str | int, ...]) -> Iterator[SchemaProblem]:
+    """An `additionalProperties` error: one problem per unknown key, with a suggestion."""
+    properties = error.schema.get("properties", {})
+    known = sorted(properties)
+    for key in error.instance:
+        if key in properties:
+            continue
+        hint = suggest(str(key), known)
+        if not hint:
+            hint = f"; expected one of: {', '.join(known)}" if known else "; none are allowed"
+        yield SchemaProblem((*path, str(key)), f'unknown field "{key}"{hint}', at_key=True)
+
+
+def _not_an_option(error: Any, path: tuple[str | int, ...], secret: bool) -> SchemaProblem:
+    """An `enum` or `const` error; a secret's value is never shown."""
+    kind, value = error.validator, error.instance
+    options = error.validator_value if kind == "enum" else [error.validator_value]
+    if secret:
+        return SchemaProblem(path, f"invalid value; expected one of {_quote_list(options)}")
+    field = str(path[-1]) if path else "document"
+    what = {"driver": "driver", "apiVersion": "apiVersion", "kind": "kind"}.get(field, "value")
+    hint = suggest(str(value), [str(o) for o in options]) if isinstance(value, str) else ""
+    shown = json.dumps(value) if isinstance(value, str | int | float | bool) else type_name(value)
+    return SchemaProblem(
+        path, f"unknown {what} {shown}{hint} (expected one of: {_quote_list(options)})"
+    )
+
+
 def _messages(error: Any, secret: bool, root: Any) -> Iterator[SchemaProblem]:
     """Turn one jsonschema ValidationError into problems with our wording."""
     path: tuple[str | int, ...] = tuple(error.absolute_path)
@@ -341,37 +377,13 @@ def _messages(error: Any, secret: bool, root: Any) -> Iterator[SchemaProblem]:
     value = error.instance
     field = str(path[-1]) if path else "document"
     if kind == "required":
-        props = schema.get("properties") or _enclosing_properties(error, root)
-        for name in error.validator_value:
-            if isinstance(value, dict) and name not in value:
-                yield SchemaProblem(
-                    path,
-                    f'missing required field "{name}"{_label(props.get(name))}',
-                )
+        yield from _missing(error, path, root)
         return
     if kind == "additionalProperties" and isinstance(value, dict):
-        known = sorted(schema.get("properties", {}))
-        for key in value:
-            if key in schema.get("properties", {}):
-                continue
-            hint = suggest(str(key), known)
-            if not hint:
-                hint = f"; expected one of: {', '.join(known)}" if known else "; none are allowed"
-            yield SchemaProblem((*path, str(key)), f'unknown field "{key}"{hint}', at_key=True)
+        yield from _unknown(error, path)
         return
     if kind in ("enum", "const"):
-        options = error.validator_value if kind == "enum" else [error.validator_value]
-        what = {"driver": "driver", "apiVersion": "apiVersion", "kind": "kind"}.get(field, "value")
-        if secret:
-            yield SchemaProblem(path, f"invalid value; expected one of {_quote_list(options)}")
-            return
-        hint = suggest(str(value), [str(o) for o in options]) if isinstance(value, str) else ""
-        shown = (
-            json.dumps(value) if isinstance(value, str | int | float | bool) else type_name(value)
-        )
-        yield SchemaProblem(
-            path, f"unknown {what} {shown}{hint} (expected one of: {_quote_list(options)})"
-        )
+        yield _not_an_option(error, path, secret)
         return
     if kind == "type":
         expected = error.validator_value
