@@ -220,6 +220,8 @@ def test_short_interval_refused_unless_the_operator_lowers_the_floor(tmp_path: P
     assert (d.severity, d.line, d.column, d.path) == ("error", 7, 15, "spec.sync.interval")
     lowered = load_file(path, LoadOptions(min_sync_interval=1))
     assert lowered.diagnostics == [] and lowered.manifests[0].sync is not None
+    assert not load_manifests([path]).ok
+    assert load_manifests([path], min_sync_interval=10).ok
 
 
 def test_weekday_warning_loads_the_manifest_and_strict_refuses_it(tmp_path: Path) -> None:

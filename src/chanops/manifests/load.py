@@ -45,6 +45,7 @@ from chanops.manifests.model import (
 )
 from chanops.manifests.pool import BACKGROUND_MIN_BYTES, ForkedLoad, load_files, start_forked
 from chanops.manifests.reading import read_manifest
+from chanops.manifests.schedule import MIN_SYNC_INTERVAL_SECONDS
 from chanops.manifests.secrets import default_secrets_dirs
 
 # The re-exported names keep the import paths callers outside the package use.
@@ -125,11 +126,18 @@ def _options(
     *,
     strict: bool = False,
     check_secrets: bool = False,
+    min_sync_interval: float = MIN_SYNC_INTERVAL_SECONDS,
 ) -> LoadOptions:
     """The options for loading what `found` found: secrets beside the first root by default."""
     if not secrets_dirs and found.roots:
         secrets_dirs = default_secrets_dirs(found.roots[0])
-    return LoadOptions(tuple(secrets_dirs), strict, check_secrets, roots=found.directories)
+    return LoadOptions(
+        tuple(secrets_dirs),
+        strict,
+        check_secrets,
+        roots=found.directories,
+        min_sync_interval=min_sync_interval,
+    )
 
 
 def _warm_validators() -> None:
@@ -145,16 +153,24 @@ def load_manifests(
     strict: bool = False,
     check_secrets: bool = False,
     identities_only: bool = False,
+    min_sync_interval: float = MIN_SYNC_INTERVAL_SECONDS,
 ) -> LoadResult:
     """Load every manifest under `paths` (directories are searched recursively; files
     are taken as given). Never raises for bad input: see LoadResult.diagnostics.
 
     `identities_only` (for `chanops validate`): the manifests may carry only their
     identity (name, driver, display name, connection ID, source), not credentials or
-    settings; diagnostics are complete either way.
+    settings; diagnostics are complete either way. `min_sync_interval`: the operator's
+    floor for `spec.sync.interval` (LoadOptions.min_sync_interval).
     """
     found = discover_roots(paths)
-    options = _options(found, secrets_dirs, strict=strict, check_secrets=check_secrets)
+    options = _options(
+        found,
+        secrets_dirs,
+        strict=strict,
+        check_secrets=check_secrets,
+        min_sync_interval=min_sync_interval,
+    )
     outcomes = load_files(
         found.files,
         partial(load_file, options=options),
