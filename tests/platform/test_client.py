@@ -599,10 +599,10 @@ async def test_untrusted_text_is_one_short_line_without_the_token(scripted: Any)
 def test_retry_after_is_bounded() -> None:
     import httpx
 
-    from chanops.platform.client import RETRY_AFTER_CAP_S, _retry_after
+    from chanops.platform.answers import RETRY_AFTER_CAP_S, retry_after
 
     def after(value: str) -> float | None:
-        return _retry_after(httpx.Response(429, headers={"Retry-After": value}))
+        return retry_after(httpx.Response(429, headers={"Retry-After": value}))
 
     assert after("2") == 2.0
     assert after("1e9") == RETRY_AFTER_CAP_S  # not a sleep of 31 years

@@ -1,9 +1,9 @@
-"""The platform client: the only module that knows the wire format, httpx and status codes.
+"""The platform client: the only module that knows httpx and sends to the platform.
 
 `open_client(url, token)` returns a `PlatformClient` implementing `PlatformAPI`:
 
 - typed results (`chanops.platform.models`), one exception per error code
-  (`chanops.errors`), translated here and nowhere else;
+  (`chanops.errors`), translated by `chanops.platform.answers` and nowhere else;
 - pagination handled (`list_connections`, `list_jobs` follow `next_cursor`);
 - connection pooling, timeouts, a concurrency limit and a client-side rate limiter that
   paces requests so a configured limit is met without provoking 429s;
@@ -19,10 +19,11 @@
   SQLite at PATH, with a warning that no remote platform is configured;
 - every answer checked against the contract before anything else sees it: redirects
   are never followed (a 1xx/3xx is a non-retryable APIError), a 2xx body that is not
-  JSON or not the shape the contract gives is a ServerError `invalid_response` (retried
-  like a 5xx), and an error answer that is not the contract's `{error, message}` JSON
-  still maps by status but says so. The message names method, path and status and
-  holds at most a short, one-line, token-free snippet of the body (docs/platform.md).
+  JSON or not the shape the contract gives (`chanops.platform.shapes`) is a ServerError
+  `invalid_response` (retried like a 5xx), and an error answer that is not the
+  contract's `{error, message}` JSON still maps by status but says so. The message
+  names method, path and status and holds at most a short, one-line, token-free
+  snippet of the body (docs/platform.md).
 
 The token is sent as a bearer header and never logged or echoed.
 """
@@ -30,23 +31,40 @@ The token is sent as a bearer header and never logged or echoed.
 from __future__ import annotations
 
 import asyncio
-import http
-import json as jsonlib
-import math
 import random
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from http import HTTPStatus
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, Self, TypeVar
+from typing import Any, Self, TypeVar
 
 import httpx
 import structlog
 
 from chanops import errors
+from chanops.platform.answers import (
+    InvalidAnswer,
+    Redirected,
+    answer_json,
+    error_from_response,
+    is_success,
+    phrase,
+    redirect_error,
+    refuse_redirects,
+)
 from chanops.platform.api import PlatformAPI
 from chanops.platform.models import Connection, CreateResult, Driver, Job
+from chanops.platform.shapes import (
+    connection_from,
+    create_result_from,
+    driver_from,
+    items_from,
+    job_from,
+    page_from,
+)
 
 log = structlog.get_logger("chanops.platform")
 
@@ -54,37 +72,11 @@ LOCAL_TOKEN = "local-emulator"  # noqa: S105 (in-process emulator, not a secret)
 PAGE_SIZE = 500
 BACKOFF_BASE_S = 0.1
 BACKOFF_CAP_S = 10.0
-MAX_ERROR_TEXT = 500  # a huge error body must not flood the log
-MAX_SNIPPET = 80  # of a body that is not the contract's: enough to recognise, no more
-SNIFF_BYTES = 4096  # of such a body decoded for the snippet (never the whole of it)
-RETRY_AFTER_CAP_S = 60.0  # a Retry-After of "inf" or a year must not park the daemon
 MAX_PAGES = 10_000  # a platform that never ends a listing must not loop forever
 BREAKER_THRESHOLD = 5  # attempts in a row without any answer: the platform is down
 
 OnRequest = Callable[[str, int, float], None]
 T = TypeVar("T")
-
-_BY_CODE: dict[str, type[errors.APIError]] = {
-    cls.code: cls
-    for cls in (
-        errors.DriverNotInstalled,
-        errors.InvalidCredentials,
-        errors.SettingsAfterCreate,
-        errors.NotCreatable,
-        errors.ImmutableField,
-        errors.LockedSetting,
-        errors.UnknownValue,
-    )
-}
-_BY_STATUS: dict[int, type[errors.APIError]] = {
-    401: errors.Unauthorized,
-    403: errors.Forbidden,
-    404: errors.NotFound,
-    409: errors.Conflict,
-    412: errors.PreconditionFailed,
-    422: errors.UnprocessableEntity,
-    429: errors.RateLimited,
-}
 
 
 class RateLimiter:
@@ -110,343 +102,12 @@ class RateLimiter:
         self.next_at = max(self.next_at, time.monotonic() + seconds)
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        return None  # e.g. an HTTP date: the client's own backoff applies
-    if not math.isfinite(seconds):
-        return None  # "inf" would sleep (and push the limiter back) forever
-    return min(max(0.0, seconds), RETRY_AFTER_CAP_S)
-
-
-class InvalidAnswer(Exception):
-    """A 2xx body that is not what the contract says.
-
-    Raised by the parsers below, never outside this module: `PlatformClient.request`
-    turns it into a ServerError naming method, path and status (and retries it).
-    """
-
-
-class Redirected(Exception):
-    """A 1xx/3xx final answer, stopped by `refuse_redirects` before httpx reads Location.
-
-    Internal like InvalidAnswer: `PlatformClient.request` raises an APIError instead.
-    """
-
-    def __init__(self, status: int, location: str | None) -> None:
-        super().__init__(status)
-        self.status = status
-        self.location = location
-
-
-async def refuse_redirects(response: httpx.Response) -> None:
-    """httpx response hook: no 1xx/3xx answer goes further than this.
-
-    Even with follow_redirects=False httpx builds the next request from a 3xx's
-    Location header, and a malformed one (control characters) raises a protocol error
-    that would pass for a transport failure: retried, and counted as "no answer" by the
-    breaker. Stopping here keeps a redirect what it is: an answer, not retried.
-    """
-    status = response.status_code
-    if status < 200 or 300 <= status < 400:
-        raise Redirected(status, response.headers.get("location"))
-
-
-def _redirect_error(
-    where: str, status: int, location: str | None, secrets: Sequence[str]
-) -> errors.APIError:
-    # Never followed (follow_redirects=False, and `refuse_redirects`), so neither the
-    # token nor a write goes anywhere the operator did not configure. Not retried: the
-    # same request would get the same redirect.
-    to = f" to {_snippet(location, secrets)!r}" if location else ""
-    return errors.APIError(
-        f"{where}: the platform answered {_phrase(status)}{to}; redirects are not "
-        "followed (is the platform URL right?)",
-        status=status,
-        code="unexpected_redirect" if 300 <= status < 400 else "unexpected_status",
-    )
-
-
-_REDACTED = "(sensitive value)"
-
-
-def _phrase(status: int) -> str:
-    """The standard reason phrase: the server's own is untrusted text."""
-    try:
-        return f"{status} {http.HTTPStatus(status).phrase}"
-    except ValueError:
-        return str(status)
-
-
-def _snippet(text: str, secrets: Sequence[str], limit: int = MAX_SNIPPET) -> str:
-    """One short printable line of untrusted text, with the token (if echoed) removed.
-
-    Control characters (newlines, ANSI escapes) become spaces so one error stays one
-    line in a terminal and in the JSON log; the token is removed before truncating so
-    that no prefix of it survives the cut.
-    """
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, _REDACTED)
-    text = " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _body_text(response: httpx.Response) -> str:
-    head = response.content[:SNIFF_BYTES]
-    try:
-        return head.decode(response.encoding or "utf-8", "replace")
-    except LookupError:  # a charset naming a codec that is not a text encoding (base64)
-        return head.decode("utf-8", "replace")
-
-
-def _describe_body(response: httpx.Response, secrets: Sequence[str]) -> str:
-    """`a text/html body: '<html>...'`: what an unexpected body was, briefly."""
-    if not response.content:
-        return "an empty body"
-    kind = response.headers.get("content-type", "").split(";")[0].strip()
-    what = f"a {_snippet(kind, secrets, 40)} body" if kind else "a body"
-    return f"{what}: {_snippet(_body_text(response), secrets)!r}"
-
-
-def _json(content: bytes) -> Any:
-    """Decoded JSON; ValueError for anything else (deep nesting too, not a RecursionError)."""
-    try:
-        return jsonlib.loads(content)
-    except RecursionError:
-        raise ValueError("nested too deeply") from None
-
-
-def _answer_json(response: httpx.Response, secrets: Sequence[str]) -> Any:
-    """A 2xx answer's JSON, or InvalidAnswer saying briefly what the body was instead."""
-    try:
-        return _json(response.content)  # empty too: every 2xx of the contract has JSON
-    except ValueError:
-        raise InvalidAnswer(f"{_describe_body(response, secrets)}, not JSON") from None
-
-
-def error_from_response(
-    response: httpx.Response, where: str = "", secrets: Sequence[str] = ()
-) -> errors.APIError:
-    """Translate an error answer (4xx, 5xx) into the exception tree.
-
-    The contract's `{error, message, field?}` keeps its code and message (one line,
-    shortened). Any other body (a proxy's HTML page, `{"detail": ...}`) still maps by
-    status, so retries work as for the contract's own 5xx and 429, but with code
-    `http_<status>` and a message naming the call and what the body was instead.
-    """
-    status = response.status_code
-    try:
-        body = _json(response.content)
-    except ValueError:
-        body = None
-    field: str | None = None
-    if (
-        isinstance(body, dict)
-        and isinstance(body.get("error"), str)
-        and isinstance(body.get("message"), str)
-        and body["error"]
-    ):
-        code = _snippet(body["error"], secrets, 64)
-        message = _snippet(body["message"], secrets, MAX_ERROR_TEXT)
-        raw_field = body.get("field")
-        field = _snippet(raw_field, secrets, 200) if isinstance(raw_field, str) else None
-    else:
-        code = f"http_{status}"
-        prefix = f"{where}: " if where else ""
-        message = (
-            f"{prefix}the platform answered {_phrase(status)} with "
-            f"{_describe_body(response, secrets)}, not a JSON error"
-        )
-    if status == 429:
-        return errors.RateLimited(
-            message, retry_after=_retry_after(response), code=code, field=field
-        )
-    if status >= 500:
-        return errors.ServerError(message, status=status, code=code, field=field)
-    cls = _BY_CODE.get(code) or _BY_STATUS.get(status) or errors.APIError
-    return cls(message, status=status, code=code, field=field)
-
-
-# -- the shapes the contract gives (schemas/platform-api.yaml) ------------------------
-#
-# Only what the client reads is checked, and only as strictly as the models need: a
-# field the contract requires but a model defaults (created_at, credentials, ...) may be
-# absent, but when present it must have the right type. Unknown keys are ignored. These
-# run once per connection of every listing (10,000 on a large account), so they are
-# plain isinstance checks, not a schema validator.
-
-_CONNECTION_STATUS: Final = frozenset({"active", "inactive", "deleting"})
-_JOB_KIND: Final = frozenset({"initial_sync", "sync", "delete"})
-_JOB_STATE: Final = frozenset({"queued", "running", "succeeded", "failed"})
-_MISSING: Final = object()
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
-
-
-def _wrong(where: str, expected: str, value: Any) -> InvalidAnswer:
-    got = "nothing (missing)" if value is _MISSING else _json_type(value)
-    return _shape(f"{where}: expected {expected}, got {got}")
-
-
-def _shape(problem: str) -> InvalidAnswer:
-    return InvalidAnswer(f"JSON that is not the contract's ({problem})")
-
-
-def _object(value: Any, where: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise _wrong(where, "an object", value)
-    return value
-
-
-def _array(value: Any, where: str) -> list[Any]:
-    if not isinstance(value, list):
-        raise _wrong(where, "an array", value)
-    return value
-
-
-def _id(data: Mapping[str, Any], key: str, where: str) -> int:
-    value = data.get(key, _MISSING)
-    # bool is an int in Python, not in JSON; ids are positive (the contract's minimum 1)
-    if type(value) is not int or value < 1:
-        raise _wrong(f"{where}.{key}", "a positive integer", value)
-    return value
-
-
-def _str(data: Mapping[str, Any], key: str, where: str) -> str:
-    value = data.get(key, _MISSING)
-    if not isinstance(value, str):
-        raise _wrong(f"{where}.{key}", "a string", value)
-    return value
-
-
-def _one_of(data: Mapping[str, Any], key: str, where: str, allowed: frozenset[str]) -> str:
-    value = data.get(key, _MISSING)
-    if isinstance(value, str) and value in allowed:  # str first: a list is unhashable
-        return value
-    if isinstance(value, str):
-        shown = repr(_snippet(value, (), 40))
-    else:
-        shown = "nothing (missing)" if value is _MISSING else _json_type(value)
-    raise _shape(f"{where}.{key}: expected one of {', '.join(sorted(allowed))}, got {shown}")
-
-
-def _opt_str(data: Mapping[str, Any], key: str, where: str) -> str | None:
-    value = data.get(key)
-    if value is not None and not isinstance(value, str):
-        raise _wrong(f"{where}.{key}", "a string or null", value)
-    return value
-
-
-def _opt_object(data: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
-    value = data.get(key)
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise _wrong(f"{where}.{key}", "an object", value)
-    return dict(value)
-
-
-def connection_from(value: Any, where: str = "connection") -> Connection:
-    data = _object(value, where)
-    has_order_errors = data.get("has_order_errors", False)
-    if not isinstance(has_order_errors, bool):
-        raise _wrong(f"{where}.has_order_errors", "a boolean", has_order_errors)
-    automation = _opt_object(data, "automation", where)
-    for key, interval in automation.items():
-        if not isinstance(interval, str):
-            raise _wrong(f"{where}.automation.{_snippet(key, (), 40)}", "a string", interval)
-    return Connection(
-        id=_id(data, "id", where),
-        name=_str(data, "name", where),
-        driver=_str(data, "driver", where),
-        status=_one_of(data, "status", where, _CONNECTION_STATUS),  # type: ignore[arg-type]
-        version=_id(data, "version", where),  # sent back as If-Match: >= 1
-        has_order_errors=has_order_errors,
-        created_at=_opt_str(data, "created_at", where) or "",
-        updated_at=_opt_str(data, "updated_at", where) or "",
-        credentials=_opt_object(data, "credentials", where),
-        settings=_opt_object(data, "settings", where),
-        automation=automation,
-        authorization=_opt_str(data, "authorization", where),
-    )
-
-
-def job_from(value: Any, where: str = "job") -> Job:
-    data = _object(value, where)
-    progress = data.get("progress")
-    if progress is None:
-        progress = 0
-    elif type(progress) is not int:
-        raise _wrong(f"{where}.progress", "an integer", progress)
-    return Job(
-        id=_id(data, "id", where),
-        kind=_one_of(data, "kind", where, _JOB_KIND),  # type: ignore[arg-type]
-        connection_id=_id(data, "connection_id", where),
-        state=_one_of(data, "state", where, _JOB_STATE),  # type: ignore[arg-type]
-        progress=progress,
-        created_at=_opt_str(data, "created_at", where) or "",
-        started_at=_opt_str(data, "started_at", where),
-        finished_at=_opt_str(data, "finished_at", where),
-        error=_opt_str(data, "error", where),
-    )
-
-
-def driver_from(value: Any, where: str = "driver") -> Driver:
-    data = _object(value, where)
-    creatable = data.get("creatable", _MISSING)
-    if not isinstance(creatable, bool):
-        raise _wrong(f"{where}.creatable", "a boolean", creatable)
-    return Driver(
-        name=_str(data, "name", where), title=_str(data, "title", where), creatable=creatable
-    )
-
-
-def items_from(value: Any, parse: Callable[[Any, str], T]) -> list[T]:
-    """`{items: [...]}` (drivers, enable/disable)."""
-    items = _array(_object(value, "body").get("items", _MISSING), "items")
-    try:
-        return [parse(item, "item") for item in items]
-    except InvalidAnswer:
-        # Parsing is pure: find the bad item again to name it (`items[3].id`), rather
-        # than format a label for each of 10,000 good ones.
-        for i, item in enumerate(items):
-            parse(item, f"items[{i}]")
-        raise
-
-
-def page_from(value: Any, parse: Callable[[Any, str], T]) -> tuple[list[T], str | None]:
-    """One page `{items: [...], next_cursor: str | null}`: the items and the next cursor."""
-    data = _object(value, "body")
-    cursor = _opt_str(data, "next_cursor", "body")
-    return items_from(data, parse), cursor or None
-
-
-def create_result_from(value: Any) -> CreateResult:
-    data = _object(value, "body")
-    job = data.get("job")
-    return CreateResult(
-        connection=connection_from(data.get("connection", _MISSING), "connection"),
-        initial_job=job_from(job, "job") if job is not None else None,
-    )
+@dataclass(frozen=True, slots=True)
+class _Failed:
+    """An attempt that may be retried: its error, and the server's Retry-After if any."""
+
+    error: errors.PlatformError
+    retry_after: float | None = None
 
 
 def _listing_error(path: str, what: str) -> errors.ServerError:
@@ -560,60 +221,16 @@ class PlatformClient:
             kwargs["json"] = json
         if params:
             kwargs["params"] = {k: v for k, v in params.items() if v is not None}
-        where = f"{method} {path}"
         attempt = 0
         while True:
-            error: errors.PlatformError
-            delay: float
-            try:
-                response = await self._send_once(method, path, kwargs)
-            except Redirected as exc:
-                self.unanswered = 0  # an answer, however unwelcome: the platform is there
-                raise _redirect_error(where, exc.status, exc.location, self.secrets) from None
-            except httpx.TimeoutException as exc:
-                error = errors.TransportError(f"{where}: timed out ({type(exc).__name__})")
+            outcome = await self._attempt(method, path, parse, kwargs)
+            if not isinstance(outcome, _Failed):
+                self.retry_logged = False
+                return outcome
+            error = outcome.error
+            delay = outcome.retry_after
+            if delay is None:
                 delay = self._backoff(attempt)
-                self.unanswered += 1
-            except httpx.TransportError as exc:
-                error = errors.TransportError(f"{where}: {type(exc).__name__}: {exc}")
-                delay = self._backoff(attempt)
-                self.unanswered += 1
-            except httpx.HTTPError as exc:  # e.g. a body that fails to decode: not transient
-                raise errors.PlatformError(f"{where}: {type(exc).__name__}: {exc}") from None
-            else:
-                self.unanswered = 0
-                status = response.status_code
-                if 200 <= status < 300:
-                    try:
-                        result = parse(_answer_json(response, self.secrets))
-                    except InvalidAnswer as exc:
-                        error = errors.ServerError(
-                            f"{where}: the platform answered {_phrase(status)} with {exc}",
-                            status=status,
-                            code="invalid_response",
-                        )
-                        delay = self._backoff(attempt)
-                    else:
-                        self.retry_logged = False
-                        return result
-                elif status < 400:  # a client built without `refuse_redirects`
-                    raise _redirect_error(
-                        where, status, response.headers.get("location"), self.secrets
-                    )
-                else:
-                    api_error = error_from_response(response, where, self.secrets)
-                    if not api_error.retryable:
-                        raise api_error
-                    error = api_error
-                    retry_after = (
-                        api_error.retry_after if isinstance(api_error, errors.RateLimited) else None
-                    )
-                    if retry_after is not None:
-                        delay = retry_after
-                        if self.limiter is not None:
-                            self.limiter.push_back(retry_after)
-                    else:
-                        delay = self._backoff(attempt)
             if self.breaker_open:
                 raise errors.PlatformUnavailable(
                     f"the platform did not answer {self.unanswered} attempts in a row "
@@ -622,19 +239,71 @@ class PlatformClient:
             if attempt >= self.max_retries:
                 raise error
             attempt += 1
-            # One warning per failure streak; the retries after it are debug (and counted
-            # through on_request), so an outage does not flood the log.
-            retry_log = log.debug if self.retry_logged else log.warning
-            self.retry_logged = True
-            retry_log(
-                "platform.retry",
-                method=method,
-                path=path,
-                attempt=attempt,
-                delay_s=round(delay, 3),
-                error=str(error),
-            )
+            self._log_retry(method, path, attempt, delay, error)
             await asyncio.sleep(delay)
+
+    async def _attempt(
+        self, method: str, path: str, parse: Callable[[Any], T], kwargs: Mapping[str, Any]
+    ) -> T | _Failed:
+        """One attempt: the parsed answer, or what to retry; raises what is never retried."""
+        where = f"{method} {path}"
+        try:
+            response = await self._send_once(method, path, kwargs)
+        except Redirected as exc:
+            self.unanswered = 0  # an answer, however unwelcome: the platform is there
+            raise redirect_error(where, exc.status, exc.location, self.secrets) from None
+        except httpx.TimeoutException as exc:
+            self.unanswered += 1
+            return _Failed(errors.TransportError(f"{where}: timed out ({type(exc).__name__})"))
+        except httpx.TransportError as exc:
+            self.unanswered += 1
+            return _Failed(errors.TransportError(f"{where}: {type(exc).__name__}: {exc}"))
+        except httpx.HTTPError as exc:  # e.g. a body that fails to decode: not transient
+            raise errors.PlatformError(f"{where}: {type(exc).__name__}: {exc}") from None
+        self.unanswered = 0
+        return self._answer(response, where, parse)
+
+    def _answer(
+        self, response: httpx.Response, where: str, parse: Callable[[Any], T]
+    ) -> T | _Failed:
+        status = response.status_code
+        if is_success(status):
+            try:
+                return parse(answer_json(response, self.secrets))
+            except InvalidAnswer as exc:
+                return _Failed(
+                    errors.ServerError(
+                        f"{where}: the platform answered {phrase(status)} with {exc}",
+                        status=status,
+                        code="invalid_response",
+                    )
+                )
+        if status < HTTPStatus.BAD_REQUEST:  # a client built without `refuse_redirects`
+            raise redirect_error(where, status, response.headers.get("location"), self.secrets)
+        api_error = error_from_response(response, where, self.secrets)
+        if not api_error.retryable:
+            raise api_error
+        if not isinstance(api_error, errors.RateLimited) or api_error.retry_after is None:
+            return _Failed(api_error)
+        if self.limiter is not None:
+            self.limiter.push_back(api_error.retry_after)
+        return _Failed(api_error, api_error.retry_after)
+
+    def _log_retry(
+        self, method: str, path: str, attempt: int, delay: float, error: errors.PlatformError
+    ) -> None:
+        # One warning per failure streak; the retries after it are debug (and counted
+        # through on_request), so an outage does not flood the log.
+        retry_log = log.debug if self.retry_logged else log.warning
+        self.retry_logged = True
+        retry_log(
+            "platform.retry",
+            method=method,
+            path=path,
+            attempt=attempt,
+            delay_s=round(delay, 3),
+            error=str(error),
+        )
 
     async def _pages(
         self, path: str, params: Mapping[str, Any], parse: Callable[[Any, str], T]
