@@ -18,7 +18,8 @@ import pytest
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 
-from chanops.emulator.app import create_app, encode_cursor
+from chanops.emulator.app import create_app
+from chanops.emulator.parse import encode_cursor
 from chanops.emulator.store import Platform
 from support.emulator import EmulatorProcess
 

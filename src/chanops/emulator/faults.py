@@ -17,6 +17,9 @@ from typing import Literal
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s)?$")
 _RATE = re.compile(r"^(\d+(?:\.\d+)?)(?:/s)?$")
+# A failed or reset request: as often before it is applied (nothing happened) as after
+# (it happened, only the answer is lost), so clients meet both.
+_BEFORE_ODDS = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,11 +56,36 @@ def _fraction(key: str, text: str) -> float:
     return value
 
 
+def _rate(key: str, text: str) -> float:
+    m = _RATE.match(text.strip())
+    if not m or float(m.group(1)) <= 0:
+        raise ValueError(f"{key}={text}: expected a rate like 20/s")
+    return float(m.group(1))
+
+
+def _seed(key: str, text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{key}={text}: expected an integer") from None
+
+
+# `--faults` key -> (FaultSpec field, parser of its value)
+_KEYS: dict[str, tuple[str, Callable[[str, str], float | int]]] = {
+    "latency": ("latency_s", _duration),
+    "jitter": ("jitter_s", _duration),
+    "error_rate": ("error_rate", _fraction),
+    "rate_limit": ("rate_limit", _rate),
+    "reset_rate": ("reset_rate", _fraction),
+    "seed": ("seed", _seed),
+}
+
+
 def parse_faults(spec: str | None) -> FaultSpec:
     """`latency=50ms,jitter=20ms,error_rate=0.1,rate_limit=20/s,reset_rate=0.01,seed=7`."""
     if not spec:
         return FaultSpec()
-    values: dict[str, object] = {}
+    values: dict[str, float | int] = {}
     for part in spec.split(","):
         part = part.strip()
         if not part:
@@ -66,29 +94,13 @@ def parse_faults(spec: str | None) -> FaultSpec:
         key = key.strip()
         if not sep:
             raise ValueError(f"fault {part!r}: expected key=value")
-        if key == "latency":
-            values["latency_s"] = _duration(key, text)
-        elif key == "jitter":
-            values["jitter_s"] = _duration(key, text)
-        elif key == "error_rate":
-            values["error_rate"] = _fraction(key, text)
-        elif key == "reset_rate":
-            values["reset_rate"] = _fraction(key, text)
-        elif key == "rate_limit":
-            m = _RATE.match(text.strip())
-            if not m or float(m.group(1)) <= 0:
-                raise ValueError(f"{key}={text}: expected a rate like 20/s")
-            values["rate_limit"] = float(m.group(1))
-        elif key == "seed":
-            try:
-                values["seed"] = int(text)
-            except ValueError:
-                raise ValueError(f"seed={text}: expected an integer") from None
-        else:
+        if key not in _KEYS:
             raise ValueError(
                 f"unknown fault {key!r}; known: latency, jitter, error_rate, rate_limit, "
                 "reset_rate, seed"
             )
+        field, parse = _KEYS[key]
+        values[field] = parse(key, text)
     return FaultSpec(**values)  # type: ignore[arg-type]
 
 
@@ -135,7 +147,7 @@ class FaultInjector:
         if wait > 0:
             return Decision("rate_limited", delay_s=delay, retry_after_s=wait)
         roll = self.rng.random()
-        when: When = "before" if self.rng.random() < 0.5 else "after"
+        when: When = "before" if self.rng.random() < _BEFORE_ODDS else "after"
         if roll < s.reset_rate:
             return Decision("reset", when=when, delay_s=delay)
         if roll < s.reset_rate + s.error_rate:

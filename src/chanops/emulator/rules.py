@@ -223,29 +223,39 @@ def check_credentials(
             if require and needed:
                 return _bad("invalid_credentials", f"{path} is required", path)
             continue
-        if f.type == "boolean":
-            if not isinstance(value, bool):
-                return _bad("invalid_credentials", f"{path} must be a boolean", path)
-        elif f.type == "object":
-            if not isinstance(value, dict):
-                return _bad("invalid_credentials", f"{path} must be an object", path)
-            nested = check_credentials(f.children, value, prefix=path)
-            if nested:
-                return nested
-        else:
-            if not isinstance(value, str):
-                return _bad("invalid_credentials", f"{path} must be a string", path)
-            if not value and needed:
-                return _bad("invalid_credentials", f"{path} must not be empty", path)
-            bad_format = _check_format(f, value, path) if value else None
-            if bad_format:
-                return bad_format
-            if f.secret and value.startswith(INVALID_PREFIX):
-                return _bad(
-                    "invalid_credentials",
-                    f"the marketplace rejected {path}: authentication failed",
-                    path,
-                )
+        bad = _check_value(f, value, path, needed=needed)
+        if bad:
+            return bad
+    return None
+
+
+def _check_value(f: CredField, value: Any, path: str, *, needed: bool) -> RuleViolation | None:
+    """One present credential field: its type, format, and the marketplace's verdict."""
+    if f.type == "boolean":
+        if not isinstance(value, bool):
+            return _bad("invalid_credentials", f"{path} must be a boolean", path)
+        return None
+    if f.type == "object":
+        if not isinstance(value, dict):
+            return _bad("invalid_credentials", f"{path} must be an object", path)
+        return check_credentials(f.children, value, prefix=path)
+    return _check_string(f, value, path, needed=needed)
+
+
+def _check_string(f: CredField, value: Any, path: str, *, needed: bool) -> RuleViolation | None:
+    if not isinstance(value, str):
+        return _bad("invalid_credentials", f"{path} must be a string", path)
+    if not value and needed:
+        return _bad("invalid_credentials", f"{path} must not be empty", path)
+    bad_format = _check_format(f, value, path) if value else None
+    if bad_format:
+        return bad_format
+    if f.secret and value.startswith(INVALID_PREFIX):
+        return _bad(
+            "invalid_credentials",
+            f"the marketplace rejected {path}: authentication failed",
+            path,
+        )
     return None
 
 

@@ -13,70 +13,25 @@ without awaiting in between, so requests never interleave inside one.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
+from http import HTTPStatus
 from typing import Any
 
 from chanops.emulator import rules
+from chanops.emulator.database import open_database
 from chanops.emulator.rules import RuleViolation
+from chanops.emulator.wire import DURATIONS, JobView, connection_wire, encode_json
 
-# Seconds at --time-scale 1.0: (queued, running).
-DURATIONS: dict[str, tuple[float, float]] = {
-    "initial_sync": (0.5, 3.0),
-    "sync": (0.5, 2.0),
-    "delete": (1.0, 6.0),  # deleting takes longer than syncing
-}
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS connections (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    name TEXT NOT NULL,
-    driver TEXT NOT NULL,
-    status TEXT NOT NULL,
-    has_order_errors INTEGER NOT NULL DEFAULT 0,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    version INTEGER NOT NULL,
-    credentials TEXT NOT NULL,
-    settings TEXT NOT NULL,
-    automation TEXT NOT NULL,
-    authorized INTEGER,
-    gone_at REAL
-);
-CREATE TABLE IF NOT EXISTS jobs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    kind TEXT NOT NULL,
-    connection_id INTEGER NOT NULL,
-    created_at REAL NOT NULL,
-    queued_s REAL NOT NULL,
-    running_s REAL NOT NULL,
-    fails INTEGER NOT NULL DEFAULT 0,
-    snapshot TEXT NOT NULL DEFAULT '{}'
-);
-CREATE INDEX IF NOT EXISTS jobs_by_connection ON jobs (connection_id, id);
--- every transaction settles finished deletes first: without this the DELETE scans the
--- whole table on every request (~1 ms at 10,000 connections)
-CREATE INDEX IF NOT EXISTS connections_gone ON connections (gone_at) WHERE gone_at IS NOT NULL;
-CREATE TABLE IF NOT EXISTS idempotency (
-    key TEXT PRIMARY KEY,
-    request TEXT NOT NULL,
-    status INTEGER NOT NULL,
-    body TEXT NOT NULL,
-    created_at REAL NOT NULL
-);
-"""
+__all__ = ["LIST_SQL", "Platform", "Problem", "encode_json", "problem"]
 
 IDEMPOTENCY_TTL_S = 24 * 3600.0
 
-# A page of connections: the columns a wire form is made of, in the order `_wire`
+# A page of connections: the columns a wire form is made of, in the order `connection_wire`
 # reads them.
 LIST_SQL = (
     "SELECT id, name, driver, status, has_order_errors, created_at, updated_at, version, "
@@ -86,17 +41,6 @@ LIST_SQL = (
 # Encoded wire forms remembered by `Platform.list_connections_json`; past this many the
 # cache starts over (a bound on memory, nothing more).
 WIRE_CACHE_MAX = 100_000
-
-
-# json.dumps(value, ensure_ascii=False, allow_nan=False, indent=None,
-# separators=(",", ":")) builds this encoder on every call; building it once saves
-# a few microseconds per connection
-_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":"))
-
-
-def encode_json(value: Any) -> bytes:
-    """JSON exactly as starlette's JSONResponse renders it."""
-    return _ENCODER.encode(value).encode("utf-8")
 
 
 class Problem(Exception):
@@ -111,100 +55,14 @@ def problem(status: int, code: str, message: str, field: str | None = None) -> P
     return Problem(RuleViolation(status, code, message, field))
 
 
-def iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _wire(row: Sequence[Any]) -> dict[str, Any]:
-    """A connection as the API returns it, from the values of the `LIST_SQL` columns."""
-    (
-        cid,
-        name,
-        driver,
-        status,
-        has_order_errors,
-        created_at,
-        updated_at,
-        version,
-        credentials,
-        settings,
-        automation,
-        authorized,
-    ) = row
-    driver = str(driver)
-    return {
-        "id": int(cid),
-        "name": name,
-        "driver": driver,
-        "status": status,
-        "has_order_errors": bool(has_order_errors),
-        "created_at": iso(float(created_at)),
-        "updated_at": iso(float(updated_at)),
-        "version": int(version),
-        "credentials": rules.redact(driver, json.loads(credentials)),
-        "settings": json.loads(settings),
-        "automation": json.loads(automation),
-        "authorization": None
-        if authorized is None
-        else ("authorized" if authorized else "pending"),
-    }
-
-
 @dataclass(frozen=True, slots=True)
-class JobView:
-    """A job row plus its state derived at `now`."""
+class _Editable:
+    """The fields of a connection a PATCH may change, as stored (decoded JSON)."""
 
-    id: int
-    kind: str
-    connection_id: int
-    created_at: float
-    started_at: float
-    finished_at: float
-    fails: bool
-    snapshot: Mapping[str, Any]
-    now: float
-
-    @property
-    def state(self) -> str:
-        if self.now < self.started_at:
-            return "queued"
-        if self.now < self.finished_at:
-            return "running"
-        return "failed" if self.fails else "succeeded"
-
-    @property
-    def done(self) -> bool:
-        return self.now >= self.finished_at
-
-    @property
-    def succeeded(self) -> bool:
-        return self.done and not self.fails
-
-    def wire(self) -> dict[str, Any]:
-        state = self.state
-        if state == "queued":
-            progress = 0
-        elif state == "running":
-            span = max(self.finished_at - self.started_at, 1e-9)
-            progress = min(99, int(100 * (self.now - self.started_at) / span))
-        else:
-            progress = 100
-        error = None
-        if state == "failed":
-            error = "the marketplace rejected the sync: authentication with the shop failed"
-        return {
-            "id": self.id,
-            "kind": self.kind,
-            "connection_id": self.connection_id,
-            "state": state,
-            "progress": progress,
-            "created_at": iso(self.created_at),
-            "started_at": iso(self.started_at) if state != "queued" else None,
-            "finished_at": iso(self.finished_at) if self.done else None,
-            "error": error,
-        }
+    name: str
+    credentials: dict[str, Any]
+    settings: dict[str, Any]
+    automation: dict[str, Any]
 
 
 class Platform:
@@ -218,16 +76,6 @@ class Platform:
         drivers: Sequence[str] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if db != ":memory:":
-            Path(db).parent.mkdir(parents=True, exist_ok=True)
-            # The platform's database holds every connection's credentials: 0600 from
-            # the start (SQLite gives its -wal and -shm files the database's mode), and
-            # an existing looser one is tightened.
-            os.close(os.open(db, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
-            for name in (db, f"{db}-wal", f"{db}-shm"):
-                with contextlib.suppress(OSError):  # absent, or not ours to chmod
-                    if os.stat(name).st_mode & 0o077:
-                        os.chmod(name, 0o600)
         self.db = db
         self.time_scale = time_scale
         unknown = [d for d in drivers or () if d not in rules.DRIVERS]
@@ -237,13 +85,7 @@ class Platform:
             )
         self.drivers: tuple[str, ...] = tuple(drivers) if drivers else rules.ALL_DRIVERS
         self.clock = clock
-        self.conn = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
-        self.conn.row_factory = sqlite3.Row
-        self.conn.execute("PRAGMA busy_timeout = 5000")
-        if db != ":memory:":
-            self.conn.execute("PRAGMA journal_mode = WAL")
-        self.conn.execute("PRAGMA synchronous = NORMAL")
-        self.conn.executescript(SCHEMA)
+        self.conn = open_database(db)
         self._wire_cache: dict[int, tuple[tuple[Any, ...], bytes]] = {}
 
     def close(self) -> None:
@@ -295,7 +137,7 @@ class Platform:
                 status, body = run(now)
             except Problem:
                 raise
-            if key is not None and status < 300:
+            if key is not None and status < HTTPStatus.MULTIPLE_CHOICES:
                 self.conn.execute(
                     "DELETE FROM idempotency WHERE created_at < ?", (now - IDEMPOTENCY_TTL_S,)
                 )
@@ -351,7 +193,7 @@ class Platform:
         return locked
 
     def wire_connection(self, row: sqlite3.Row) -> dict[str, Any]:
-        return _wire(
+        return connection_wire(
             (
                 row["id"],
                 row["name"],
@@ -382,7 +224,7 @@ class Platform:
         self, *, after: int, limit: int
     ) -> tuple[list[dict[str, Any]], int | None]:
         rows, last = self._page(after, limit)
-        return [_wire(r) for r in rows], last
+        return [connection_wire(r) for r in rows], last
 
     def list_connections_json(self, *, after: int, limit: int) -> tuple[list[bytes], int | None]:
         """`list_connections` with each item already encoded (`encode_json`).
@@ -400,7 +242,7 @@ class Platform:
             if hit is not None and hit[0] == row:
                 out.append(hit[1])
                 continue
-            encoded = encode_json(_wire(row))
+            encoded = encode_json(connection_wire(row))
             if len(cache) >= WIRE_CACHE_MAX:
                 cache.clear()
             cache[row[0]] = (row, encoded)
@@ -562,7 +404,37 @@ class Platform:
         self, cid: int, patch: Mapping[str, Any], if_match: int | None, now: float
     ) -> tuple[int, Any]:
         row = self._row(cid)
-        driver = str(row["driver"])
+        self._check_updatable(row, patch, if_match)
+        before = _Editable(
+            name=str(row["name"]),
+            credentials=json.loads(row["credentials"]),
+            settings=json.loads(row["settings"]),
+            automation=json.loads(row["automation"]),
+        )
+        after = self._patched(cid, str(row["driver"]), before, patch, now)
+        if after != before:
+            self.conn.execute(
+                "UPDATE connections SET name = ?, credentials = ?, settings = ?, automation = ?, "
+                "version = version + 1, updated_at = ? WHERE id = ?",
+                (
+                    after.name,
+                    json.dumps(after.credentials),
+                    json.dumps(after.settings),
+                    json.dumps(after.automation),
+                    now,
+                    cid,
+                ),
+            )
+            if after.credentials != before.credentials and self._running_sync(cid, now) is None:
+                # saving credentials triggers a sync
+                self._start_job(cid, "sync", now, after.settings, after.credentials)
+        return 200, self.wire_connection(self._row(cid))
+
+    def _check_updatable(
+        self, row: sqlite3.Row, patch: Mapping[str, Any], if_match: int | None
+    ) -> None:
+        """What refuses a PATCH whatever its fields hold: state, version, driver."""
+        cid = row["id"]
         if row["status"] == "deleting":
             raise problem(409, "connection_deleting", f"connection {cid} is being deleted")
         if if_match is not None and if_match != int(row["version"]):
@@ -572,59 +444,48 @@ class Platform:
                 f"connection {cid} is at version {row['version']}, not {if_match}: it changed "
                 "since you read it",
             )
-        if "driver" in patch and patch["driver"] != driver:
+        if "driver" in patch and patch["driver"] != str(row["driver"]):
             raise problem(
                 422,
                 "immutable_field",
                 "driver cannot change after the connection is created",
                 "driver",
             )
-        before_creds = json.loads(row["credentials"])
-        before_settings = json.loads(row["settings"])
-        before_auto = json.loads(row["automation"])
-        name = str(row["name"])
-        creds, settings, automation = before_creds, before_settings, before_auto
-        if "name" in patch:
-            name = patch["name"]
+
+    def _patched(
+        self, cid: int, driver: str, before: _Editable, patch: Mapping[str, Any], now: float
+    ) -> _Editable:
+        """`before` with the merge patch applied, each part checked (credentials first)."""
+        credentials = before.credentials
         if "credentials" in patch:
             bad = rules.oauth_written(driver, patch["credentials"])
             if bad:
                 raise Problem(bad)
-            creds = rules.merge_patch(before_creds, patch["credentials"])
-            bad = rules.check_immutables(driver, before_creds, creds) or (
-                rules.validate_credentials(driver, creds) if creds != before_creds else None
+            credentials = rules.merge_patch(before.credentials, patch["credentials"])
+            bad = rules.check_immutables(driver, before.credentials, credentials) or (
+                rules.validate_credentials(driver, credentials)
+                if credentials != before.credentials
+                else None
             )
             if bad:
                 raise Problem(bad)
+        settings = before.settings
         if "settings" in patch:
-            settings = rules.merge_patch(before_settings, patch["settings"])
+            settings = rules.merge_patch(before.settings, patch["settings"])
             bad = rules.check_model_settings(
-                driver, before_settings, settings, self._synced(cid, now)
+                driver, before.settings, settings, self._synced(cid, now)
             ) or rules.check_locked(driver, settings, self._locked(cid, driver, now))
             if bad:
                 raise Problem(bad)
+        automation = before.automation
         if "automation" in patch:
-            automation = rules.merge_patch(before_auto, patch["automation"])
+            automation = rules.merge_patch(before.automation, patch["automation"])
             bad = rules.check_automation(automation)
             if bad:
                 raise Problem(bad)
             automation = {**rules.DEFAULT_AUTOMATION, **automation}
-        changed = (name, creds, settings, automation) != (
-            row["name"],
-            before_creds,
-            before_settings,
-            before_auto,
-        )
-        if changed:
-            self.conn.execute(
-                "UPDATE connections SET name = ?, credentials = ?, settings = ?, automation = ?, "
-                "version = version + 1, updated_at = ? WHERE id = ?",
-                (name, json.dumps(creds), json.dumps(settings), json.dumps(automation), now, cid),
-            )
-            if creds != before_creds and self._running_sync(cid, now) is None:
-                # saving credentials triggers a sync
-                self._start_job(cid, "sync", now, settings, creds)
-        return 200, self.wire_connection(self._row(cid))
+        name = patch.get("name", before.name)
+        return _Editable(name, credentials, settings, automation)
 
     def set_status(self, ids: Sequence[int], status: str, now: float) -> tuple[int, Any]:
         rows = [self._row(i) for i in ids]
