@@ -130,15 +130,36 @@ async def test_remote_url_without_token_is_a_config_error() -> None:
 
 
 async def test_local_url_runs_the_emulator_in_process(tmp_path: Path) -> None:
+    from chanops.commands.platform import open_platform
+
     db = tmp_path / "nested" / "platform.db"
     with structlog.testing.capture_logs() as logs:
-        client = open_client(f"local:{db}", None)
+        client = open_platform(f"local:{db}", None)
     async with client:
         res = await client.create_connection(name="local", driver="shopware6", credentials=SW6)
     assert db.exists()
     assert any(e["event"] == "platform.local" and e["log_level"] == "warning" for e in logs)
-    async with open_client(f"local:{db}", None) as again:
+    async with open_platform(f"local:{db}", None) as again:
         assert [c.id for c in await again.list_connections()] == [res.connection.id]
+    with pytest.raises(errors.ConfigError, match="needs a path"):
+        open_platform("local:", None)
+
+
+def test_the_platform_package_does_not_load_the_emulator() -> None:
+    """A remote platform never pays for Starlette and SQLite (the command line builds
+    `local:` and hands the client its transport)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, chanops.platform.client as c; "
+        "c.open_client('https://platform.example.com', 't'); "
+        "print(sorted(m for m in sys.modules if m.startswith(('chanops.emulator', 'starlette'))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"
 
 
 async def test_restart_keeps_state_and_jobs_finish_while_down(tmp_path: Path) -> None:

@@ -9,8 +9,9 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from chanops.commands.git_options import git_options, pop_git_options
 from chanops.errors import SourceError
-from chanops.sources.options import GitOptions, checkout_once, git_options, pop_git_options
+from chanops.sources.options import GitOptions, checkout_once
 from sources.test_git_source import Upstream
 
 seen: list[tuple[GitOptions | None, dict[str, Any]]] = []

@@ -14,8 +14,8 @@ from typing import Any
 import click
 
 from chanops.commands.common import common_options
+from chanops.commands.git_options import git_options
 from chanops.commands.plan import filter_options, parse_selector
-from chanops.sources.options import git_options
 
 
 @click.command(name="apply")
@@ -52,16 +52,16 @@ def command(
     **common: Any,
 ) -> None:
     """Make the platform equal to the manifests."""
-    from chanops.engine.session import cli_start_loading
+    from chanops.commands.session import cli_start_loading
 
     selector = parse_selector(selectors)
     # Before any thread, the store's lock or the event loop: the manifests parse in
     # forked workers while this process starts up and lists the platform.
     settings, loading = cli_start_loading(common, log_level)
 
+    from chanops.commands.session import loaded, open_session, run_cli
     from chanops.engine.reconciler import EngineOptions, ReconcileResult
     from chanops.engine.render import render
-    from chanops.engine.session import loaded, open_session, run_cli
 
     options = EngineOptions(
         max_delete=max_delete,

@@ -27,8 +27,8 @@ def command(
     out_dir: str | None, unmanaged_only: bool, force: bool, log_level: str, **common: Any
 ) -> None:
     """Write manifests for the platform's existing connections."""
+    from chanops.commands.session import cli_logging, cli_settings, open_session, run_cli
     from chanops.engine.export import export_manifest, manifest_name
-    from chanops.engine.session import cli_logging, cli_settings, open_session, run_cli
     from chanops.platform.models import Connection
 
     settings = cli_settings(**common)

@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from chanops.commands.common import common_options
-from chanops.sources.options import git_options
+from chanops.commands.git_options import git_options
 
 
 def parse_selector(selectors: tuple[str, ...]) -> dict[str, str] | None:
@@ -88,16 +88,16 @@ def command(
     # A short-lived process that keeps what it allocates: the cyclic GC would rescan the
     # growing heap for nothing (10,000 connections: measurably slower).
     gc.disable()
-    from chanops.engine.session import cli_start_loading
+    from chanops.commands.session import cli_start_loading
 
     selector = parse_selector(selectors)
     # First, before any thread or event loop exists: the manifests parse in forked
     # workers while this process imports the engine and lists the platform.
     settings, loading = cli_start_loading(common, log_level)
 
+    from chanops.commands.session import loaded, open_session, run_cli
     from chanops.engine.reconciler import EngineOptions
     from chanops.engine.render import render
-    from chanops.engine.session import loaded, open_session, run_cli
 
     options = EngineOptions(
         max_delete=max_delete,

@@ -71,7 +71,7 @@ def status_rows(
 @click.option("--log-level", default="warning", show_default=True, help="Events on stderr.")
 def command(fmt: str, log_level: str, **common: Any) -> None:
     """Show every connection's desired and actual state, last sync and conditions."""
-    from chanops.engine.session import cli_logging, cli_settings, load, open_session, run_cli
+    from chanops.commands.session import cli_logging, cli_settings, load, open_session, run_cli
 
     settings = cli_settings(**common)
     cli_logging(log_level)

@@ -37,7 +37,7 @@ def command(
     names: tuple[str, ...], wait: bool, timeout: str, log_level: str, **common: Any
 ) -> None:
     """Trigger a sync of the named connections now."""
-    from chanops.engine.session import cli_logging, cli_settings, load, open_session, run_cli
+    from chanops.commands.session import cli_logging, cli_settings, load, open_session, run_cli
     from chanops.manifests.durations import parse_duration
     from chanops.platform.models import Job
 

@@ -15,8 +15,8 @@
   until an answer arrives (so an outage is not multiplied by every pending call);
 - an Idempotency-Key on every write (POST, PATCH, DELETE), reused across the retries of
   one call, so a retried write whose first answer was lost is not applied twice;
-- `url="local:PATH"`: the emulator app in-process through httpx's ASGI transport over
-  SQLite at PATH, with a warning that no remote platform is configured;
+- `open_in_process(server)`: a platform served in this process through httpx's ASGI
+  transport (the command line serves `local:PATH` with the bundled emulator so);
 - every answer checked against the contract before anything else sees it: redirects
   are never followed (a 1xx/3xx is a non-retryable APIError), a 2xx body that is not
   JSON or not the shape the contract gives (`chanops.platform.shapes`) is a ServerError
@@ -37,7 +37,6 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
-from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -68,7 +67,6 @@ from chanops.platform.shapes import (
 
 log = structlog.get_logger("chanops.platform")
 
-LOCAL_TOKEN = "local-emulator"  # noqa: S105 (in-process emulator, not a secret)
 PAGE_SIZE = 500
 BACKOFF_BASE_S = 0.1
 BACKOFF_CAP_S = 10.0
@@ -417,6 +415,48 @@ class PlatformClient:
         return await self._pages("/api/v1/jobs", params, job_from)
 
 
+@dataclass(frozen=True, slots=True)
+class InProcess:
+    """A platform served inside this process (`local:PATH`): its transport, token, closer.
+
+    Built by the command line (`chanops.commands.platform`), which knows the bundled
+    emulator; the platform layer only talks to whatever the transport reaches.
+    """
+
+    transport: httpx.AsyncBaseTransport
+    token: str
+    close: Callable[[], None]
+    base_url: str = "http://emulator.local"
+
+
+def open_in_process(
+    server: InProcess,
+    *,
+    concurrency: int = 16,
+    rate_limit: float | None = None,
+    timeout: float = 30.0,
+    max_retries: int = 6,
+    on_request: OnRequest | None = None,
+) -> PlatformClient:
+    """A client for a platform served in this process; closing it closes `server`."""
+    http = httpx.AsyncClient(
+        transport=server.transport,
+        base_url=server.base_url,
+        headers={"Authorization": f"Bearer {server.token}"},
+        timeout=timeout,
+        follow_redirects=False,
+        event_hooks={"response": [refuse_redirects]},
+    )
+    return PlatformClient(
+        http,
+        concurrency=concurrency,
+        rate_limit=rate_limit,
+        max_retries=max_retries,
+        on_request=on_request,
+        on_close=server.close,
+    )
+
+
 def open_client(
     url: str,
     token: str | None,
@@ -427,64 +467,51 @@ def open_client(
     max_retries: int = 6,
     on_request: OnRequest | None = None,
 ) -> PlatformClient:
-    """A client for a remote platform (`https://...`) or the in-process emulator (`local:PATH`)."""
-    on_close: Callable[[], None] | None = None
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    if url.startswith("local:"):
-        path = url[len("local:") :]
-        if not path:
-            raise errors.ConfigError(
-                "platform URL local: needs a path, e.g. local:.chanops/platform.db"
-            )
-        # imported here so remote use never loads the emulator
-        from chanops.emulator.app import create_app
+    """A client for a remote platform (`https://...`).
 
-        if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        local_token = token or LOCAL_TOKEN
-        app = create_app(db=path, token=local_token, request_log_level="debug")
-        log.warning(
-            "platform.local",
-            message="no remote platform is configured: using the embedded emulator "
-            "(nothing reaches a real platform)",
-            db=path,
-        )
-        http = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
-            base_url="http://emulator.local",
-            headers={"Authorization": f"Bearer {local_token}"},
+    `local:PATH` belongs to the command line: `chanops.commands.platform.open_platform`
+    serves the bundled emulator in process and hands it to `open_in_process`.
+    """
+    if url.startswith("local:"):
+        # issue 12: commands/run.py (being rewritten this round) still opens `local:`
+        # through open_client. Delegating keeps one implementation until it calls
+        # open_platform; then this becomes a ConfigError and the import goes.
+        from chanops.commands.platform import open_platform
+
+        return open_platform(
+            url,
+            token,
+            concurrency=concurrency,
+            rate_limit=rate_limit,
             timeout=timeout,
-            follow_redirects=False,
-            event_hooks={"response": [refuse_redirects]},
+            max_retries=max_retries,
+            on_request=on_request,
         )
-        on_close = app.state.platform.close
-    else:
-        if not url.startswith(("http://", "https://")):
-            raise errors.ConfigError(
-                f"platform URL {url!r} must start with https://, http:// or local:"
-            )
-        if not token:
-            raise errors.ConfigError(
-                f"no platform token for {url}: pass --token-file (or --token), or set "
-                "CHANOPS_PLATFORM_TOKEN_FILE or CHANOPS_PLATFORM_TOKEN"
-            )
-        http = httpx.AsyncClient(
-            base_url=url.rstrip("/"),
-            headers={"Authorization": f"Bearer {token}", "User-Agent": "chanops"},
-            timeout=timeout,
-            limits=limits,
-            # Explicit (httpx's default): a redirect would carry the bearer token and a
-            # write to a host the operator never configured. `request` raises on a 3xx.
-            follow_redirects=False,
-            event_hooks={"response": [refuse_redirects]},
+    if not url.startswith(("http://", "https://")):
+        raise errors.ConfigError(
+            f"platform URL {url!r} must start with https://, http:// or local:"
         )
+    if not token:
+        raise errors.ConfigError(
+            f"no platform token for {url}: pass --token-file (or --token), or set "
+            "CHANOPS_PLATFORM_TOKEN_FILE or CHANOPS_PLATFORM_TOKEN"
+        )
+    http = httpx.AsyncClient(
+        base_url=url.rstrip("/"),
+        headers={"Authorization": f"Bearer {token}", "User-Agent": "chanops"},
+        timeout=timeout,
+        limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+        # Explicit (httpx's default): a redirect would carry the bearer token and a
+        # write to a host the operator never configured. `request` raises on a 3xx.
+        follow_redirects=False,
+        event_hooks={"response": [refuse_redirects]},
+    )
     return PlatformClient(
         http,
         concurrency=concurrency,
         rate_limit=rate_limit,
         max_retries=max_retries,
         on_request=on_request,
-        on_close=on_close,
     )
 
 

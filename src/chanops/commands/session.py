@@ -58,7 +58,7 @@ def cli_start_loading(common: dict[str, Any], log_level: str) -> tuple[Settings,
     the workers parse while this process starts up; a --git checkout comes first.
     """
     from chanops.commands.common import with_git_checkout
-    from chanops.sources.options import pop_git_options
+    from chanops.commands.git_options import pop_git_options
 
     git = pop_git_options(common)
     settings = cli_settings(**common)
@@ -96,14 +96,14 @@ async def open_session(
     rate_limit: float | None = None,
     on_request: Callable[[str, int, float], None] | None = None,
 ) -> AsyncIterator[Session]:
+    from chanops.commands.platform import open_platform
     from chanops.engine.reconciler import EngineOptions, Reconciler
-    from chanops.platform.client import open_client
     from chanops.state.store import StateStore
 
     opts = options or EngineOptions(secrets_dirs=settings.secrets_dirs)
     store = StateStore.open(settings.state, readonly=readonly)
     try:
-        client = open_client(
+        client = open_platform(
             settings.platform.url,
             settings.platform.token,
             concurrency=max(opts.concurrency, 8),
@@ -141,7 +141,7 @@ def cli_start(common: dict[str, Any], log_level: str) -> Settings:
     stdout keeps only the command's output (a JSON plan stays parseable).
     """
     from chanops.commands.common import with_git_checkout
-    from chanops.sources.options import pop_git_options
+    from chanops.commands.git_options import pop_git_options
 
     git = pop_git_options(common)
     settings = cli_settings(**common)
