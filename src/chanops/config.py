@@ -179,7 +179,7 @@ def default_platform_url(manifests: Path) -> str:
     return "local:" + str(manifests.resolve().parent / ".chanops" / "platform.db")
 
 
-def load_settings(
+def load_settings(  # noqa: PLR0913 (one keyword per flag of the common options)
     *,
     manifests: str | None = None,
     state: str | None = None,
@@ -197,11 +197,7 @@ def load_settings(
     secret, ...); with the token file, the state store and the embedded platform's
     database they must all stay out of reach of `secretRef.file`.
     """
-    from chanops.manifests.secrets import (
-        OperatorCredential,
-        default_secrets_dirs,
-        guard_operator_credentials,
-    )
+    from chanops.manifests.secrets import guard_operator_credentials
 
     cfg = _config_file(config)
     manifests_path = Path(pick(manifests, "MANIFESTS", cfg, "manifests") or DEFAULT_MANIFESTS)
@@ -223,41 +219,13 @@ def load_settings(
             "--insecure-http (CHANOPS_INSECURE_HTTP=1, insecureHttp: true) if the link is "
             "protected some other way"
         )
-    if secrets_dirs:
-        dirs, dirs_setting = tuple(Path(d) for d in secrets_dirs), "--secrets-dir"
-    elif cfg.get("secretsDirs"):
-        dirs = tuple(Path(d) for d in cfg["secretsDirs"])
-        dirs_setting = "secretsDirs in the config file (or pass --secrets-dir)"
-    else:
-        dirs = default_secrets_dirs(manifests_path)
-        dirs_setting = "--secrets-dir (the default is secrets/ beside the manifests root)"
-    guarded = [*credentials]
+    dirs, dirs_setting = _secrets_dirs(secrets_dirs, cfg, manifests_path)
     warnings: list[str] = []
-    if token_cred is not None:
-        guarded.append(token_cred)
-        if token_cred.setting.startswith("--token-file"):
-            warning = token_file_warning(token_cred.path)
-            if warning is not None:
-                warnings.append(warning)
-    guarded += [
-        OperatorCredential("the state store", f, "--state / CHANOPS_STATE")
-        for f in state_files(state_path)
-    ]
-    if url.startswith("local:") and url not in ("local:", "local::memory:"):
-        # The embedded platform's database holds every connection's credentials.
-        guarded.append(
-            OperatorCredential(
-                "the embedded platform's database",
-                Path(url[len("local:") :]),
-                "--platform / CHANOPS_PLATFORM_URL",
-            )
-        )
-    if "token" in cfg:  # the token written into the config file itself
-        guarded.append(
-            OperatorCredential(
-                "the config file (it holds the token)", Path(config or CONFIG_FILE), "--config"
-            )
-        )
+    if token_cred is not None and token_cred.setting.startswith("--token-file"):
+        warning = token_file_warning(token_cred.path)
+        if warning is not None:
+            warnings.append(warning)
+    guarded = [*credentials, *_own_files(token_cred, state_path, url, cfg, config)]
     guard_operator_credentials(guarded, dirs, dirs_setting=dirs_setting)
     return Settings(
         manifests=manifests_path,
@@ -267,3 +235,55 @@ def load_settings(
         insecure_http=insecure,
         warnings=tuple(warnings),
     )
+
+
+def _secrets_dirs(
+    flags: tuple[str, ...], cfg: Mapping[str, Any], manifests: Path
+) -> tuple[tuple[Path, ...], str]:
+    """The directories secretRef.file may read, and the setting that named them."""
+    from chanops.manifests.secrets import default_secrets_dirs
+
+    if flags:
+        return tuple(Path(d) for d in flags), "--secrets-dir"
+    if cfg.get("secretsDirs"):
+        return (
+            tuple(Path(d) for d in cfg["secretsDirs"]),
+            "secretsDirs in the config file (or pass --secrets-dir)",
+        )
+    return (
+        default_secrets_dirs(manifests),
+        "--secrets-dir (the default is secrets/ beside the manifests root)",
+    )
+
+
+def _own_files(
+    token_cred: OperatorCredential | None,
+    state: Path,
+    url: str,
+    cfg: Mapping[str, Any],
+    config: str | None,
+) -> list[OperatorCredential]:
+    """chanops's own credential files: token file, state store, embedded platform, config."""
+    from chanops.manifests.secrets import OperatorCredential
+
+    own = [] if token_cred is None else [token_cred]
+    own += [
+        OperatorCredential("the state store", f, "--state / CHANOPS_STATE")
+        for f in state_files(state)
+    ]
+    if url.startswith("local:") and url not in ("local:", "local::memory:"):
+        # The embedded platform's database holds every connection's credentials.
+        own.append(
+            OperatorCredential(
+                "the embedded platform's database",
+                Path(url[len("local:") :]),
+                "--platform / CHANOPS_PLATFORM_URL",
+            )
+        )
+    if "token" in cfg:  # the token written into the config file itself
+        own.append(
+            OperatorCredential(
+                "the config file (it holds the token)", Path(config or CONFIG_FILE), "--config"
+            )
+        )
+    return own

@@ -9,13 +9,16 @@ holder's pid.
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from chanops.commands.common import common_options
 from chanops.commands.git_options import git_options
 from chanops.commands.plan import filter_options, parse_selector
+
+if TYPE_CHECKING:
+    from chanops.engine.reconciler import ReconcileResult
 
 
 @click.command(name="apply")
@@ -40,6 +43,7 @@ from chanops.commands.plan import filter_options, parse_selector
 )
 @click.option("--log-level", default="warning", show_default=True, help="Events on stderr.")
 def command(
+    *,
     rate_limit: float | None,
     assume_yes: bool,
     dry_run: bool,
@@ -60,7 +64,7 @@ def command(
     settings, loading = cli_start_loading(common, log_level)
 
     from chanops.commands.session import loaded, open_session, run_cli
-    from chanops.engine.reconciler import EngineOptions, ReconcileResult
+    from chanops.engine.reconciler import EngineOptions
     from chanops.engine.render import render
 
     options = EngineOptions(
@@ -82,17 +86,8 @@ def command(
             )
             plan = prepared.plan
             click.echo(render(plan, "text", colour=colour), nl=False)
-            if dry_run:
+            if dry_run or (plan.has_changes and not assume_yes and not _confirmed()):
                 return None
-            if plan.has_changes and not assume_yes:
-                if not sys.stdin.isatty():
-                    raise click.ClickException(
-                        "refusing to apply without confirmation: stdin is not a terminal; "
-                        "pass --yes"
-                    )
-                if not click.confirm("Apply these changes?", default=False):
-                    click.echo("Apply cancelled.")
-                    return None
             return await session.reconciler.execute(prepared)
 
     try:
@@ -104,6 +99,25 @@ def command(
         if result.errors:
             sys.exit(1)
         return
+    _report(outcome, colour=colour)
+    if not outcome.converged or result.errors:
+        sys.exit(1)
+
+
+def _confirmed() -> bool:
+    """The person at the terminal said yes; without a terminal, a usage error."""
+    if not sys.stdin.isatty():
+        raise click.ClickException(
+            "refusing to apply without confirmation: stdin is not a terminal; pass --yes"
+        )
+    if not click.confirm("Apply these changes?", default=False):
+        click.echo("Apply cancelled.")
+        return False
+    return True
+
+
+def _report(outcome: ReconcileResult, *, colour: bool) -> None:
+    """Each failed or waiting action, then one summary line."""
     for o in outcome.outcomes:
         if not o.ok:
             click.echo(
@@ -123,5 +137,3 @@ def command(
     if outcome.waiting:
         line += f", {len(outcome.waiting)} waiting"
     click.echo(line + ".")
-    if not outcome.converged or result.errors:
-        sys.exit(1)

@@ -70,6 +70,7 @@ class _DropInjectedResets(logging.Filter):
     help="Log format on stderr [default: console on a TTY, else json].",
 )
 def command(
+    *,
     host: str,
     port: int,
     db: str,

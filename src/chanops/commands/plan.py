@@ -75,6 +75,7 @@ def filter_options(func: Any) -> Any:
 )
 @click.option("--log-level", default="warning", show_default=True, help="Events on stderr.")
 def command(
+    *,
     fmt: str,
     detailed_exitcode: bool,
     targets: tuple[str, ...],

@@ -13,11 +13,18 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from chanops.commands.common import common_options
+
+if TYPE_CHECKING:
+    from chanops.manifests.model import Manifest
+    from chanops.platform.api import PlatformAPI
+    from chanops.platform.models import Job
+    from chanops.state.store import Record
 
 POLL_SECONDS = 0.5
 
@@ -34,12 +41,11 @@ POLL_SECONDS = 0.5
 )
 @click.option("--log-level", default="warning", show_default=True, help="Events on stderr.")
 def command(
-    names: tuple[str, ...], wait: bool, timeout: str, log_level: str, **common: Any
+    *, names: tuple[str, ...], wait: bool, timeout: str, log_level: str, **common: Any
 ) -> None:
     """Trigger a sync of the named connections now."""
     from chanops.commands.session import cli_logging, cli_settings, load, open_session, run_cli
     from chanops.manifests.durations import parse_duration
-    from chanops.platform.models import Job
 
     settings = cli_settings(**common)
     cli_logging(log_level)
@@ -53,37 +59,8 @@ def command(
 
     async def body() -> list[tuple[str, Job | None, str]]:
         async with open_session(settings, readonly=True) as session:
-            records = session.store.records()
-            ids: dict[str, int] = {}
-            for name in names:
-                record = records.get(name)
-                if record is not None and record.connection_id is not None:
-                    ids[name] = record.connection_id
-                elif name in by_name and by_name[name].connection_id is not None:
-                    ids[name] = by_name[name].connection_id  # type: ignore[assignment]
-                else:
-                    raise click.ClickException(
-                        f"{name}: no connection known for this name (apply it first, "
-                        "or check the spelling)"
-                    )
-            from chanops.errors import ChanopsError
-
-            async def trigger(cid: int) -> Job | str:
-                try:
-                    return await session.client.trigger_sync(cid)
-                except ChanopsError as exc:  # one refused sync does not stop the others
-                    return str(exc)
-
-            answers = await asyncio.gather(*(trigger(cid) for cid in ids.values()))
-            started: dict[str, Job] = {}
-            refused: list[tuple[str, Job | None, str]] = []
-            for name, answer in zip(ids, answers, strict=True):
-                if isinstance(answer, str):
-                    click.echo(f"{name}: sync refused: {answer}", err=True)
-                    refused.append((name, None, "failed"))
-                else:
-                    click.echo(f"{name}: sync job {answer.id} {answer.state}")
-                    started[name] = answer
+            ids = _connection_ids(names, session.store.records(), by_name)
+            started, refused = await _trigger(session.client, ids)
             if not wait:
                 return [(n, j, j.state) for n, j in started.items()] + refused
             return await follow(session.client, started, limit, tty) + refused
@@ -98,6 +75,50 @@ def command(
             click.echo(f"{name}: sync {state}{extra}")
     if bad:
         sys.exit(1)
+
+
+def _connection_ids(
+    names: tuple[str, ...], records: Mapping[str, Record], by_name: Mapping[str, Manifest]
+) -> dict[str, int]:
+    """Each name's connection id: the state store's, else the manifest's connectionId."""
+    ids: dict[str, int] = {}
+    for name in names:
+        record = records.get(name)
+        manifest = by_name.get(name)
+        if record is not None and record.connection_id is not None:
+            ids[name] = record.connection_id
+        elif manifest is not None and manifest.connection_id is not None:
+            ids[name] = manifest.connection_id
+        else:
+            raise click.ClickException(
+                f"{name}: no connection known for this name (apply it first, or check the spelling)"
+            )
+    return ids
+
+
+async def _trigger(
+    client: PlatformAPI, ids: Mapping[str, int]
+) -> tuple[dict[str, Job], list[tuple[str, Job | None, str]]]:
+    """Trigger every sync at once: the jobs started, and the names whose sync was refused."""
+    from chanops.errors import ChanopsError
+
+    async def trigger(cid: int) -> Job | str:
+        try:
+            return await client.trigger_sync(cid)
+        except ChanopsError as exc:  # one refused sync does not stop the others
+            return str(exc)
+
+    answers = await asyncio.gather(*(trigger(cid) for cid in ids.values()))
+    started: dict[str, Job] = {}
+    refused: list[tuple[str, Job | None, str]] = []
+    for name, answer in zip(ids, answers, strict=True):
+        if isinstance(answer, str):
+            click.echo(f"{name}: sync refused: {answer}", err=True)
+            refused.append((name, None, "failed"))
+        else:
+            click.echo(f"{name}: sync job {answer.id} {answer.state}")
+            started[name] = answer
+    return started, refused
 
 
 async def follow(

@@ -18,13 +18,12 @@ from typing import Any
 import httpx
 
 from chanops import errors
+from chanops.sensitive import SENSITIVE_VALUE
 
 MAX_ERROR_TEXT = 500  # a huge error body must not flood the log
 MAX_SNIPPET = 80  # of a body that is not the contract's: enough to recognise, no more
 SNIFF_BYTES = 4096  # of such a body decoded for the snippet (never the whole of it)
 RETRY_AFTER_CAP_S = 60.0  # a Retry-After of "inf" or a year must not park the daemon
-
-_REDACTED = "(sensitive value)"
 
 _BY_CODE: dict[str, type[errors.APIError]] = {
     cls.code: cls
@@ -137,7 +136,7 @@ def snippet(text: str, secrets: Sequence[str], limit: int = MAX_SNIPPET) -> str:
     """
     for secret in secrets:
         if secret:
-            text = text.replace(secret, _REDACTED)
+            text = text.replace(secret, SENSITIVE_VALUE)
     text = " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 

@@ -98,6 +98,8 @@ MAX_LISTING_BYTES = 32 << 20
 CHECKOUT_FORMAT = 2
 
 _MODE_NAMES = {"120000": "symlink", "160000": "submodule"}
+# `git ls-tree -l` prints mode, type, object id and size before the tab and the path.
+_LS_TREE_FIELDS = 4
 _SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 
 # The name tests/security/test_git_escape.py patches to prove a refused commit writes
@@ -469,7 +471,7 @@ class _Entry:
 def _entry(record: bytes, where: str) -> _Entry:
     meta, tab, raw_path = record.partition(b"\t")
     fields = meta.decode("ascii", "replace").split()
-    if not tab or len(fields) != 4 or not (fields[3].isdigit() or fields[3] == "-"):
+    if not tab or len(fields) != _LS_TREE_FIELDS or not (fields[3].isdigit() or fields[3] == "-"):
         raise SourceError(f"{where}: unexpected git ls-tree output {record[:200]!r}")
     mode, kind, oid, size = fields
     name = os.fsdecode(raw_path)

@@ -31,6 +31,7 @@ import contextlib
 import hashlib
 import hmac
 from collections.abc import Callable, Mapping
+from http import HTTPStatus
 from pathlib import Path
 
 import structlog
@@ -141,6 +142,16 @@ class _BodyTooLarge(Exception):
     pass
 
 
+class _Refused(Exception):
+    """A delivery refused: the answer's status and error, and the reason logged."""
+
+    def __init__(self, status: HTTPStatus, error: str, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.error = error
+        self.reason = reason
+
+
 def git_webhook_route(source_trigger: Callable[[], None], secret_file: Path) -> Route:
     """`POST /hooks/git`: 202 and `source_trigger()` for a verified delivery, 401 otherwise.
 
@@ -148,43 +159,68 @@ def git_webhook_route(source_trigger: Callable[[], None], secret_file: Path) -> 
     re-read on each delivery, so a rotated secret (a Kubernetes Secret update) applies
     without a restart; if the file becomes unreadable the last good secret is used.
     """
-    cached = [read_secret(secret_file)]
-    in_flight = [0]  # one event loop: a plain counter needs no lock
+    return Route("/hooks/git", _GitWebhook(source_trigger, secret_file).endpoint, methods=["POST"])
 
-    def current_secret() -> bytes:
+
+class _GitWebhook:
+    def __init__(self, source_trigger: Callable[[], None], secret_file: Path) -> None:
+        self.source_trigger = source_trigger
+        self.secret_file = secret_file
+        self.secret = read_secret(secret_file)
+        self.in_flight = 0  # one event loop: a plain counter needs no lock
+
+    def current_secret(self) -> bytes:
         with contextlib.suppress(ConfigError):
-            cached[0] = read_secret(secret_file)
-        return cached[0]
+            self.secret = read_secret(self.secret_file)
+        return self.secret
 
-    def refuse(status: int, error: str, reason: str, client: str | None, **kw: str) -> JSONResponse:
-        log.warning("webhook.rejected", reason=reason, client=client, **kw)
-        headers = dict(_CLOSE)
-        if status == 429:
-            headers["Retry-After"] = "1"
-        return JSONResponse({"error": error}, status_code=status, headers=headers)
-
-    async def endpoint(request: Request) -> JSONResponse:
+    async def endpoint(self, request: Request) -> JSONResponse:
         headers = request.headers
         provider = provider_of(headers)
-        client = request.client.host if request.client else None
-        # Everything up to the in-flight check costs no body bytes and no secret read.
-        if provider is None:
-            return refuse(401, "unauthorized", "unsigned", client)
+        try:
+            if provider is None:
+                raise _Refused(HTTPStatus.UNAUTHORIZED, "unauthorized", "unsigned")
+            self._check_head(headers, provider)
+            await self._check_body(request, provider)
+        except _Refused as refused:
+            client = request.client.host if request.client else None
+            by = {"provider": provider} if provider is not None else {}
+            log.warning("webhook.rejected", reason=refused.reason, client=client, **by)
+            answer = dict(_CLOSE)
+            if refused.status == HTTPStatus.TOO_MANY_REQUESTS:
+                answer["Retry-After"] = "1"
+            return JSONResponse(
+                {"error": refused.error}, status_code=refused.status, headers=answer
+            )
+        event = headers.get("x-github-event") or headers.get("x-gitlab-event")
+        delivery = headers.get("x-github-delivery") or headers.get("x-gitlab-event-uuid")
+        log.info("webhook.accepted", provider=provider, hook_event=event, delivery=delivery)
+        self.source_trigger()
+        return JSONResponse({"status": "accepted"}, status_code=HTTPStatus.ACCEPTED)
+
+    def _check_head(self, headers: Mapping[str, str], provider: str) -> None:
+        """What refuses a delivery before a byte of its body or the secret is read."""
         if provider == "github" and parse_github_header(headers.get(GITHUB_HEADER)) is None:
-            return refuse(401, "unauthorized", "bad signature", client, provider=provider)
+            raise _Refused(HTTPStatus.UNAUTHORIZED, "unauthorized", "bad signature")
         length = headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > MAX_BODY:
-            return refuse(413, "payload_too_large", "body too large", client, provider=provider)
-        if in_flight[0] >= MAX_IN_FLIGHT:
-            return refuse(429, "too_many_requests", "too many in flight", client, provider=provider)
-        in_flight[0] += 1
+            raise _Refused(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "payload_too_large", "body too large"
+            )
+        if self.in_flight >= MAX_IN_FLIGHT:
+            raise _Refused(HTTPStatus.TOO_MANY_REQUESTS, "too_many_requests", "too many in flight")
+
+    async def _check_body(self, request: Request, provider: str) -> None:
+        """Verify the delivery's token, or stream its body through the HMAC, in a slot."""
+        headers = request.headers
+        self.in_flight += 1
         try:
-            secret = current_secret()
+            secret = self.current_secret()
+            signature: GithubSignature | None = None
             if provider == "gitlab":
                 # The token is the whole proof: a wrong one is refused without its body.
                 if not verify_gitlab(headers.get(GITLAB_HEADER), secret):
-                    return refuse(401, "unauthorized", "bad signature", client, provider=provider)
-                signature = None
+                    raise _Refused(HTTPStatus.UNAUTHORIZED, "unauthorized", "bad signature")
             else:
                 signature = GithubSignature(secret)
             try:
@@ -193,23 +229,22 @@ def git_webhook_route(source_trigger: Callable[[], None], secret_file: Path) -> 
                 async with asyncio.timeout(BODY_TIMEOUT):
                     await _read_body(request, signature)
             except TimeoutError:
-                return refuse(408, "request_timeout", "body timeout", client, provider=provider)
+                raise _Refused(
+                    HTTPStatus.REQUEST_TIMEOUT, "request_timeout", "body timeout"
+                ) from None
             except _BodyTooLarge:
-                return refuse(413, "payload_too_large", "body too large", client, provider=provider)
+                raise _Refused(
+                    HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "payload_too_large", "body too large"
+                ) from None
             except ClientDisconnect:
                 # Nobody is left to answer; log it so a flood of these is still visible.
-                return refuse(400, "disconnected", "client disconnected", client, provider=provider)
+                raise _Refused(
+                    HTTPStatus.BAD_REQUEST, "disconnected", "client disconnected"
+                ) from None
             if signature is not None and not signature.matches(headers.get(GITHUB_HEADER)):
-                return refuse(401, "unauthorized", "bad signature", client, provider=provider)
+                raise _Refused(HTTPStatus.UNAUTHORIZED, "unauthorized", "bad signature")
         finally:
-            in_flight[0] -= 1
-        event = headers.get("x-github-event") or headers.get("x-gitlab-event")
-        delivery = headers.get("x-github-delivery") or headers.get("x-gitlab-event-uuid")
-        log.info("webhook.accepted", provider=provider, hook_event=event, delivery=delivery)
-        source_trigger()
-        return JSONResponse({"status": "accepted"}, status_code=202)
-
-    return Route("/hooks/git", endpoint, methods=["POST"])
+            self.in_flight -= 1
 
 
 async def _read_body(request: Request, signature: GithubSignature | None) -> None:
