@@ -12,6 +12,7 @@ from pathlib import Path
 import structlog
 
 from chanops import errors
+from chanops.events import EventSink
 from chanops.platform.client import OnRequest, PlatformClient, open_client
 
 # The logger of the platform client: `platform.local` is the client's own warning.
@@ -29,6 +30,7 @@ def open_platform(
     timeout: float = 30.0,
     max_retries: int = 6,
     on_request: OnRequest | None = None,
+    events: EventSink | None = None,
 ) -> PlatformClient:
     """`open_client(url, token, ...)`, with `local:PATH` served by the bundled emulator."""
     if not url.startswith("local:"):
@@ -40,6 +42,7 @@ def open_platform(
             timeout=timeout,
             max_retries=max_retries,
             on_request=on_request,
+            events=events,
         )
     path = url[len("local:") :]
     if not path:
@@ -53,7 +56,9 @@ def open_platform(
     from chanops.platform.client import InProcess, open_in_process
 
     if path != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        # 0700 like the state directory it usually shares (.chanops/): a `plan` run
+        # before the first `apply` must not create it readable by everyone.
+        Path(path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     local_token = token or LOCAL_TOKEN
     app = create_app(db=path, token=local_token, request_log_level="debug")
     log.warning(
@@ -74,4 +79,5 @@ def open_platform(
         timeout=timeout,
         max_retries=max_retries,
         on_request=on_request,
+        events=events,
     )

@@ -28,8 +28,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import structlog
-
 from chanops import errors
 from chanops.engine import pointers
 from chanops.engine.diff import (
@@ -53,11 +51,10 @@ from chanops.engine.plan import (
     FieldChange,
     NewState,
 )
+from chanops.events import EventSink
 from chanops.platform.api import PlatformAPI
 from chanops.platform.models import Connection, Job
 from chanops.state.store import Intent, Record, StateStore
-
-log = structlog.get_logger(__name__)
 
 BULK_BATCH = 100
 JOB_POLL_SECONDS = 0.2
@@ -101,9 +98,11 @@ class Executor:
         follow_jobs: bool = True,
         job_timeout: float = 600.0,
         clock: Callable[[], float] = time.monotonic,
+        events: EventSink | None = None,
     ) -> None:
         self.client = client
         self.store = store
+        self.events = events or EventSink.logging()
         self.sem = asyncio.Semaphore(max(1, concurrency))
         self.follow_jobs = follow_jobs
         self.job_timeout = job_timeout
@@ -186,8 +185,9 @@ class Executor:
         except Exception as exc:  # one failure never blocks the others
             ms = (self.clock() - start) * 1000
             text = error_text(exc)
-            log.error(
+            self.events.emit(
                 "connection.failed",
+                "error",
                 connection=action.name,
                 driver=action.driver,
                 connection_id=action.connection_id,
@@ -225,8 +225,9 @@ class Executor:
         elif a.kind == ActionKind.RECREATE:
             assert cid is not None
             await self._delete(a.name, cid, disable_first=True)
-            log.info(
+            self.events.emit(
                 "connection.deleted",
+                "info",
                 connection=a.name,
                 driver=a.driver,
                 connection_id=cid,
@@ -251,8 +252,9 @@ class Executor:
             await self._delete(a.name, cid, disable_first=False)
         ms = (self.clock() - start) * 1000
         event = "sync.triggered" if a.kind == ActionKind.SYNC else f"connection.{_PAST[a.kind]}"
-        log.info(
+        self.events.emit(
             event,
+            "info",
             connection=a.name,
             driver=a.driver,
             connection_id=cid,
@@ -396,8 +398,9 @@ class Executor:
         if record is None:
             raise errors.PlanError(f"connection {a.name} is not in the state store")
         if a.cause is Cause.DRIFT:
-            log.info(
+            self.events.emit(
                 "drift.detected",
+                "info",
                 connection=a.name,
                 driver=a.driver,
                 connection_id=a.connection_id,
@@ -508,8 +511,9 @@ class Executor:
                 ms = (self.clock() - start) * 1000
                 for a, cid in batch:
                     failed.add(a.name)
-                    log.error(
+                    self.events.emit(
                         "connection.failed",
+                        "error",
                         connection=a.name,
                         driver=a.driver,
                         connection_id=cid,
@@ -528,8 +532,9 @@ class Executor:
                         replace(rec, version=versions.get(cid, rec.version), intent=None)
                     )
                 if a.cause is Cause.DRIFT:
-                    log.info(
+                    self.events.emit(
                         "drift.detected",
+                        "info",
                         connection=a.name,
                         driver=a.driver,
                         connection_id=cid,
@@ -541,8 +546,9 @@ class Executor:
                             }
                         ],
                     )
-                log.info(
+                self.events.emit(
                     f"connection.{_PAST[kind]}",
+                    "info",
                     connection=a.name,
                     driver=a.driver,
                     connection_id=cid,

@@ -41,9 +41,9 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 import httpx
-import structlog
 
 from chanops import errors
+from chanops.events import EventSink, Level
 from chanops.platform.answers import (
     InvalidAnswer,
     Redirected,
@@ -64,8 +64,6 @@ from chanops.platform.shapes import (
     job_from,
     page_from,
 )
-
-log = structlog.get_logger("chanops.platform")
 
 PAGE_SIZE = 500
 BACKOFF_BASE_S = 0.1
@@ -129,6 +127,7 @@ class PlatformClient:
         on_request: OnRequest | None = None,
         on_close: Callable[[], None] | None = None,
         rng: random.Random | None = None,
+        events: EventSink | None = None,
     ) -> None:
         if concurrency < 1:
             raise errors.ConfigError("concurrency must be at least 1")
@@ -139,6 +138,7 @@ class PlatformClient:
         self.on_request = on_request
         self.on_close = on_close
         self.rng = rng or random.Random()
+        self.events = events or EventSink.logging()
         self.page_size = PAGE_SIZE
         # Removed from any snippet of an answer: a hostile server may echo the header.
         bearer = http.headers.get("Authorization", "")
@@ -290,12 +290,13 @@ class PlatformClient:
     def _log_retry(
         self, method: str, path: str, attempt: int, delay: float, error: errors.PlatformError
     ) -> None:
-        # One warning per failure streak; the retries after it are debug (and counted
-        # through on_request), so an outage does not flood the log.
-        retry_log = log.debug if self.retry_logged else log.warning
+        # One warning per failure streak; the retries after it are debug, so an outage
+        # does not flood the log. Every one reaches the sink: metrics count them all.
+        level: Level = "debug" if self.retry_logged else "warning"
         self.retry_logged = True
-        retry_log(
+        self.events.emit(
             "platform.retry",
+            level,
             method=method,
             path=path,
             attempt=attempt,
@@ -437,6 +438,7 @@ def open_in_process(
     timeout: float = 30.0,
     max_retries: int = 6,
     on_request: OnRequest | None = None,
+    events: EventSink | None = None,
 ) -> PlatformClient:
     """A client for a platform served in this process; closing it closes `server`."""
     http = httpx.AsyncClient(
@@ -454,6 +456,7 @@ def open_in_process(
         max_retries=max_retries,
         on_request=on_request,
         on_close=server.close,
+        events=events,
     )
 
 
@@ -466,6 +469,7 @@ def open_client(
     timeout: float = 30.0,
     max_retries: int = 6,
     on_request: OnRequest | None = None,
+    events: EventSink | None = None,
 ) -> PlatformClient:
     """A client for a remote platform (`https://...`).
 
@@ -486,6 +490,7 @@ def open_client(
             timeout=timeout,
             max_retries=max_retries,
             on_request=on_request,
+            events=events,
         )
     if not url.startswith(("http://", "https://")):
         raise errors.ConfigError(
@@ -512,6 +517,7 @@ def open_client(
         rate_limit=rate_limit,
         max_retries=max_retries,
         on_request=on_request,
+        events=events,
     )
 
 
