@@ -24,9 +24,6 @@ ALLOWED_LONG_MODULES: dict[str, str] = {
 ALLOWED_LONG_FUNCTIONS: dict[str, str] = {
     "commands/run.py::_main": "issue 12: commands/run.py, being rewritten by the daemon owner",
     "daemon/runner.py::Daemon.run": "issue 12: daemon, being split this round",
-    "engine/executor.py::Executor._bulk": "issue 12: engine, being split this round",
-    "engine/planner.py::_Planner.find": "issue 12: engine, being split this round",
-    "engine/planner.py::_Planner.plan_existing": "issue 12: engine, being split this round",
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from chanops.commands.common import terminal_style
 from chanops.engine.plan import (
     Action,
     ActionKind,
@@ -82,7 +83,9 @@ def test_text_render_is_terraform_like() -> None:
         "(1 blocked, 1 in error, 1 unmanaged)"
     )
     assert "\x1b[" not in text  # no colour unless asked
-    assert "\x1b[" in render(sample(), "text", colour=True)
+    coloured = render(sample(), "text", style=terminal_style(True))
+    assert "\x1b[" in coloured
+    assert render(sample(), "text", style=terminal_style(False)) == text
 
 
 def test_markdown_render_for_a_pull_request() -> None:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from chanops.commands.common import common_options
+from chanops.commands.common import common_options, terminal_style
 from chanops.commands.git_options import git_options
 from chanops.commands.plan import filter_options, parse_selector
 
@@ -85,7 +85,7 @@ def command(
                 result, targets=set(targets) if targets else None, selector=selector
             )
             plan = prepared.plan
-            click.echo(render(plan, "text", colour=colour), nl=False)
+            click.echo(render(plan, "text", style=terminal_style(colour)), nl=False)
             if dry_run or (plan.has_changes and not assume_yes and not _confirmed()):
                 return None
             return await session.reconciler.execute(prepared)

@@ -170,3 +170,16 @@ def with_git_checkout(settings: Settings, git: GitOptions | None) -> Settings:
     except ChanopsError as exc:
         raise click.ClickException(str(exc)) from None
     return dataclasses.replace(settings, manifests=revision.path)
+
+
+def terminal_style(colour: bool) -> Callable[[str, str], str]:
+    """The `style` a renderer takes: click's colours on a terminal, plain text otherwise."""
+
+    def style(text: str, what: str) -> str:
+        if not colour:
+            return text
+        if what == "bold":
+            return click.style(text, bold=True)
+        return click.style(text, fg=what)
+
+    return style

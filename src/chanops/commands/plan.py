@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from chanops.commands.common import common_options
+from chanops.commands.common import common_options, terminal_style
 from chanops.commands.git_options import git_options
 
 
@@ -119,7 +119,7 @@ def command(
     finally:
         loading.close()
     colour = fmt == "text" and sys.stdout.isatty()
-    click.echo(render(plan, fmt, colour=colour), nl=False)
+    click.echo(render(plan, fmt, style=terminal_style(colour)), nl=False)
     if result.errors or plan.errors:
         sys.exit(1)
     if detailed_exitcode and plan.has_changes:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Set
+from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -148,13 +148,42 @@ def diff(
     """Field-level diff of one connection: (changes, ignored, immutable changes).
 
     Three-way: desired vs observed for the keys the manifest sets; keys the last apply
-    set (memory) and the manifest dropped are removed if still present.
+    set (memory) and the manifest dropped are removed if still present. Secrets compare
+    by HMAC. Differences `spec.ignoreDifferences` matches are reported, not healed.
     """
     m = desired.manifest
     secret_paths = meta.secret_paths | set(desired.secret_hmacs)
     want = pointers.leaves(desired_doc(m, secret_paths))
     have = pointers.leaves(observed_doc(conn))
     applied = pointers.leaves(record.applied_spec) if record else {}
+    changes = [
+        *_wanted_changes(want, have),
+        *_dropped_keys(applied, want, have, secret_paths | meta.oauth_paths),
+        *_secret_changes(desired, conn, record, secret_paths),
+    ]
+    ignored = [
+        Ignored(
+            m.name,
+            c.path,
+            None if c.sensitive else c.before,
+            None if c.sensitive else c.after,
+        )
+        for c in changes
+        if _ignored(c, m.ignore_differences)
+    ]
+    kept = [c for c in changes if not _ignored(c, m.ignore_differences)]
+    immutable = [
+        c
+        for c in kept
+        if c.path in meta.immutable_paths and c.op == "change" and c.before is not None
+    ]
+    if m.driver != conn.driver:
+        immutable.insert(0, FieldChange("/driver", "change", conn.driver, m.driver))
+    return kept, ignored, immutable
+
+
+def _wanted_changes(want: Mapping[str, Any], have: Mapping[str, Any]) -> list[FieldChange]:
+    """The keys the manifest sets whose observed value differs."""
     changes: list[FieldChange] = []
     for path, value in want.items():
         current = have.get(path, _MISSING)
@@ -165,45 +194,49 @@ def diff(
             op = "add" if current is _MISSING or current is None else "change"
             before = None if current is _MISSING else current
             changes.append(FieldChange(path, op, before, value))
+    return changes
+
+
+def _dropped_keys(
+    applied: Mapping[str, Any],
+    want: Mapping[str, Any],
+    have: Mapping[str, Any],
+    not_ours: Set[str],
+) -> list[FieldChange]:
+    """Keys chanops applied last time that the manifest no longer sets: remove them.
+
+    Secrets and OAuth fields are never read back, so they are not removed this way.
+    """
+    changes: list[FieldChange] = []
     for path in applied:
-        if path in want or any(pointers.related(path, w) for w in want):
-            continue
-        if path in secret_paths or path in meta.oauth_paths:
+        if path in want or any(pointers.related(path, w) for w in want) or path in not_ours:
             continue
         if path in have and have[path] is not None and not _is_default(path, have[path]):
             changes.append(FieldChange(path, "remove", have[path], None))
-    # Secrets: by HMAC. A moved version means someone else wrote: re-apply them all.
+    return changes
+
+
+def _secret_changes(
+    desired: Desired, conn: Connection, record: Record | None, secret_paths: Set[str]
+) -> list[FieldChange]:
+    """Secrets by HMAC; a version moved by someone else re-applies them all."""
     moved = record is not None and record.version is not None and record.version != conn.version
     known = record.secret_hmacs if record else {}
-    for path, digest in sorted(desired.secret_hmacs.items()):
-        if known.get(path) != digest or moved:
-            changes.append(FieldChange(path, "change" if path in known else "add", sensitive=True))
-    for path in sorted(known):
-        if path not in desired.secret_hmacs and path not in secret_paths:
-            changes.append(FieldChange(path, "remove", sensitive=True))
-    # ignoreDifferences: reported, not healed.
-    ignored: list[Ignored] = []
-    kept: list[FieldChange] = []
-    for change in changes:
-        if any(pointers.related(change.path, p) for p in m.ignore_differences):
-            ignored.append(
-                Ignored(
-                    m.name,
-                    change.path,
-                    None if change.sensitive else change.before,
-                    None if change.sensitive else change.after,
-                )
-            )
-        else:
-            kept.append(change)
-    immutable = [
-        c
-        for c in kept
-        if c.path in meta.immutable_paths and c.op == "change" and c.before is not None
+    changes = [
+        FieldChange(path, "change" if path in known else "add", sensitive=True)
+        for path, digest in sorted(desired.secret_hmacs.items())
+        if known.get(path) != digest or moved
     ]
-    if m.driver != conn.driver:
-        immutable.insert(0, FieldChange("/driver", "change", conn.driver, m.driver))
-    return kept, ignored, immutable
+    changes.extend(
+        FieldChange(path, "remove", sensitive=True)
+        for path in sorted(known)
+        if path not in desired.secret_hmacs and path not in secret_paths
+    )
+    return changes
+
+
+def _ignored(change: FieldChange, ignore_differences: Iterable[str]) -> bool:
+    return any(pointers.related(change.path, p) for p in ignore_differences)
 
 
 def _is_default(path: str, value: Any) -> bool:

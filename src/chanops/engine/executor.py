@@ -54,7 +54,7 @@ from chanops.engine.plan import (
 from chanops.events import EventSink
 from chanops.platform.api import PlatformAPI
 from chanops.platform.models import Connection, Job
-from chanops.state.store import Intent, Record, StateStore
+from chanops.state.store import Intent, IntentOp, Record, StateStore
 
 BULK_BATCH = 100
 JOB_POLL_SECONDS = 0.2
@@ -69,6 +69,15 @@ _PAST = {
     ActionKind.ORPHAN: "orphaned",
     ActionKind.RECREATE: "created",  # after its own connection.deleted
 }
+
+
+def _settled_at(version: int | None) -> Callable[[Record], Record]:
+    """The change that records a finished write: its version (if known), no intent."""
+
+    def change(record: Record) -> Record:
+        return replace(record, version=version or record.version, intent=None)
+
+    return change
 
 
 def _new_state(a: Action) -> NewState:
@@ -421,12 +430,7 @@ class Executor:
                 if attempt:
                     raise
                 # Someone wrote between our read and our write: re-read, re-diff, retry.
-                current = await self._limited(self.client.get_connection(a.connection_id))
-                changes, _, immutable = diff(d, current, record, meta)
-                if immutable:
-                    raise errors.PlanError(
-                        f"connection {a.name}: an immutable field changed while applying"
-                    ) from None
+                current, changes = await self._rediff(a.name, d, record, meta, a.connection_id)
                 version = current.version
                 if not changes:
                     updated = current
@@ -465,6 +469,16 @@ class Executor:
         )
         return waiting
 
+    async def _rediff(
+        self, name: str, d: Desired, record: Record, meta: DriverMeta, cid: int
+    ) -> tuple[Connection, list[FieldChange]]:
+        """The connection as it is now, and what still differs from the manifest."""
+        current: Connection = await self._limited(self.client.get_connection(cid))
+        changes, _, immutable = diff(d, current, record, meta)
+        if immutable:
+            raise errors.PlanError(f"connection {name}: an immutable field changed while applying")
+        return current, changes
+
     async def _initial_sync_succeeded(self, connection_id: int) -> bool:
         jobs: list[Job] = await self._limited(self.client.list_jobs(connection_id=connection_id))
         return any(j.state == "succeeded" and j.kind in ("initial_sync", "sync") for j in jobs)
@@ -478,87 +492,77 @@ class Executor:
         target: Callable[[Action], int | None],
         failed: set[str],
     ) -> list[Outcome]:
+        """Enable or disable in bulk calls of BULK_BATCH connections each."""
+        todo = [(a, cid) for a in actions if (cid := target(a)) is not None]
         outcomes: list[Outcome] = []
-        todo: list[tuple[Action, int]] = []
-        for a in actions:
-            cid = target(a)
-            if cid is not None:
-                todo.append((a, cid))
-        call = self.client.enable if kind == ActionKind.ENABLE else self.client.disable
         for i in range(0, len(todo), BULK_BATCH):
-            batch = todo[i : i + BULK_BATCH]
-            start = self.clock()
+            outcomes += await self._bulk_batch(kind, todo[i : i + BULK_BATCH], failed)
+        return outcomes
+
+    async def _bulk_batch(
+        self, kind: ActionKind, batch: Sequence[tuple[Action, int]], failed: set[str]
+    ) -> list[Outcome]:
+        call = self.client.enable if kind == ActionKind.ENABLE else self.client.disable
+        op: IntentOp = "enable" if kind == ActionKind.ENABLE else "disable"
+        start = self.clock()
+        for a, _ in batch:
+            self.store.update(a.name, lambda r: replace(r, intent=Intent(op)))
+        try:
+            if self.unavailable is not None:
+                raise self.unavailable
+            conns = await self._limited(call([cid for _, cid in batch]))
+        except errors.PlatformUnavailable as exc:
+            self.unavailable = exc
             for a, _ in batch:
-                rec = self.store.get(a.name)
-                if rec is not None:
-                    self.store.put(
-                        replace(
-                            rec, intent=Intent("enable" if kind == ActionKind.ENABLE else "disable")
-                        )
-                    )
-            try:
-                if self.unavailable is not None:
-                    raise self.unavailable
-                conns = await self._limited(call([cid for _, cid in batch]))
-            except errors.PlatformUnavailable as exc:
-                self.unavailable = exc
-                for a, _ in batch:
-                    failed.add(a.name)
-                    self.store.clear_intent(a.name)  # the next plan observes status
-                continue
-            except Exception as exc:
-                text = error_text(exc)
-                ms = (self.clock() - start) * 1000
-                for a, cid in batch:
-                    failed.add(a.name)
-                    self.events.emit(
-                        "connection.failed",
-                        "error",
-                        connection=a.name,
-                        driver=a.driver,
-                        connection_id=cid,
-                        action=kind.value,
-                        error=text,
-                    )
-                    self.store.clear_intent(a.name)
-                    outcomes.append(failed_outcome(a, exc, cid, ms, kind))
-                continue
+                failed.add(a.name)
+                self.store.clear_intent(a.name)  # the next plan observes status
+            return []
+        except Exception as exc:
             ms = (self.clock() - start) * 1000
-            versions = {c.id: c.version for c in conns}
             for a, cid in batch:
-                rec = self.store.get(a.name)
-                if rec is not None:
-                    self.store.put(
-                        replace(rec, version=versions.get(cid, rec.version), intent=None)
-                    )
-                if a.cause is Cause.DRIFT:
-                    self.events.emit(
-                        "drift.detected",
-                        "info",
-                        connection=a.name,
-                        driver=a.driver,
-                        connection_id=cid,
-                        changes=[
-                            {
-                                "path": "/enabled",
-                                "before": kind != ActionKind.ENABLE,
-                                "after": kind == ActionKind.ENABLE,
-                            }
-                        ],
-                    )
+                failed.add(a.name)
                 self.events.emit(
-                    f"connection.{_PAST[kind]}",
-                    "info",
+                    "connection.failed",
+                    "error",
                     connection=a.name,
                     driver=a.driver,
                     connection_id=cid,
                     action=kind.value,
-                    duration_ms=round(ms, 1),
-                    reason=a.reason if a.kind == kind else "disable before delete",
+                    error=error_text(exc),
                 )
-                if a.kind == kind:
-                    outcomes.append(Outcome(a.name, kind.value, True, None, cid, ms))
+                self.store.clear_intent(a.name)
+            return [failed_outcome(a, exc, cid, ms, kind) for a, cid in batch]
+        ms = (self.clock() - start) * 1000
+        versions = {c.id: c.version for c in conns}
+        outcomes: list[Outcome] = []
+        for a, cid in batch:
+            self.store.update(a.name, _settled_at(versions.get(cid)))
+            self._bulk_done(kind, a, cid, ms)
+            if a.kind == kind:
+                outcomes.append(Outcome(a.name, kind.value, True, None, cid, ms))
         return outcomes
+
+    def _bulk_done(self, kind: ActionKind, a: Action, cid: int, ms: float) -> None:
+        if a.cause is Cause.DRIFT:
+            enabled = kind == ActionKind.ENABLE
+            self.events.emit(
+                "drift.detected",
+                "info",
+                connection=a.name,
+                driver=a.driver,
+                connection_id=cid,
+                changes=[{"path": "/enabled", "before": not enabled, "after": enabled}],
+            )
+        self.events.emit(
+            f"connection.{_PAST[kind]}",
+            "info",
+            connection=a.name,
+            driver=a.driver,
+            connection_id=cid,
+            action=kind.value,
+            duration_ms=round(ms, 1),
+            reason=a.reason if a.kind == kind else "disable before delete",
+        )
 
     # -- delete ----------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -43,29 +44,30 @@ def _scalar(value: Any) -> str:
     return text.removesuffix("\n").removesuffix("\n...").strip()
 
 
-def _emit(
-    value: Mapping[str, Any],
-    pointer: str,
-    indent: int,
-    labels: Mapping[str, str],
-    secrets: frozenset[str],
-    oauth: frozenset[str],
-    name: str,
-    out: list[str],
-) -> None:
+@dataclass(frozen=True, slots=True)
+class _Fields:
+    """What `_emit` knows about a driver's fields, and the manifest being written."""
+
+    labels: Mapping[str, str]
+    secrets: frozenset[str]
+    oauth: frozenset[str]
+    name: str
+
+
+def _emit(value: Mapping[str, Any], pointer: str, indent: int, f: _Fields, out: list[str]) -> None:
     pad = "  " * indent
     for key, item in value.items():
         here = f"{pointer}/{pointers.escape(str(key))}"
-        if here in oauth:
+        if here in f.oauth:
             continue
-        label = labels.get(here)
+        label = f.labels.get(here)
         comment = f"  # {label}" if label else ""
-        if here in secrets:
-            ref = f"{{secretRef: {{env: {env_name(name, here)}}}}}"
+        if here in f.secrets:
+            ref = f"{{secretRef: {{env: {env_name(f.name, here)}}}}}"
             out.append(f"{pad}{_scalar(str(key))}: {ref}{comment} (secret: provide it)")
         elif isinstance(item, Mapping) and item:
             out.append(f"{pad}{_scalar(str(key))}:{comment}")
-            _emit(item, here, indent + 1, labels, secrets, oauth, name, out)
+            _emit(item, here, indent + 1, f, out)
         else:
             out.append(f"{pad}{_scalar(str(key))}: {_scalar(item)}{comment}")
 
@@ -95,14 +97,15 @@ def export_manifest(conn: Connection, name: str) -> str:
     credentials = {k: v for k, v in conn.credentials.items()}
     if credentials:
         out.append("  credentials:")
-        _emit(credentials, "/credentials", 2, labels, secrets, oauth, name, out)
+        _emit(credentials, "/credentials", 2, _Fields(labels, secrets, oauth, name), out)
         if out[-1] == "  credentials:":
             out.pop()
+    plain = _Fields(labels, frozenset(), frozenset(), name)  # no secret or OAuth field here
     if conn.settings:
         out.append("  settings:")
-        _emit(conn.settings, "/settings", 2, labels, frozenset(), frozenset(), name, out)
+        _emit(conn.settings, "/settings", 2, plain, out)
     automation = {k: v for k, v in conn.automation.items() if v != "never"}
     if automation:
         out.append("  automation:")
-        _emit(automation, "/automation", 2, labels, frozenset(), frozenset(), name, out)
+        _emit(automation, "/automation", 2, plain, out)
     return "\n".join(out) + "\n"

@@ -72,41 +72,50 @@ def removal(
     record: Record, observed: Observed, by_id: Mapping[int, Connection], facts: RootFacts
 ) -> Removal:
     """What to do with a managed connection whose manifest is gone (None: nothing now)."""
-    name = record.name
     if record.source_file and facts.frozen(record.source_file):
         return Blocked(
             ActionKind.DELETE,
-            name,
+            record.name,
             f"{record.source_file} failed to load; its connections are frozen "
             "(no update, no delete) until it loads again",
             connection_id=record.connection_id,
             rule=Guard.FROZEN,
         )
+    if record.connection_id is None or record.connection_id not in by_id:
+        return _forgotten(record, observed)
+    conn = by_id[record.connection_id]
+    return _held_by_the_root(record, conn, facts) or _by_policy(record, conn)
+
+
+def _forgotten(record: Record, observed: Observed) -> Removal:
+    """A removed manifest whose connection does not exist (any more): forget it."""
     if record.connection_id is None:
         # Only a condition or an unresolved create intent was remembered.
         return Action(
             ActionKind.ORPHAN,
-            name,
+            record.name,
             record.driver,
             "manifest removed; nothing was created",
             cause=Cause.REMOVED,
         )
-    conn = by_id.get(record.connection_id)
-    if conn is None:
-        if not observed.saw(record.connection_id):
-            return None
-        return Action(
-            ActionKind.ORPHAN,
-            name,
-            record.driver,
-            f"connection {record.connection_id} no longer exists on the platform",
-            connection_id=record.connection_id,
-            cause=Cause.GONE,
-        )
+    if not observed.saw(record.connection_id):
+        return None  # not read in this partial reconcile: decide next time
+    return Action(
+        ActionKind.ORPHAN,
+        record.name,
+        record.driver,
+        f"connection {record.connection_id} no longer exists on the platform",
+        connection_id=record.connection_id,
+        cause=Cause.GONE,
+    )
+
+
+def _held_by_the_root(record: Record, conn: Connection, facts: RootFacts) -> Blocked | None:
+    """The root-unreadable and unhealthy-root guards, in that order."""
     if not facts.root_ok or not facts.has_manifests:
         return Blocked(
             _REMOVAL[record.deletion_policy],
-            name,
+            record.name,
             "the manifests root is empty or unreadable; nothing is deleted",
             connection_id=conn.id,
             rule=Guard.ROOT_UNREADABLE,
@@ -114,13 +123,13 @@ def removal(
     if facts.failed and record.source_file and facts.gone(record.source_file):
         return Blocked(
             _REMOVAL[record.deletion_policy],
-            name,
+            record.name,
             f"{record.source_file} is gone while {len(facts.failed)} other manifest file(s) "
             "fail to load; the connection is kept until the root loads cleanly",
             connection_id=conn.id,
             rule=Guard.UNHEALTHY_ROOT,
         )
-    return _by_policy(record, conn)
+    return None
 
 
 def _by_policy(record: Record, conn: Connection) -> Removal:

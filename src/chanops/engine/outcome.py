@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
 from chanops import errors
@@ -47,14 +48,20 @@ class ErrorInfo:
 
 # 409 (conflict), 412 (someone wrote first) and 429 (slow down) are the 4xx answers
 # that a later attempt can get past without a change to the manifest.
-_TRANSIENT_4XX = frozenset({409, 412, 429})
+_TRANSIENT_4XX = frozenset(
+    {HTTPStatus.CONFLICT, HTTPStatus.PRECONDITION_FAILED, HTTPStatus.TOO_MANY_REQUESTS}
+)
+
+
+def _is_client_error(status: int) -> bool:
+    return HTTPStatus.BAD_REQUEST <= status < HTTPStatus.INTERNAL_SERVER_ERROR
 
 
 def error_info(exc: BaseException) -> ErrorInfo:
     """Classify a failure caught while executing an action."""
     message = error_text(exc)
     if isinstance(exc, errors.APIError):
-        refusal = 400 <= exc.status < 500 and exc.status not in _TRANSIENT_4XX
+        refusal = _is_client_error(exc.status) and exc.status not in _TRANSIENT_4XX
         return ErrorInfo(exc.code, exc.retryable, refusal, message)
     if isinstance(exc, errors.PlatformError):
         return ErrorInfo("platform", True, False, message)

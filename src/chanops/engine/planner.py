@@ -75,6 +75,7 @@ from chanops.engine.plan import (
     PlanProblem,
     Unmanaged,
 )
+from chanops.manifests.model import Manifest
 from chanops.platform.models import Connection
 from chanops.state.store import Record
 
@@ -310,61 +311,64 @@ class _Planner:
             and record.connection_id is not None
             and (m.connection_id is None or m.connection_id == record.connection_id)
         ):
-            conn = self.by_id.get(record.connection_id)
-            if conn is not None:
-                if conn.status == "deleting":
-                    return UNKNOWN  # being deleted; wait for the delete job
-                return Managed(conn)
-            if not self.observed.saw(record.connection_id):
-                return UNKNOWN
-            # Remembered but gone: someone deleted it on the platform.
-            if m.connection_id is not None:
-                self.errors.append(
-                    PlanProblem(
-                        m.name,
-                        f"spec.connectionId {m.connection_id} does not exist on the platform",
-                    )
-                )
-                return SETTLED
-            return Create(f"connection {record.connection_id} no longer exists on the platform")
+            return self._find_remembered(m, record.connection_id)
         if m.connection_id is not None:
-            conn = self.by_id.get(m.connection_id)
-            if conn is None:
-                if not self.observed.saw(m.connection_id):
-                    return UNKNOWN
-                if not self.meta(m.driver).creatable:
-                    # The marketplace app (or POS store) has not made it yet: a person's
-                    # step, not an error to retry.
-                    self.cond(m.name, AWAITING_MARKETPLACE_SETUP)
-                    return SETTLED
-                self.errors.append(
-                    PlanProblem(
-                        m.name,
-                        f"spec.connectionId {m.connection_id} does not exist on the platform",
-                    )
-                )
-                return SETTLED
-            other = self.owner.get(conn.id)
-            if other is not None and other != m.name:
-                self.errors.append(
-                    PlanProblem(
-                        m.name,
-                        f"spec.connectionId {conn.id} is already managed by manifest {other}",
-                    )
-                )
-                return SETTLED
-            if conn.driver != m.driver:
-                self.errors.append(
-                    PlanProblem(
-                        m.name,
-                        f"spec.connectionId {conn.id} is a {conn.driver} connection, "
-                        f"not {m.driver}",
-                    )
-                )
-                return SETTLED
-            return Adopt(conn, f"adopt connection {conn.id} named by spec.connectionId")
+            return self._find_by_id(m, m.connection_id)
         if self.observed.scope is not None:
+            return UNKNOWN  # adoption by name needs the complete list
+        return self._find_by_name(m, record)
+
+    def problem(self, name: str, message: str) -> Found:
+        """Record why the planner cannot decide for `name`; nothing more to plan."""
+        self.errors.append(PlanProblem(name, message))
+        return SETTLED
+
+    def _find_remembered(self, m: Manifest, cid: int) -> Found:
+        """The connection chanops created or adopted for this manifest."""
+        conn = self.by_id.get(cid)
+        if conn is not None:
+            # Being deleted: wait for the delete job.
+            return UNKNOWN if conn.status == "deleting" else Managed(conn)
+        if not self.observed.saw(cid):
             return UNKNOWN
+        # Remembered but gone: someone deleted it on the platform.
+        if m.connection_id is not None:
+            return self.problem(
+                m.name, f"spec.connectionId {m.connection_id} does not exist on the platform"
+            )
+        return Create(f"connection {cid} no longer exists on the platform")
+
+    def _find_by_id(self, m: Manifest, cid: int) -> Found:
+        """The connection `spec.connectionId` names, to adopt."""
+        conn = self.by_id.get(cid)
+        if conn is None:
+            if not self.observed.saw(cid):
+                return UNKNOWN
+            if not self.meta(m.driver).creatable:
+                # The marketplace app (or POS store) has not made it yet: a person's
+                # step, not an error to retry.
+                self.cond(m.name, AWAITING_MARKETPLACE_SETUP)
+                return SETTLED
+            return self.problem(m.name, f"spec.connectionId {cid} does not exist on the platform")
+        other = self.owner.get(conn.id)
+        if other is not None and other != m.name:
+            return self.problem(
+                m.name, f"spec.connectionId {conn.id} is already managed by manifest {other}"
+            )
+        if conn.driver != m.driver:
+            return self.problem(
+                m.name,
+                f"spec.connectionId {conn.id} is a {conn.driver} connection, not {m.driver}",
+            )
+        return Adopt(conn, f"adopt connection {conn.id} named by spec.connectionId")
+
+    def _find_by_name(self, m: Manifest, record: Record | None) -> Found:
+        """Exactly one unmanaged connection of this name and driver is adopted.
+
+        A pending create intent (a crash between the create call and recording its
+        answer) also matches by the name that create sent, so a manifest renamed since
+        still finds what its create made.
+        """
         intent = record.intent if record is not None else None
         pending = intent is not None and intent.op == "create"
         sent = (intent.display_name or "") if intent is not None and pending else ""
@@ -383,14 +387,11 @@ class _Planner:
             candidates = ours  # what the interrupted create made, whatever else matches
         if len(candidates) > 1:
             ids = ", ".join(str(c.id) for c in sorted(candidates, key=lambda c: c.id))
-            self.errors.append(
-                PlanProblem(
-                    m.name,
-                    f"{len(candidates)} unmanaged {m.driver} connections are named "
-                    f"{m.display_name!r} (ids {ids}); set spec.connectionId to choose one",
-                )
+            return self.problem(
+                m.name,
+                f"{len(candidates)} unmanaged {m.driver} connections are named "
+                f"{m.display_name!r} (ids {ids}); set spec.connectionId to choose one",
             )
-            return SETTLED
         if candidates:
             why = (
                 "a create was in flight when chanops stopped; adopt what it made"
@@ -442,50 +443,14 @@ class _Planner:
         ):
             # Fast path: the manifest is what we applied and nobody wrote since.
             changes: list[FieldChange] = []
-            ignored: list[Ignored] = []
             immutable: list[FieldChange] = []
         else:
             changes, ignored, immutable = diff(d, conn, record, meta)
-        self.ignored.extend(ignored)
+            self.ignored.extend(ignored)
         if immutable:
-            what = ", ".join(f"{c.path.lstrip('/')} {c.before!r} -> {c.after!r}" for c in immutable)
-            if not self.options.allow_recreate:
-                self.blocked.append(
-                    Blocked(
-                        ActionKind.RECREATE,
-                        m.name,
-                        f"cannot change immutable {what} of connection {conn.id}; "
-                        "rerun with --allow-recreate to delete and create it again",
-                        connection_id=conn.id,
-                        rule=Guard.IMMUTABLE,
-                    )
-                )
-                return
-            if not meta.creatable:
-                self.errors.append(
-                    PlanProblem(m.name, f"cannot recreate a {m.driver} connection ({what})")
-                )
-                return
-            self.actions.append(
-                Action(
-                    ActionKind.RECREATE,
-                    m.name,
-                    m.driver,
-                    f"immutable {what} changed; --allow-recreate",
-                    connection_id=conn.id,
-                    changes=tuple(create_changes(d, meta)),
-                    display_name=m.display_name,
-                    idempotency_key=None,
-                    deletion_policy=m.deletion_policy,
-                    cause=Cause.IMMUTABLE,
-                    new_state=self.new_state(d, meta),
-                )
-            )
-            if not m.enabled:
-                self.actions.append(
-                    Action(ActionKind.DISABLE, m.name, m.driver, "spec.enabled is false")
-                )
+            self.plan_recreate(d, conn, meta, immutable)
             return
+        cause = Cause.DRIFT if drift else Cause.MANIFEST
         if changes:
             reason = (
                 "drift: changed on the platform since the last apply"
@@ -503,31 +468,66 @@ class _Planner:
                     connection_id=conn.id,
                     changes=tuple(changes),
                     if_match=conn.version,
-                    cause=Cause.DRIFT if drift else Cause.MANIFEST,
+                    cause=cause,
                     new_state=self.new_state(d, meta),
                 )
             )
-        if m.enabled and conn.status == "inactive":
-            self.actions.append(
-                Action(
-                    ActionKind.ENABLE,
+        self.plan_enabled(m, conn, cause)
+
+    def plan_enabled(self, m: Manifest, conn: Connection, cause: Cause) -> None:
+        """Enable or disable so the platform's status matches `spec.enabled`."""
+        if m.enabled == (conn.status == "active") or conn.status not in ("active", "inactive"):
+            return
+        drift = cause is Cause.DRIFT
+        if m.enabled:
+            kind = ActionKind.ENABLE
+            reason = "drift: disabled on the platform" if drift else "spec.enabled is true"
+        else:
+            kind = ActionKind.DISABLE
+            reason = "drift: enabled on the platform" if drift else "spec.enabled is false"
+        self.actions.append(
+            Action(kind, m.name, m.driver, reason, connection_id=conn.id, cause=cause)
+        )
+
+    def plan_recreate(
+        self, d: Desired, conn: Connection, meta: DriverMeta, immutable: list[FieldChange]
+    ) -> None:
+        """An immutable field changed: blocked, or delete and create with --allow-recreate."""
+        m = d.manifest
+        what = ", ".join(f"{c.path.lstrip('/')} {c.before!r} -> {c.after!r}" for c in immutable)
+        if not self.options.allow_recreate:
+            self.blocked.append(
+                Blocked(
+                    ActionKind.RECREATE,
                     m.name,
-                    m.driver,
-                    "drift: disabled on the platform" if drift else "spec.enabled is true",
+                    f"cannot change immutable {what} of connection {conn.id}; "
+                    "rerun with --allow-recreate to delete and create it again",
                     connection_id=conn.id,
-                    cause=Cause.DRIFT if drift else Cause.MANIFEST,
+                    rule=Guard.IMMUTABLE,
                 )
             )
-        elif not m.enabled and conn.status == "active":
+            return
+        if not meta.creatable:
+            self.problem(m.name, f"cannot recreate a {m.driver} connection ({what})")
+            return
+        self.actions.append(
+            Action(
+                ActionKind.RECREATE,
+                m.name,
+                m.driver,
+                f"immutable {what} changed; --allow-recreate",
+                connection_id=conn.id,
+                changes=tuple(create_changes(d, meta)),
+                display_name=m.display_name,
+                idempotency_key=None,
+                deletion_policy=m.deletion_policy,
+                cause=Cause.IMMUTABLE,
+                new_state=self.new_state(d, meta),
+            )
+        )
+        if not m.enabled:
             self.actions.append(
-                Action(
-                    ActionKind.DISABLE,
-                    m.name,
-                    m.driver,
-                    "drift: enabled on the platform" if drift else "spec.enabled is false",
-                    connection_id=conn.id,
-                    cause=Cause.DRIFT if drift else Cause.MANIFEST,
-                )
+                Action(ActionKind.DISABLE, m.name, m.driver, "spec.enabled is false")
             )
 
     # -- a manifest that is gone --------------------------------------------------

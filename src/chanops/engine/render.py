@@ -134,53 +134,75 @@ def _action_block(a: Action, style: Style) -> list[str]:
     return lines
 
 
-def render_text(plan: Plan, *, colour: bool = False) -> str:
-    import click
+def render_text(plan: Plan, *, style: Style = _plain) -> str:
+    """The plan as `chanops plan` prints it; `style(text, colour)` colours a piece.
 
-    def style(text: str, what: str) -> str:
-        if not colour:
-            return text
-        if what == "bold":
-            return click.style(text, bold=True)
-        return click.style(text, fg=what)
-
+    The command line passes click's styling when stdout is a terminal; everything else
+    gets plain text. Rendering decides nothing: the plan already did.
+    """
     out: list[str] = []
-    if plan.actions:
-        out.append("chanops will perform the following actions:")
-        out.append("")
-        for a in plan.actions:
-            out.extend(_action_block(a, style))
-            out.append("")
-    if plan.ignored:
-        out.append("Differences kept by spec.ignoreDifferences (not healed):")
-        for i in plan.ignored:
-            before = SENSITIVE if i.before is None and i.after is None else _value(i.before)
-            after = SENSITIVE if i.before is None and i.after is None else _value(i.after)
-            out.append(f"  {i.name}: {_field(i.path)} = {before} (manifest: {after})")
-        out.append("")
-    if plan.blocked:
-        out.append(style("Blocked (a safety rule refused these):", "red"))
-        for b in plan.blocked:
-            ident = f"{b.name} (id {b.connection_id})" if b.connection_id is not None else b.name
-            out.append(style("  ! ", "red") + f"{b.kind.value} {ident}: {b.reason}")
-        out.append("")
-    if plan.errors:
-        out.append(style("Errors:", "red"))
-        for e in plan.errors:
-            out.append(style("  ! ", "red") + f"{e.name}: {e.message}")
-        out.append("")
-    if plan.conditions:
-        out.append("Conditions:")
-        for name, conds in plan.conditions.items():
-            out.append(f"  {name}: {', '.join(conds)}")
-        out.append("")
-    if plan.unmanaged:
-        out.append("Unmanaged connections (listed, never touched):")
-        for u in plan.unmanaged:
-            out.append(f"  {u.connection_id:>8}  {u.driver:<12} {u.status:<9} {_value(u.name)}")
-        out.append("")
+    for section in (_actions, _ignored, _blocked, _errors, _conditions, _unmanaged):
+        lines = section(plan, style)
+        if lines:
+            out += [*lines, ""]
     out.append(style(summary(plan), "bold"))
     return "\n".join(out) + "\n"
+
+
+def _actions(plan: Plan, style: Style) -> list[str]:
+    if not plan.actions:
+        return []
+    out = ["chanops will perform the following actions:", ""]
+    for a in plan.actions:
+        out += [*_action_block(a, style), ""]
+    return out[:-1]
+
+
+def _ignored(plan: Plan, style: Style) -> list[str]:
+    if not plan.ignored:
+        return []
+    out = ["Differences kept by spec.ignoreDifferences (not healed):"]
+    for i in plan.ignored:
+        hidden = i.before is None and i.after is None  # a sensitive difference
+        before = SENSITIVE if hidden else _value(i.before)
+        after = SENSITIVE if hidden else _value(i.after)
+        out.append(f"  {i.name}: {_field(i.path)} = {before} (manifest: {after})")
+    return out
+
+
+def _blocked(plan: Plan, style: Style) -> list[str]:
+    if not plan.blocked:
+        return []
+    out = [style("Blocked (a safety rule refused these):", "red")]
+    for b in plan.blocked:
+        ident = f"{b.name} (id {b.connection_id})" if b.connection_id is not None else b.name
+        out.append(style("  ! ", "red") + f"{b.kind.value} {ident}: {b.reason}")
+    return out
+
+
+def _errors(plan: Plan, style: Style) -> list[str]:
+    if not plan.errors:
+        return []
+    return [style("Errors:", "red")] + [
+        style("  ! ", "red") + f"{e.name}: {e.message}" for e in plan.errors
+    ]
+
+
+def _conditions(plan: Plan, style: Style) -> list[str]:
+    if not plan.conditions:
+        return []
+    return ["Conditions:"] + [
+        f"  {name}: {', '.join(conds)}" for name, conds in plan.conditions.items()
+    ]
+
+
+def _unmanaged(plan: Plan, style: Style) -> list[str]:
+    if not plan.unmanaged:
+        return []
+    return ["Unmanaged connections (listed, never touched):"] + [
+        f"  {u.connection_id:>8}  {u.driver:<12} {u.status:<9} {_value(u.name)}"
+        for u in plan.unmanaged
+    ]
 
 
 def _md_escape(text: str) -> str:
@@ -237,9 +259,9 @@ def _diff_line(line: str) -> str:
     return " " + line[1:] if line.startswith(" ") else line
 
 
-def render(plan: Plan, fmt: str = "text", *, colour: bool = False) -> str:
+def render(plan: Plan, fmt: str = "text", *, style: Style = _plain) -> str:
     if fmt == "json":
         return json.dumps(plan.to_json(), indent=2, sort_keys=True) + "\n"
     if fmt == "markdown":
         return render_markdown(plan)
-    return render_text(plan, colour=colour)
+    return render_text(plan, style=style)
