@@ -51,6 +51,7 @@ from chanops.engine.plan import (
     Plan,
 )
 from chanops.engine.planner import PlanOptions, in_scope, make_plan
+from chanops.events import EventSink
 from chanops.manifests.model import LoadResult
 from chanops.platform.api import PlatformAPI
 from chanops.platform.models import Connection
@@ -133,12 +134,22 @@ class Reconciler:
     each writes the records of its own names only).
     """
 
-    def __init__(self, *, client: PlatformAPI, store: StateStore, options: EngineOptions) -> None:
+    def __init__(
+        self,
+        *,
+        client: PlatformAPI,
+        store: StateStore,
+        options: EngineOptions,
+        events: EventSink | None = None,
+    ) -> None:
         self.client = client
         self.store = store
         self.options = options
+        self.events = events or EventSink.logging()
         self._drivers: dict[str, DriverMeta] = {}
         self._prefetch: asyncio.Future[list[Connection]] | None = None
+        # The last load's manifests as not-planned Desired entries (`_desired`).
+        self._unresolved: tuple[LoadResult | None, dict[str, Desired]] = (None, {})
 
     # -- public --------------------------------------------------------------
 
@@ -219,16 +230,18 @@ class Reconciler:
             selector=dict(selector) if selector else None,
             drivers=self._driver_table(desired, memory, observed),
         )
-        plan = make_plan(desired, observed, memory, options)
+        # Pure and O(connections) even for a small `only`: in a thread, so that the event
+        # loop (a daemon's watcher and its other batches) keeps turning meanwhile.
+        plan, planned = await asyncio.to_thread(_plan, desired, observed, memory, options)
         ctx = Context(desired=desired, secrets=secrets, drivers=options.drivers, root=load.root)
-        planned = frozenset(n for n in set(desired) | set(memory) if in_scope(n, desired, options))
         return Prepared(plan=plan, context=ctx, observed=observed, planned=planned, memory=memory)
 
     async def execute(self, prepared: Prepared) -> ReconcileResult:
         plan = prepared.plan
         for b in plan.blocked:
-            log.warning(
+            self.events.emit(
                 "guard.blocked",
+                "warning",
                 connection=b.name,
                 connection_id=b.connection_id,
                 action=b.kind.value,
@@ -236,13 +249,16 @@ class Reconciler:
                 reason=b.reason,
             )
         for e in plan.errors:
-            log.error("connection.failed", connection=e.name, action="plan", error=e.message)
+            self.events.emit(
+                "connection.failed", "error", connection=e.name, action="plan", error=e.message
+            )
         executor = Executor(
             self.client,
             self.store,
             concurrency=self.options.concurrency,
             follow_jobs=self.options.follow_jobs,
             job_timeout=self.options.job_timeout,
+            events=self.events,
         )
         outcomes = await executor.run(plan.actions, prepared.context)
         records = self._current_records(prepared)
@@ -285,16 +301,22 @@ class Reconciler:
         """Manifests with their secrets resolved into HMACs (values kept for execute)."""
         from chanops.manifests.secrets import resolve_secret_values
 
-        desired: dict[str, Desired] = {}
         values: dict[str, dict[str, Any]] = {}
         # One snapshot: os.environ's per-lookup decoding is measurable at 10,000 manifests.
         environ = dict(os.environ) if self.options.environ is None else self.options.environ
         hmac = self.store.hmac
-        for m in load.manifests:
-            if (only is not None and m.name not in only) or m.suspend:
-                # Not planned (present so it is not "removed"), or suspended: no secrets read.
-                desired[m.name] = Desired(m)
-                continue
+        # Every manifest is present (a name outside `only` is not "removed"); those not
+        # planned need no secrets. Built once per load: a daemon plans one load in many
+        # batches, and 10,000 of these per batch would cost more than the batch itself.
+        if self._unresolved[0] is not load:
+            self._unresolved = (load, {m.name: Desired(m) for m in load.manifests})
+        desired = dict(self._unresolved[1])
+        planned = (
+            load.manifests if only is None else [d.manifest for n in only if (d := desired.get(n))]
+        )
+        for m in planned:
+            if m.suspend:
+                continue  # suspended: no secrets read
             try:
                 secret_values = resolve_secret_values(
                     m, secrets_dirs=self.options.secrets_dirs, environ=environ
@@ -310,9 +332,10 @@ class Reconciler:
                 m, secret_hmacs={p: hmac(v) for p, v in secret_values.items()}
             )
         # Fingerprints now: this runs in a thread while the platform list is in flight.
-        for name, d in desired.items():
-            if d.secret_error is None and (only is None or name in only):
-                desired[name] = replace(d, fingerprint=fingerprint(d))
+        for m in planned:
+            d = desired[m.name]
+            if d.secret_error is None:
+                desired[m.name] = replace(d, fingerprint=fingerprint(d))
         return desired, values
 
     async def _observe(
@@ -399,8 +422,9 @@ class Reconciler:
                 continue
             for c in merged:
                 if c not in record.conditions:
-                    log.info(
+                    self.events.emit(
                         "connection.condition",
+                        "info",
                         connection=name,
                         driver=record.driver,
                         connection_id=record.connection_id,
@@ -451,24 +475,36 @@ class Reconciler:
             if conn is None or record.intent is not None:
                 continue
             d = desired.get(name)
-            fresh = record
+            version, fp, source = record.version, record.fingerprint, record.source_file
             if record.version is not None and conn.version != record.version:
-                fresh = replace(fresh, version=conn.version)
+                version = conn.version
             if (
                 d is not None
                 and not d.manifest.suspend
                 and d.secret_error is None
                 and AWAITING_INITIAL_SYNC not in record.conditions
             ):
-                fresh = replace(fresh, fingerprint=d.fingerprint or fingerprint(d))
+                fp = d.fingerprint or fingerprint(d)
             if d is not None:
                 # Older stores hold the path as discovered; keep the key (source_key) so
                 # a moved root (a git checkout per commit) still freezes the right names.
-                fresh = replace(
-                    fresh, source_file=source_key(d.manifest.source.file, prepared.context.root)
-                )
-            if fresh != record:
-                self.store.put(fresh)
+                source = source_key(d.manifest.source.file, prepared.context.root)
+            # Compared field by field: a whole Record compares its JSON bodies, decoding
+            # them (10,000 converged records per resync).
+            if (version, fp, source) != (record.version, record.fingerprint, record.source_file):
+                self.store.put(replace(record, version=version, fingerprint=fp, source_file=source))
+
+
+def _plan(
+    desired: Mapping[str, Desired],
+    observed: Observed,
+    memory: Mapping[str, Record],
+    options: PlanOptions,
+) -> tuple[Plan, frozenset[str]]:
+    """The plan, and the names it decided about."""
+    plan = make_plan(desired, observed, memory, options)
+    planned = frozenset(n for n in set(desired) | set(memory) if in_scope(n, desired, options))
+    return plan, planned
 
 
 __all__ = [
