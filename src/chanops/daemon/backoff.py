@@ -72,6 +72,9 @@ class Backoff:
             if r is not None:
                 self._retries[name] = Retry(r.failures, r.delay, float("inf"), r.error, r.terminal)
 
+    def names(self) -> list[str]:
+        return list(self._retries)
+
     def __len__(self) -> int:
         return len(self._retries)
 
