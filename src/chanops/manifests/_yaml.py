@@ -41,6 +41,10 @@ _SEQ = "tag:yaml.org,2002:seq"
 _MAP = "tag:yaml.org,2002:map"
 _NULL = "tag:yaml.org,2002:null"
 _MERGE = "tag:yaml.org,2002:merge"
+_INT = "tag:yaml.org,2002:int"
+_FLOAT = "tag:yaml.org,2002:float"
+# Tags of the plain scalars other than strings, built by `_Builder._scalar`.
+_SCALAR_TAGS = frozenset({_NULL, _BOOL, _INT, _FLOAT})
 
 
 class _Loader(_BaseLoader):  # type: ignore[misc]
@@ -113,15 +117,20 @@ class _Builder:
         elif tag == _SEQ:
             if isinstance(node, yaml.SequenceNode):
                 return [self.build(v) for v in node.value]
-        elif tag == _NULL:
-            return None
-        elif tag == _BOOL:
-            return node.value in ("true", "True", "TRUE")
-        elif tag == "tag:yaml.org,2002:int":
-            return self._scalars.construct_yaml_int(node)
-        elif tag == "tag:yaml.org,2002:float":
-            return self._scalars.construct_yaml_float(node)
+        elif tag in _SCALAR_TAGS:
+            return self._scalar(node)
         raise _YAMLProblem(node, f"unsupported YAML tag {tag}: manifests use plain data only")
+
+    def _scalar(self, node: Any) -> Any:
+        """A null, bool, int or float node (its tag one of _SCALAR_TAGS) -> its value."""
+        tag = node.tag
+        if tag == _NULL:
+            return None
+        if tag == _BOOL:
+            return node.value in ("true", "True", "TRUE")
+        if tag == _INT:
+            return self._scalars.construct_yaml_int(node)
+        return self._scalars.construct_yaml_float(node)
 
     def _mapping(self, node: Any) -> dict[Any, Any]:
         result: dict[Any, Any] = {}

@@ -36,6 +36,9 @@ PARALLEL_MIN_FILES = 1500
 # workers from this many bytes of manifests up: its caller is busy meanwhile, so the
 # workers pay off sooner (about 0.1 s of parsing; 10,000 manifests are ~3.5 MB).
 BACKGROUND_MIN_BYTES = 256 * 1024
+# Forking pays from two cores up: on one, the workers would only take turns with the
+# caller (and with each other) on the same core.
+_MIN_CORES_TO_FORK = 2
 
 LoadOne = Callable[[str], FileOutcome]
 
@@ -181,7 +184,8 @@ def load_files(
     compiled validators), run only when workers are forked.
     """
     workers = _workers()
-    context = _fork_context() if len(files) >= PARALLEL_MIN_FILES and workers > 1 else None
+    enough = len(files) >= PARALLEL_MIN_FILES and workers >= _MIN_CORES_TO_FORK
+    context = _fork_context() if enough else None
     if context is None:
         return [load_one(f) for f in files]
     if before_fork is not None:
@@ -202,7 +206,7 @@ def start_forked(
     """Workers loading all of `files` in the background, or None when they would not pay
     (one core, too few bytes to parse, or a caller that runs threads)."""
     workers = _workers()
-    if workers < 2 or _total_bytes(files) < BACKGROUND_MIN_BYTES:
+    if workers < _MIN_CORES_TO_FORK or _total_bytes(files) < BACKGROUND_MIN_BYTES:
         return None
     context = _fork_context()
     if context is None:

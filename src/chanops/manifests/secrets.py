@@ -253,23 +253,35 @@ def _within(path: Path, directory: Path) -> bool:
     return path == directory or directory in path.parents
 
 
-def _locate_file(ref: str, secrets_dirs: Sequence[Path]) -> tuple[Path | None, str | None]:
-    """(the file to read, None) or (None, why it may not be read). No file contents read."""
+def _refused_as_written(ref: str, secrets_dirs: Sequence[Path]) -> str | None:
+    """Why `ref` may not name a secret file whatever is on disk; None when it may."""
     if not ref:
-        return None, "is empty"
-    candidate = Path(ref)
-    if ".." in candidate.parts:
-        return None, "must not contain '..'"
+        return "is empty"
+    if ".." in Path(ref).parts:
+        return "must not contain '..'"
     if not secrets_dirs:
-        return None, "cannot be read: no secret directories are allowed"
-    allowed = ", ".join(str(d) for d in secrets_dirs)
+        return "cannot be read: no secret directories are allowed"
+    return None
+
+
+def _candidates(candidate: Path, secrets_dirs: Sequence[Path]) -> list[tuple[Path, Path]]:
+    """(path, the secrets directory it must stay in) for each place `candidate` may be,
+    in order; none for an absolute path outside every secrets directory."""
     if candidate.is_absolute():
         homes = [d for d in secrets_dirs if _within(candidate, Path(os.path.abspath(d)))]
-        if not homes:
-            return None, f"is outside the allowed secret directories ({allowed})"
-        options = [(candidate, homes[0])]
-    else:
-        options = [(Path(d) / candidate, Path(d)) for d in secrets_dirs]
+        return [(candidate, homes[0])] if homes else []
+    return [(Path(d) / candidate, Path(d)) for d in secrets_dirs]
+
+
+def _locate_file(ref: str, secrets_dirs: Sequence[Path]) -> tuple[Path | None, str | None]:
+    """(the file to read, None) or (None, why it may not be read). No file contents read."""
+    problem = _refused_as_written(ref, secrets_dirs)
+    if problem is not None:
+        return None, problem
+    allowed = ", ".join(str(d) for d in secrets_dirs)
+    options = _candidates(Path(ref), secrets_dirs)
+    if not options:
+        return None, f"is outside the allowed secret directories ({allowed})"
     for path, home in options:
         if not os.path.lexists(path):
             continue

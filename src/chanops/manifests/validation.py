@@ -50,6 +50,8 @@ __all__ = [
 ]
 
 Validator = Callable[[Any], Any]
+# Where in a document: ("spec", "credentials", 0).
+_DocPath = tuple[str | int, ...]
 
 # stdlib logging: the daemon routes it through its log pipeline; a bare command such as
 # `chanops validate` (no logging set up) gets a warning as one line on stderr.
@@ -296,21 +298,22 @@ _TYPE_NAMES = {
 }
 
 
+# What a value of each YAML type is called in messages, first match wins.
+_VALUE_TYPE_NAMES: tuple[tuple[type, str], ...] = (
+    (type(None), "null"),
+    (bool, "a boolean"),  # before int: a bool is an int
+    (int, "an integer"),
+    (float, "a number"),
+    (str, "a string"),
+    (list, "a list"),
+    (dict, "a mapping"),
+)
+
+
 def type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
+    for cls, name in _VALUE_TYPE_NAMES:
+        if isinstance(value, cls):
+            return name
     return type(value).__name__
 
 
@@ -333,7 +336,7 @@ def _is_secret(schema: Any) -> bool:
     return isinstance(schema, dict) and bool(schema.get("x-chanops-secret"))
 
 
-def _missing(error: Any, path: tuple[str | int, ...], root: Any) -> Iterator[SchemaProblem]:
+def _missing(error: Any, path: _DocPath, root: Any) -> Iterator[SchemaProblem]:
     """A `required` error: one problem per missing field, with its UI label."""
     props = error.schema.get("properties") or _enclosing_properties(error, root)
     for name in error.validator_value:
@@ -341,7 +344,7 @@ def _missing(error: Any, path: tuple[str | int, ...], root: Any) -> Iterator[Sch
             yield SchemaProblem(path, f'missing required field "{name}"{_label(props.get(name))}')
 
 
-def _unknown(error: Any, path: tuple[str | int, ...]) -> Iterator[SchemaProblem]:
+def _unknown(error: Any, path: _DocPath) -> Iterator[SchemaProblem]:
     """An `additionalProperties` error: one problem per unknown key, with a suggestion."""
     properties = error.schema.get("properties", {})
     known = sorted(properties)
@@ -354,7 +357,7 @@ def _unknown(error: Any, path: tuple[str | int, ...]) -> Iterator[SchemaProblem]
         yield SchemaProblem((*path, str(key)), f'unknown field "{key}"{hint}', at_key=True)
 
 
-def _not_an_option(error: Any, path: tuple[str | int, ...], secret: bool) -> SchemaProblem:
+def _not_an_option(error: Any, path: _DocPath, secret: bool) -> SchemaProblem:
     """An `enum` or `const` error; a secret's value is never shown."""
     kind, value = error.validator, error.instance
     options = error.validator_value if kind == "enum" else [error.validator_value]
@@ -369,68 +372,112 @@ def _not_an_option(error: Any, path: tuple[str | int, ...], secret: bool) -> Sch
     )
 
 
-def _messages(error: Any, secret: bool, root: Any) -> Iterator[SchemaProblem]:
-    """Turn one jsonschema ValidationError into problems with our wording."""
-    path: tuple[str | int, ...] = tuple(error.absolute_path)
-    kind = error.validator
-    schema = error.schema
-    value = error.instance
+def _wrong_type(error: Any, path: _DocPath, secret: bool) -> SchemaProblem:
+    """A `type` error: what was expected, with the field's UI label, and what was found."""
+    expected = error.validator_value
+    names = [expected] if isinstance(expected, str) else list(expected)
+    wanted = " or ".join(_TYPE_NAMES.get(n, n) for n in names)
+    return SchemaProblem(
+        path, f"expected {wanted}{_label(error.schema)}, got {type_name(error.instance)}"
+    )
+
+
+def _not_allowed(error: Any, path: _DocPath, secret: bool) -> SchemaProblem | None:
+    """A `not` error of the two kinds we word: an OAuth-only field, or interval and cron."""
     field = str(path[-1]) if path else "document"
-    if kind == "required":
-        yield from _missing(error, path, root)
-        return
-    if kind == "additionalProperties" and isinstance(value, dict):
-        yield from _unknown(error, path)
-        return
-    if kind in ("enum", "const"):
-        yield _not_an_option(error, path, secret)
-        return
-    if kind == "type":
-        expected = error.validator_value
-        names = [expected] if isinstance(expected, str) else list(expected)
-        wanted = " or ".join(_TYPE_NAMES.get(n, n) for n in names)
-        yield SchemaProblem(path, f"expected {wanted}{_label(schema)}, got {type_name(value)}")
-        return
-    if kind == "not" and schema.get("x-chanops-oauth"):
-        yield SchemaProblem(
+    if error.schema.get("x-chanops-oauth"):
+        return SchemaProblem(
             path,
-            f'"{field}"{_label(schema)} is set by the platform\'s AUTHORIZE (OAuth) flow '
+            f'"{field}"{_label(error.schema)} is set by the platform\'s AUTHORIZE (OAuth) flow '
             "and must not appear in a manifest; remove it",
             at_key=True,
         )
-        return
-    if kind == "not" and field == "sync":
-        yield SchemaProblem(path, 'set either "interval" or "cron", not both')
-        return
-    if kind == "anyOf" and _is_secret(schema):
-        # A secret is a non-empty string or {secretRef: {env|file}}: report the branch
-        # the value was evidently aiming at, so "secretRef: {path: x}" says "unknown field".
-        branch = 1 if isinstance(value, dict) else 0
-        inner = [e for e in error.context if e.schema_path and e.schema_path[0] == branch]
-        if inner and isinstance(value, dict):
-            for sub in inner:
-                yield from _messages(sub, True, root)
-            return
-        yield SchemaProblem(
-            path,
-            f"expected a non-empty string or {{secretRef: {{env: NAME}}}} or "
-            f"{{secretRef: {{file: PATH}}}}{_label(schema)}, got {type_name(value)}",
-        )
-        return
-    if kind == "pattern" and not secret:
-        description = schema.get("description")
-        why = f": {description}" if isinstance(description, str) else ""
-        yield SchemaProblem(
-            path, f"{json.dumps(value)} does not match the pattern {error.validator_value}{why}"
-        )
-        return
-    if kind in ("minProperties", "maxProperties") and field == "secretRef":
-        yield SchemaProblem(path, "secretRef needs exactly one of env or file")
-        return
+    if field == "sync":
+        return SchemaProblem(path, 'set either "interval" or "cron", not both')
+    return None
+
+
+def _not_a_secret(error: Any, path: _DocPath, secret: bool) -> SchemaProblem | None:
+    """An `anyOf` error of a secret field matching neither form (see `_secret_ref_errors`)."""
+    if not _is_secret(error.schema):
+        return None
+    return SchemaProblem(
+        path,
+        f"expected a non-empty string or {{secretRef: {{env: NAME}}}} or "
+        f"{{secretRef: {{file: PATH}}}}{_label(error.schema)}, got {type_name(error.instance)}",
+    )
+
+
+def _no_match(error: Any, path: _DocPath, secret: bool) -> SchemaProblem | None:
+    """A `pattern` error, with the field's description; a secret's value is never shown."""
     if secret:
-        yield SchemaProblem(path, f"invalid secret value ({kind})")
-        return
-    yield SchemaProblem(path, str(error.message))
+        return None
+    description = error.schema.get("description")
+    why = f": {description}" if isinstance(description, str) else ""
+    return SchemaProblem(
+        path,
+        f"{json.dumps(error.instance)} does not match the pattern {error.validator_value}{why}",
+    )
+
+
+def _secret_ref_arity(error: Any, path: _DocPath, secret: bool) -> SchemaProblem | None:
+    """A `minProperties`/`maxProperties` error of a secretRef."""
+    if path and str(path[-1]) == "secretRef":
+        return SchemaProblem(path, "secretRef needs exactly one of env or file")
+    return None
+
+
+# Our wording of an error that yields one problem, by jsonschema keyword. Each takes
+# (error, path, secret), needed or not; None: no wording of ours for this case, so
+# `_one_message` uses jsonschema's message (for a secret, one that shows no value).
+_WORDINGS: dict[str, Callable[[Any, _DocPath, bool], SchemaProblem | None]] = {
+    "enum": _not_an_option,
+    "const": _not_an_option,
+    "type": _wrong_type,
+    "not": _not_allowed,
+    "anyOf": _not_a_secret,
+    "pattern": _no_match,
+    "minProperties": _secret_ref_arity,
+    "maxProperties": _secret_ref_arity,
+}
+
+
+def _secret_ref_errors(error: Any) -> list[Any]:
+    """The errors inside {secretRef: ...} when an `anyOf` error of a secret field has a
+    mapping as its value; otherwise none.
+
+    A secret is a non-empty string or {secretRef: {env|file}}: report the branch the
+    value was evidently aiming at, so "secretRef: {path: x}" says "unknown field".
+    """
+    if not (_is_secret(error.schema) and isinstance(error.instance, dict)):
+        return []
+    return [e for e in error.context if e.schema_path and e.schema_path[0] == 1]
+
+
+def _one_message(error: Any, path: _DocPath, secret: bool) -> SchemaProblem:
+    """The one problem of an error with a single message: ours, else jsonschema's."""
+    wording = _WORDINGS.get(error.validator)
+    problem = wording(error, path, secret) if wording is not None else None
+    if problem is not None:
+        return problem
+    if secret:
+        return SchemaProblem(path, f"invalid secret value ({error.validator})")
+    return SchemaProblem(path, str(error.message))
+
+
+def _messages(error: Any, secret: bool, root: Any) -> Iterator[SchemaProblem]:
+    """Turn one jsonschema ValidationError into problems with our wording."""
+    path: _DocPath = tuple(error.absolute_path)
+    kind = error.validator
+    if kind == "required":
+        yield from _missing(error, path, root)
+    elif kind == "additionalProperties" and isinstance(error.instance, dict):
+        yield from _unknown(error, path)
+    elif kind == "anyOf" and (inner := _secret_ref_errors(error)):
+        for sub in inner:
+            yield from _messages(sub, True, root)
+    else:
+        yield _one_message(error, path, secret)
 
 
 def schema_problems(document: Any, driver: str | None) -> list[SchemaProblem]:
