@@ -48,6 +48,9 @@ MIN_REDACTED_CHARS = 8
 _SECRET_KEY_SUFFIXES = ("password", "passwd", "secret", "token", "apikey", "accesskey")
 _SECRET_KEYS = frozenset({"authorization", "cookie", "credentials", "privatekey", "sshkey"})
 
+# `exc_info` as a tuple: (type, value, traceback), as sys.exc_info() returns it.
+_EXC_INFO_FIELDS = 3
+
 EventListener = Callable[[MutableMapping[str, Any]], None]
 
 
@@ -146,7 +149,7 @@ class ErrorRenderer:
 def _exception(exc_info: Any) -> BaseException | None:
     if isinstance(exc_info, BaseException):
         return exc_info
-    if isinstance(exc_info, tuple) and len(exc_info) == 3:
+    if isinstance(exc_info, tuple) and len(exc_info) == _EXC_INFO_FIELDS:
         return exc_info[1]  # type: ignore[no-any-return]
     if exc_info is True:
         return sys.exc_info()[1]
