@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +157,109 @@ def fd_limits(pid: int) -> tuple[int, int]:
     raise AssertionError("no 'Max open files' in /proc/PID/limits")
 
 
+@dataclass
+class Attack:
+    """The attacker's connections, all closed by `close` whatever happened meanwhile."""
+
+    idle: dict[socket.socket, float] = field(default_factory=dict)  # -> handshake time
+    trickle: list[socket.socket | None] = field(default_factory=list)
+    again: socket.socket | None = None  # a keep-alive client stalled on its 2nd request
+    answered: float = 0.0  # when `again`'s first request was answered
+
+    def flood(self, port: int) -> None:
+        """FLOOD idle connections; every 10th sends half a request head, the rest nothing.
+
+        In waves of 100 so that each one reaches the daemon: past a full accept queue
+        the kernel would leave the excess half-open, costing the daemon nothing.
+        """
+        for _ in range(FLOOD // 100):
+            for s, connected in flood(port, 100):
+                if s is not None:
+                    self.idle[s] = connected
+            time.sleep(0.02)
+
+    def slowloris(self, port: int) -> None:
+        """A head that grows by a byte every half second (`trickle_byte`) never completes."""
+        self.trickle += [connect(port, half_head=True) for _ in range(3)]
+
+    def stall_keep_alive(self, port: int) -> None:
+        """A keep-alive client that, after one answered request, starts another and stalls:
+        the deadline restarts after each response, and a partial head does not stop it."""
+        self.again = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.again.sendall(b"GET /healthz HTTP/1.1\r\nHost: chanops\r\n\r\n")
+        assert self.again.recv(65536).startswith(b"HTTP/1.1 200 ")
+        self.again.sendall(b"GET /healthz HTTP/1.1\r\n")
+        self.again.setblocking(False)
+        self.answered = time.monotonic()
+
+    def trickling(self) -> list[socket.socket]:
+        return [s for s in self.trickle if s is not None]
+
+    def close(self) -> None:
+        for s in [*self.idle, *self.trickling(), *([self.again] if self.again else [])]:
+            s.close()
+
+
+def trickle_byte(trickle: list[socket.socket], pending: set[socket.socket]) -> None:
+    for s in trickle:
+        if s in pending:
+            with contextlib.suppress(OSError):
+                s.send(b"x")
+
+
+def server_closes(
+    socks: set[socket.socket], *, trickle: list[socket.socket], timeout: float
+) -> dict[socket.socket, float]:
+    """When the server closed each of `socks`, waiting up to `timeout` s for them all.
+
+    Meanwhile the `trickle` ones send a byte every half second, as a slowloris would.
+    """
+    closed_at: dict[socket.socket, float] = {}
+    pending = set(socks)
+    poller = select.poll()
+    for s in pending:
+        poller.register(s, select.POLLIN | select.POLLERR | select.POLLHUP)
+    deadline = time.monotonic() + timeout
+    last_trickle = 0.0
+    while pending and time.monotonic() < deadline:
+        if time.monotonic() - last_trickle > 0.5:
+            last_trickle = time.monotonic()
+            trickle_byte(trickle, pending)
+        for fd, _ in poller.poll(100):
+            s = next(s for s in pending if s.fileno() == fd)
+            if closed_by_server(s):
+                closed_at[s] = time.monotonic()
+                pending.discard(s)
+                poller.unregister(s)
+    return closed_at
+
+
+def assert_edit_reconciled(d: LimitedDaemon, root: Path, emulator: EmulatorProcess) -> None:
+    """The daemon still reads its manifests root and reconciles an edit."""
+    mark = d.mark()
+    write_atomic(root / "alpha.yaml", manifest("alpha", display="Alpha under attack"))
+    d.wait_event(
+        lambda e: e["event"] == "connection.updated" and e.get("connection") == "alpha",
+        after=mark,
+        timeout=10,
+    )
+    assert any(c["name"] == "Alpha under attack" for c in emulator.admin.connections())
+
+
+def assert_attack_audited(d: LimitedDaemon) -> None:
+    """No flood of accept errors, and the attack in the audit log as a few summaries."""
+    out = d.output()
+    # Never near the descriptor limit, so no accept errors; and never a flood of them.
+    assert sum("out of system resource" in line for line in out.splitlines()) <= 2
+    # The attack is in the audit log, as summaries rather than one line per connection.
+    drops = [e for e in d.events() if e["event"] == "http.connections_dropped"]
+    assert 1 <= len(drops) <= 3, drops
+    assert sum(e["evicted"] + e["refused"] for e in drops) >= FLOOD - CAP
+    assert sum(e["header_timeout"] for e in drops) >= CAP - 60
+    assert any(c.startswith(ATTACKER) for e in drops for c in e["clients"])
+    assert SECRET not in out
+
+
 def test_idle_connection_flood_under_a_1024_fd_limit(
     tmp_path: Path, emulator: EmulatorProcess
 ) -> None:
@@ -169,108 +273,59 @@ def test_idle_connection_flood_under_a_1024_fd_limit(
         env={"SW_SECRET": SECRET},
         constants={"HEADER_TIMEOUT": HEADER_TIMEOUT},
     )
-    attack: dict[socket.socket, float] = {}
-    trickle: list[socket.socket | None] = []
-    again: socket.socket | None = None
+    attack = Attack()
     try:
         d.start()
         assert d.proc is not None
         # The daemon raised its soft limit to the hard one: nothing to gain here.
         assert fd_limits(d.proc.pid) == (FD_LIMIT, FD_LIMIT)
         baseline_fds = d.open_fds()
+        port = d.port or 0
 
-        # The flood: every 10th connection sends half a request head, the rest nothing.
-        # In waves of 100 so that each one reaches the daemon: past a full accept queue
-        # the kernel would leave the excess half-open, costing the daemon nothing.
         t0 = time.monotonic()
-        for _ in range(FLOOD // 100):
-            for s, connected in flood(d.port or 0, 100):
-                if s is not None:
-                    attack[s] = connected
-            time.sleep(0.02)
-        assert len(attack) >= FLOOD - 10, "the listener stopped completing handshakes"
-        # A slowloris: a head that grows by a byte every half second never completes.
-        trickle += [connect(d.port or 0, half_head=True) for _ in range(3)]
-        assert all(trickle)
-        # A keep-alive client that, after one answered request, starts another and stalls:
-        # the deadline restarts after each response, and a partial head does not stop it.
-        again = socket.create_connection(("127.0.0.1", d.port or 0), timeout=5)
-        again.sendall(b"GET /healthz HTTP/1.1\r\nHost: chanops\r\n\r\n")
-        assert again.recv(65536).startswith(b"HTTP/1.1 200 ")
-        again.sendall(b"GET /healthz HTTP/1.1\r\n")
-        again.setblocking(False)
-        answered = time.monotonic()
+        attack.flood(port)
+        assert len(attack.idle) >= FLOOD - 10, "the listener stopped completing handshakes"
+        attack.slowloris(port)
+        assert all(attack.trickle)
+        attack.stall_keep_alive(port)
 
         # /healthz from a fresh connection answers promptly while the attack holds:
         # each probe's connection closes one of the attacker's idle ones to get in.
-        latencies = [healthz_ok(d.port or 0) for _ in range(5)]
+        latencies = [healthz_ok(port) for _ in range(5)]
         assert max(latencies) < 1.0, latencies
-        held = still_open(attack)
+        held = still_open(attack.idle)
         # The cap closed the excess at once; the rest are held until the header timeout.
         assert CAP - 40 <= len(held) <= CAP, len(held)
         assert d.open_fds() <= baseline_fds + CAP + 20, "no descriptor headroom left"
 
-        # The daemon still reads its manifests root and reconciles an edit meanwhile.
-        mark = d.mark()
-        write_atomic(root / "alpha.yaml", manifest("alpha", display="Alpha under attack"))
-        d.wait_event(
-            lambda e: e["event"] == "connection.updated" and e.get("connection") == "alpha",
-            after=mark,
-            timeout=10,
-        )
-        assert any(c["name"] == "Alpha under attack" for c in emulator.admin.connections())
+        assert_edit_reconciled(d, root, emulator)
         during = time.monotonic() - t0
         assert during < HEADER_TIMEOUT - 1, f"the checks took {during:.1f}s: not 'during'"
-        assert len(still_open(attack)) >= CAP - 60  # still held: this was during the attack
+        assert len(still_open(attack.idle)) >= CAP - 60  # still held: this was during the attack
 
         # Every held connection is closed by the server once its head is overdue, the
         # trickling ones included (a total deadline, not an inactivity timer).
-        closed_at: dict[socket.socket, float] = {}
-        pending = set(held) | {s for s in trickle if s is not None} | {again}
-        poller = select.poll()
-        for s in pending:
-            poller.register(s, select.POLLIN | select.POLLERR | select.POLLHUP)
-        deadline = time.monotonic() + HEADER_TIMEOUT + 5
-        last_trickle = 0.0
-        while pending and time.monotonic() < deadline:
-            if time.monotonic() - last_trickle > 0.5:
-                last_trickle = time.monotonic()
-                for s in trickle:
-                    if s in pending:
-                        with contextlib.suppress(OSError):
-                            s.send(b"x")
-            for fd, _ in poller.poll(100):
-                s = next(s for s in pending if s.fileno() == fd)
-                if closed_by_server(s):
-                    closed_at[s] = time.monotonic()
-                    pending.discard(s)
-                    poller.unregister(s)
+        assert attack.again is not None
+        trickle = attack.trickling()
+        watched = set(held) | set(trickle) | {attack.again}
+        closed_at = server_closes(watched, trickle=trickle, timeout=HEADER_TIMEOUT + 5)
+        pending = watched - closed_at.keys()
         assert not pending, f"{len(pending)} idle connections outlived the header timeout"
-        waited = sorted(round(closed_at[s] - attack[s], 2) for s in held)
+        waited = sorted(round(closed_at[s] - attack.idle[s], 2) for s in held)
         assert waited[0] >= HEADER_TIMEOUT - 0.5 and waited[-1] <= HEADER_TIMEOUT + 3, waited
         for s in trickle:
-            assert s is not None
             assert closed_at[s] - t0 <= HEADER_TIMEOUT + 4
-        assert HEADER_TIMEOUT - 0.5 <= closed_at[again] - answered <= HEADER_TIMEOUT + 3
+        stalled = closed_at[attack.again] - attack.answered
+        assert HEADER_TIMEOUT - 0.5 <= stalled <= HEADER_TIMEOUT + 3
 
-        assert healthz_ok(d.port or 0) < 1.0
+        assert healthz_ok(port) < 1.0
         assert d.open_fds() <= baseline_fds + 5
     finally:
-        for s in [*attack, *(t for t in trickle if t is not None), *([again] if again else [])]:
-            s.close()
+        attack.close()
         code = d.stop()
 
     assert code == 0
-    out = d.output()
-    # Never near the descriptor limit, so no accept errors; and never a flood of them.
-    assert sum("out of system resource" in line for line in out.splitlines()) <= 2
-    # The attack is in the audit log, as summaries rather than one line per connection.
-    drops = [e for e in d.events() if e["event"] == "http.connections_dropped"]
-    assert 1 <= len(drops) <= 3, drops
-    assert sum(e["evicted"] + e["refused"] for e in drops) >= FLOOD - CAP
-    assert sum(e["header_timeout"] for e in drops) >= CAP - 60
-    assert any(c.startswith(ATTACKER) for e in drops for c in e["clients"])
-    assert SECRET not in out
+    assert_attack_audited(d)
 
 
 def test_bind_raises_the_soft_fd_limit_to_the_hard_one() -> None:

@@ -16,6 +16,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -152,14 +153,82 @@ class PeakRss:
         return max(peak, self.sampled) - self.baseline
 
 
+def assert_flood_refused(port: int) -> None:
+    """Phase 1: 20 unsigned bodies held open slowly, and 20 bodies with a bogus GitHub
+    signature streamed at 2.5 MB/s, 24 MB each, all at once."""
+    with ThreadPoolExecutor(max_workers=40) as pool:
+        unsigned = [
+            pool.submit(post_chunked, port, {}, total=24 * MB, interval=0.1) for _ in range(20)
+        ]
+        bogus = [
+            pool.submit(post_chunked, port, BOGUS, total=24 * MB, chunk=256 * 1024, interval=0.1)
+            for _ in range(20)
+        ]
+        unsigned_out = [f.result() for f in unsigned]
+        bogus_out = [f.result() for f in bogus]
+
+    # Unsigned: refused from the head alone, then hung up on; the bodies were not
+    # read (they could not have been: 24 MB at this pace takes 37 s).
+    assert [o.status for o in unsigned_out] == [401] * 20
+    assert all(o.hung_up and o.seconds < 1.0 and o.sent < 4 * MB for o in unsigned_out), [
+        (o.seconds, o.sent) for o in unsigned_out
+    ]
+    # Signed-looking: 4 are read at once (their HMAC computed as they stream) and
+    # time out, as their 24 MB would take 10 s; the other 16 are refused at once.
+    statuses = sorted(o.status or 0 for o in bogus_out)
+    assert statuses == [408] * 4 + [429] * 16, statuses
+    for o in bogus_out:
+        assert o.hung_up
+        if o.status == 429:
+            assert o.seconds < 1.0 and o.sent < 4 * MB, o
+        else:
+            assert BODY_TIMEOUT - 0.2 <= o.seconds <= BODY_TIMEOUT + 1.5, o
+            assert o.sent >= 2 * MB, o  # the daemon did read (and hash) these
+
+
+def assert_bad_bodies_refused(port: int) -> None:
+    """Phase 2 (the slots are free again): too large, declared or sent; stalled; and a
+    whole 1 MB body with a bogus signature, verified by streaming and refused."""
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        oversized = pool.submit(post_chunked, port, BOGUS, total=26 * MB, chunk=256 * 1024)
+        declared = pool.submit(declared_too_large, port)
+        stalled = pool.submit(post_chunked, port, BOGUS, total=MB, stall_after=64 * 1024)
+        whole = pool.submit(post_chunked, port, BOGUS, total=MB)
+        oversized_out, declared_out = oversized.result(), declared.result()
+        stalled_out, whole_out = stalled.result(), whole.result()
+    assert oversized_out.status == 413 and oversized_out.hung_up, oversized_out
+    assert 25 * MB <= oversized_out.sent <= 26 * MB, oversized_out
+    assert declared_out.status == 413 and declared_out.hung_up, declared_out
+    assert declared_out.seconds < 1.0
+    assert stalled_out.status == 408 and stalled_out.hung_up, stalled_out
+    assert BODY_TIMEOUT - 0.2 <= stalled_out.seconds <= BODY_TIMEOUT + 1.0, stalled_out
+    assert whole_out.status == 401 and whole_out.sent == MB, whole_out
+
+
+def assert_refusals_logged(events: list[dict[str, Any]]) -> None:
+    """Every refusal is in the log, with its reason and who sent it."""
+    rejected = [e for e in events if e["event"] == "webhook.rejected"]
+    reasons: dict[str, int] = {}
+    for e in rejected:
+        reasons[e["reason"]] = reasons.get(e["reason"], 0) + 1
+        assert e["client"] == "127.0.0.1", e
+    assert reasons == {
+        "unsigned": 20,
+        "too many in flight": 16,
+        "body timeout": 5,
+        "body too large": 2,
+        "bad signature": 1,
+    }, reasons
+
+
 def test_webhook_body_flood(tmp_path: Path, emulator: EmulatorProcess) -> None:
     remote = Remote(tmp_path)
     remote.write("alpha.yaml", manifest("alpha"))
     remote.commit("add alpha")
     d = git_daemon(tmp_path, emulator, remote)
     tuning = f"import chanops.sources.webhook as w; w.BODY_TIMEOUT = {BODY_TIMEOUT}; "
-    code = tuning + "from chanops.cli import main; main()"
-    d.cmd = [sys.executable, "-c", code, *d.cmd[len(chanops_launcher()) :]]
+    program = tuning + "from chanops.cli import main; main()"
+    d.cmd = [sys.executable, "-c", program, *d.cmd[len(chanops_launcher()) :]]
     rss: PeakRss | None = None
     try:
         d.start()
@@ -168,55 +237,8 @@ def test_webhook_body_flood(tmp_path: Path, emulator: EmulatorProcess) -> None:
         rss = PeakRss(pid)
         mark = d.mark()
 
-        # Phase 1: 20 unsigned bodies held open slowly, and 20 bodies with a bogus
-        # GitHub signature streamed at 2.5 MB/s, 24 MB each, all at once.
-        with ThreadPoolExecutor(max_workers=40) as pool:
-            unsigned = [
-                pool.submit(post_chunked, port, {}, total=24 * MB, interval=0.1) for _ in range(20)
-            ]
-            bogus = [
-                pool.submit(
-                    post_chunked, port, BOGUS, total=24 * MB, chunk=256 * 1024, interval=0.1
-                )
-                for _ in range(20)
-            ]
-            unsigned_out = [f.result() for f in unsigned]
-            bogus_out = [f.result() for f in bogus]
-
-        # Unsigned: refused from the head alone, then hung up on; the bodies were not
-        # read (they could not have been: 24 MB at this pace takes 37 s).
-        assert [o.status for o in unsigned_out] == [401] * 20
-        assert all(o.hung_up and o.seconds < 1.0 and o.sent < 4 * MB for o in unsigned_out), [
-            (o.seconds, o.sent) for o in unsigned_out
-        ]
-        # Signed-looking: 4 are read at once (their HMAC computed as they stream) and
-        # time out, as their 24 MB would take 10 s; the other 16 are refused at once.
-        statuses = sorted(o.status or 0 for o in bogus_out)
-        assert statuses == [408] * 4 + [429] * 16, statuses
-        for o in bogus_out:
-            assert o.hung_up
-            if o.status == 429:
-                assert o.seconds < 1.0 and o.sent < 4 * MB, o
-            else:
-                assert BODY_TIMEOUT - 0.2 <= o.seconds <= BODY_TIMEOUT + 1.5, o
-                assert o.sent >= 2 * MB, o  # the daemon did read (and hash) these
-
-        # Phase 2 (the slots are free again): too large, declared or sent; stalled; and a
-        # whole 1 MB body with a bogus signature, verified by streaming and refused.
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            oversized = pool.submit(post_chunked, port, BOGUS, total=26 * MB, chunk=256 * 1024)
-            declared = pool.submit(declared_too_large, port)
-            stalled = pool.submit(post_chunked, port, BOGUS, total=MB, stall_after=64 * 1024)
-            whole = pool.submit(post_chunked, port, BOGUS, total=MB)
-            oversized_out, declared_out = oversized.result(), declared.result()
-            stalled_out, whole_out = stalled.result(), whole.result()
-        assert oversized_out.status == 413 and oversized_out.hung_up, oversized_out
-        assert 25 * MB <= oversized_out.sent <= 26 * MB, oversized_out
-        assert declared_out.status == 413 and declared_out.hung_up, declared_out
-        assert declared_out.seconds < 1.0
-        assert stalled_out.status == 408 and stalled_out.hung_up, stalled_out
-        assert BODY_TIMEOUT - 0.2 <= stalled_out.seconds <= BODY_TIMEOUT + 1.0, stalled_out
-        assert whole_out.status == 401 and whole_out.sent == MB, whole_out
+        assert_flood_refused(port)
+        assert_bad_bodies_refused(port)
 
         growth = rss.growth()
         print(f"\nwebhook flood: RSS {rss.baseline:.0f} MB before, peak growth {growth:.1f} MB")
@@ -230,19 +252,7 @@ def test_webhook_body_flood(tmp_path: Path, emulator: EmulatorProcess) -> None:
         assert ok.status_code == 202
         assert d.http("/healthz").status_code == 200
 
-        # Every refusal is in the log, with its reason and who sent it.
-        rejected = [e for e in d.events()[mark:] if e["event"] == "webhook.rejected"]
-        reasons: dict[str, int] = {}
-        for e in rejected:
-            reasons[e["reason"]] = reasons.get(e["reason"], 0) + 1
-            assert e["client"] == "127.0.0.1", e
-        assert reasons == {
-            "unsigned": 20,
-            "too many in flight": 16,
-            "body timeout": 5,
-            "body too large": 2,
-            "bad signature": 1,
-        }, reasons
+        assert_refusals_logged(d.events()[mark:])
         d.wait_event(lambda e: e["event"] == "webhook.accepted", after=mark)
     finally:
         if rss is not None:
