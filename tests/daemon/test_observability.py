@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
+from chanops.events import Event
 from chanops.observability.logging import (
     REDACTED,
     ErrorRenderer,
@@ -113,7 +114,7 @@ def test_metrics_render_every_series() -> None:
     m = Metrics()
     m.on_request("get", 200, 0.01)
     m.on_request("post", None, 0.5)
-    m.on_event({"event": "platform.retry"})
+    m.on_event(Event("platform.retry", "debug", {}))
     m.set_connections({"active": 2})
     text = m.render().decode()
     assert 'chanops_api_requests_total{code="200",method="GET"} 1.0' in text

@@ -28,6 +28,7 @@ from chanops.commands.git_options import git_options, pop_git_options
 
 if TYPE_CHECKING:
     from chanops.daemon.service import Daemon
+    from chanops.events import EventSink
     from chanops.observability.metrics import Metrics
     from chanops.platform.api import PlatformAPI
     from chanops.sources.git import GitSource
@@ -167,11 +168,15 @@ async def _main(settings: Any, git: GitOptions | None, logcfg: Any, flags: RunFl
     """Open the state store and the platform, build the daemon, run it: the exit code."""
     from chanops.commands.platform import open_platform
     from chanops.errors import ChanopsError
+    from chanops.events import EventSink
     from chanops.observability.logging import describe_error
     from chanops.observability.metrics import Metrics
 
     log = _log()
     metrics = Metrics()
+    # The process's one event sink: the client, the reconciler and the daemon emit to it;
+    # logging consumes it from the start, metrics and /status subscribe in the daemon.
+    events = EventSink.logging()
     try:
         edge = _edge(flags.listen, git, settings)
         store = _open_store(settings)
@@ -187,6 +192,7 @@ async def _main(settings: Any, git: GitOptions | None, logcfg: Any, flags: RunFl
             settings.platform.token,
             concurrency=max(flags.concurrency, 8),
             on_request=metrics.on_request,
+            events=events,
         )
     except ChanopsError as exc:
         store.close()
@@ -195,7 +201,14 @@ async def _main(settings: Any, git: GitOptions | None, logcfg: Any, flags: RunFl
     try:
         async with client:
             daemon = _daemon(
-                settings, flags, edge, client=client, store=store, metrics=metrics, logcfg=logcfg
+                settings,
+                flags,
+                edge,
+                client=client,
+                store=store,
+                metrics=metrics,
+                logcfg=logcfg,
+                events=events,
             )
             return await (daemon.once() if flags.once else daemon.run())
     except ChanopsError as exc:
@@ -259,6 +272,7 @@ def _daemon(
     store: StateStore,
     metrics: Metrics,
     logcfg: Any,
+    events: EventSink,
 ) -> Daemon:
     from chanops.daemon.service import Daemon, DaemonOptions
     from chanops.engine.reconciler import EngineOptions, Reconciler
@@ -286,7 +300,7 @@ def _daemon(
     return Daemon(
         client=client,
         store=store,
-        reconciler=Reconciler(client=client, store=store, options=engine),
+        reconciler=Reconciler(client=client, store=store, options=engine, events=events),
         options=options,
         metrics=metrics,
         logging=logcfg,

@@ -22,8 +22,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import structlog
-
 from chanops.daemon.loader import IncrementalLoader
 from chanops.daemon.outcomes import Outcomes
 from chanops.daemon.parts import Parts
@@ -32,8 +30,6 @@ from chanops.daemon.revision import RevisionReader
 from chanops.daemon.watcher import Batch
 from chanops.manifests.model import Diagnostic, LoadResult
 from chanops.observability.logging import describe_error
-
-log = structlog.get_logger("chanops.daemon")
 
 SETTLE_SECONDS = 0.25  # an editor saving in place truncates first: let the write land
 
@@ -53,6 +49,7 @@ class Loads:
         min_sync_interval: float,
         on_root_changed: Callable[[], None],
     ) -> None:
+        self.events = parts.events
         self.sources = parts.sources
         self.index = parts.index
         self.scheduler = parts.scheduler
@@ -140,8 +137,9 @@ class Loads:
             if key in self._logged and self.index.canonical(d.file) not in changed:
                 continue
             self._logged.add(key)
-            log.error(
+            self.events.emit(
                 "manifest.invalid",
+                "error",
                 file=d.file,
                 line=d.line,
                 column=d.column,
@@ -155,6 +153,7 @@ class Loads:
 
 class Intake:
     def __init__(self, *, loads: Loads, queue: WorkQueue, outcomes: Outcomes) -> None:
+        self.events = outcomes.events
         self.loads = loads
         self.queue = queue
         self.outcomes = outcomes
@@ -175,7 +174,7 @@ class Intake:
             self._files_changed.set()
 
     def on_hup(self) -> None:
-        log.info("signal.received", signal="SIGHUP", action="full reconcile")
+        self.events.emit("signal.received", "info", signal="SIGHUP", action="full reconcile")
         self.request_full("SIGHUP")
         source = self.loads.sources.source
         if source is not None:
@@ -216,7 +215,7 @@ class Intake:
         load, names = await self.loads.refresh(files)
         if not names:
             # A change that defines nothing (an empty file, comments): nothing to do.
-            log.debug("reconcile.skipped", reason="files changed", kind="partial")
+            self.events.emit("reconcile.skipped", "debug", reason="files changed", kind="partial")
         self.queue.forget(names)  # a manifest change resets its backoff, and unparks
         self.queue.add(names, Cause.EDIT)
         self.release_held(load)
@@ -244,7 +243,7 @@ class Intake:
                     self.have_revision.set()
                     self.request_full(f"git revision {revision.short}")
             except Exception as exc:
-                log.error("git.follow_failed", error=describe_error(exc))
+                self.events.emit("git.follow_failed", "error", error=describe_error(exc))
                 await asyncio.sleep(min(source.interval, 30.0))
 
 

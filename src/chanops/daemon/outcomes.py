@@ -23,16 +23,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-import structlog
-
 from chanops.daemon.backoff import Backoff, Retry
 from chanops.daemon.parts import Parts
 from chanops.daemon.queue import Batch, Failure
 from chanops.daemon.scheduler import utc_iso
 from chanops.engine.plan import Guard
 from chanops.engine.reconciler import ReconcileResult
-
-log = structlog.get_logger("chanops.daemon")
+from chanops.events import Level
 
 Kind = Literal["full", "partial"]
 OUTAGE_RETRY_CAP_S = 30.0  # platform unreachable: retry the resync at least this often
@@ -83,6 +80,7 @@ def failures(batch: Batch, result: ReconcileResult) -> dict[str, Failure]:
 
 class Outcomes:
     def __init__(self, parts: Parts, *, ready: Callable[[], bool]) -> None:
+        self.events = parts.events
         self.queue = parts.queue
         self.metrics = parts.metrics
         self.index = parts.index
@@ -121,10 +119,16 @@ class Outcomes:
     def _requeued(self, retries: Iterable[tuple[str, Retry]]) -> None:
         for name, retry in retries:
             if retry.terminal:
-                log.info("connection.parked", connection=name, reason="until the manifest changes")
+                self.events.emit(
+                    "connection.parked",
+                    "info",
+                    connection=name,
+                    reason="until the manifest changes",
+                )
                 continue
-            (log.debug if self.in_outage else log.info)(
+            self.events.emit(
                 "connection.requeued",
+                "debug" if self.in_outage else "info",
                 connection=name,
                 retry_in_s=retry.delay,
                 failures=retry.failures,
@@ -140,8 +144,12 @@ class Outcomes:
     # -- reconciles ------------------------------------------------------------------------
 
     def started(self, tally: Tally, connections: int) -> None:
-        (log.debug if self.in_outage else log.info)(
-            "reconcile.started", kind=tally.kind, reason=tally.reason, connections=connections
+        self.events.emit(
+            "reconcile.started",
+            "debug" if self.in_outage else "info",
+            kind=tally.kind,
+            reason=tally.reason,
+            connections=connections,
         )
 
     def completed(self, tally: Tally) -> None:
@@ -163,11 +171,12 @@ class Outcomes:
             "blocked": tally.blocked,
             "waiting": {k: list(v) for k, v in tally.waiting.items()},
         }
-        level = log.info if converged else log.warning
+        level: Level = "info" if converged else "warning"
         if self.in_outage and not converged:
-            level = log.debug  # still the same failure streak
-        level(
+            level = "debug"  # still the same failure streak
+        self.events.emit(
             "reconcile.completed",
+            level,
             kind=tally.kind,
             duration_ms=round(elapsed * 1000),
             actions=tally.actions,
@@ -185,8 +194,12 @@ class Outcomes:
         elapsed = tally.elapsed()
         self.metrics.reconciles.labels(outcome="failed", kind=tally.kind).inc()
         self.metrics.reconcile_duration.labels(kind=tally.kind).observe(elapsed)
-        (log.debug if self.in_outage else log.error)(
-            "reconcile.failed", kind=tally.kind, duration_ms=round(elapsed * 1000), error=error
+        self.events.emit(
+            "reconcile.failed",
+            "debug" if self.in_outage else "error",
+            kind=tally.kind,
+            duration_ms=round(elapsed * 1000),
+            error=error,
         )
         self.update_gauges()
 
@@ -198,24 +211,29 @@ class Outcomes:
         self.platform_ok = False
         if self.outage_since is None:
             self.outage_since = time.monotonic()
-            log.error("platform.unreachable", error=error, retry_in_s=retry.delay)
+            self.events.emit("platform.unreachable", "error", error=error, retry_in_s=retry.delay)
         else:
-            log.debug("reconcile.requeued", kind="full", retry_in_s=retry.delay)
+            self.events.emit("reconcile.requeued", "debug", kind="full", retry_in_s=retry.delay)
         self.update_gauges()
 
     def retry_resync(self, error: str) -> None:
         """A resync failed for a reason other than the platform (the store, say)."""
         retry = self.platform_retry.fail(PLATFORM, time.monotonic(), error)
-        (log.debug if self.in_outage else log.info)(
-            "reconcile.requeued", kind="full", retry_in_s=retry.delay
+        self.events.emit(
+            "reconcile.requeued",
+            "debug" if self.in_outage else "info",
+            kind="full",
+            retry_in_s=retry.delay,
         )
 
     def reachable(self) -> None:
         """A full resync listed the platform: it answers."""
         self.platform_retry.reset([PLATFORM])
         if self.outage_since is not None:
-            log.info(
-                "platform.reachable", outage_ms=round((time.monotonic() - self.outage_since) * 1000)
+            self.events.emit(
+                "platform.reachable",
+                "info",
+                outage_ms=round((time.monotonic() - self.outage_since) * 1000),
             )
             self.outage_since = None
         self.platform_ok = True

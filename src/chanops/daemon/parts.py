@@ -17,6 +17,7 @@ from chanops.daemon.index import FileIndex
 from chanops.daemon.queue import WorkQueue
 from chanops.daemon.scheduler import SyncScheduler
 from chanops.engine.reconciler import Reconciler
+from chanops.events import EventSink
 from chanops.observability.logging import LogConfig
 from chanops.observability.metrics import Metrics
 from chanops.platform.api import PlatformAPI
@@ -49,3 +50,4 @@ class Parts:
     observed: ObservedCache
     queue: WorkQueue
     scheduler: SyncScheduler
+    events: EventSink  # every domain event goes here; logs, metrics, /status subscribe

@@ -42,8 +42,6 @@ from chanops.errors import ChanopsError, NotFound, PlatformError
 from chanops.manifests.model import LoadResult, Manifest
 from chanops.observability.logging import describe_error
 
-log = structlog.get_logger("chanops.daemon")
-
 REFRESH_BY_LIST = 50  # more written connections than this: re-list instead of GET each
 YIELD_CAP_S = 1.0  # the longest a resync batch waits for urgent work at one step
 
@@ -104,6 +102,7 @@ class BatchRunner:
         on_unreachable: Callable[[str], None],
         on_success: Callable[[Batch, ReconcileResult, Tally], None],
     ) -> None:
+        self.events = parts.events
         self.client = parts.client
         self.reconciler = parts.reconciler
         self.index = parts.index
@@ -235,7 +234,7 @@ class BatchRunner:
             try:
                 listed = await self.client.list_connections()
             except PlatformError as exc:
-                log.debug("status.refresh_failed", error=describe_error(exc))
+                self.events.emit("status.refresh_failed", "debug", error=describe_error(exc))
                 return
             self.observed.replace_all(listed, since)
         else:
@@ -250,7 +249,9 @@ class BatchRunner:
         except PlatformError as exc:
             # The entry stays as it was: a write planned against it carries If-Match,
             # so a stale version costs a 412 and a re-read, never a lost update.
-            log.debug("status.refresh_failed", connection_id=cid, error=describe_error(exc))
+            self.events.emit(
+                "status.refresh_failed", "debug", connection_id=cid, error=describe_error(exc)
+            )
 
     def register_secrets(self, load: LoadResult, prepared: Prepared, only: set[str]) -> None:
         """Teach the log redactor every secret value this batch may write or echo."""

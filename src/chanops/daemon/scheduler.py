@@ -29,12 +29,11 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from chanops.errors import PlatformError
+from chanops.events import EventSink
 from chanops.manifests.model import Manifest, SyncSpec
 from chanops.observability.logging import describe_error
 from chanops.platform.api import PlatformAPI
 from chanops.platform.models import Job
-
-log = structlog.get_logger(__name__)
 
 FOLLOW_MIN_SECONDS = 0.2
 FOLLOW_MAX_SECONDS = 5.0
@@ -89,7 +88,9 @@ class SyncScheduler:
         *,
         lookup: Callable[[str], Target | None],
         on_outcome: Callable[[SyncOutcome], None] | None = None,
+        events: EventSink | None = None,
     ) -> None:
+        self._events = events or EventSink.logging()
         self._client = client
         self._lookup = lookup
         self._on_outcome = on_outcome
@@ -136,8 +137,9 @@ class SyncScheduler:
             except ValueError as exc:
                 # Validation refuses such a schedule; should one slip past it, it costs
                 # that connection its schedule, never the daemon its reconcile loop.
-                log.error(
+                self._events.emit(
                     "sync.invalid_schedule",
+                    "error",
                     connection=name,
                     schedule=describe(spec),
                     error=str(exc),
@@ -149,7 +151,9 @@ class SyncScheduler:
                 continue
             if name in self._specs:
                 self._scheduler.reschedule_job(name, trigger=trigger)
-                log.info("sync.rescheduled", connection=name, schedule=describe(spec))
+                self._events.emit(
+                    "sync.rescheduled", "info", connection=name, schedule=describe(spec)
+                )
             else:
                 self._scheduler.add_job(
                     self._fire,
@@ -162,14 +166,16 @@ class SyncScheduler:
                     misfire_grace_time=max(1, int(spec.interval_seconds or 60)),
                     replace_existing=True,
                 )
-                log.info("sync.scheduled", connection=name, schedule=describe(spec))
+                self._events.emit(
+                    "sync.scheduled", "info", connection=name, schedule=describe(spec)
+                )
             self._specs[name] = spec
 
     def _remove(self, name: str) -> None:
         self._specs.pop(name, None)
         with contextlib.suppress(Exception):
             self._scheduler.remove_job(name)
-        log.info("sync.unscheduled", connection=name)
+        self._events.emit("sync.unscheduled", "info", connection=name)
 
     def next_run(self, name: str) -> datetime | None:
         job = self._scheduler.get_job(name) if self._started else None
@@ -193,14 +199,15 @@ class SyncScheduler:
         target = self._lookup(name)
         skip = _skip_reason(target, self.syncing(name))
         if skip is not None or target is None or target.connection_id is None:
-            log.info("sync.skipped", connection=name, reason=skip)
+            self._events.emit("sync.skipped", "info", connection=name, reason=skip)
             return
         start = time.monotonic()
         try:
             job = await self._client.trigger_sync(target.connection_id)
         except PlatformError as exc:
-            log.warning(
+            self._events.emit(
                 "sync.failed",
+                "warning",
                 connection=name,
                 driver=target.driver,
                 connection_id=target.connection_id,
@@ -209,8 +216,9 @@ class SyncScheduler:
             )
             self._emit(SyncOutcome(name, 0, "failed", 0.0, describe_error(exc)))
             return
-        log.info(
+        self._events.emit(
             "sync.triggered",
+            "info",
             connection=name,
             driver=target.driver,
             connection_id=target.connection_id,
@@ -245,7 +253,9 @@ class SyncScheduler:
             elapsed = time.monotonic() - start
             if not stuck and elapsed > limit:
                 stuck = True
-                log.warning("sync.stuck", **fields, duration_ms=round(elapsed * 1000))
+                self._events.emit(
+                    "sync.stuck", "warning", **fields, duration_ms=round(elapsed * 1000)
+                )
                 self._emit(SyncOutcome(name, job.id, "stuck", elapsed))
             try:
                 job = await self._client.get_job(job.id)
@@ -254,15 +264,21 @@ class SyncScheduler:
                 # An outage must not lose the job: keep following, quietly, with backoff.
                 errors += 1
                 if errors == 1:
-                    log.warning("sync.follow_error", **fields, error=describe_error(exc))
+                    self._events.emit(
+                        "sync.follow_error", "warning", **fields, error=describe_error(exc)
+                    )
         elapsed = time.monotonic() - start
         duration_ms = round(elapsed * 1000)
         if job.state == "succeeded":
-            log.info("sync.completed", **fields, duration_ms=duration_ms)
+            self._events.emit("sync.completed", "info", **fields, duration_ms=duration_ms)
             self._emit(SyncOutcome(name, job.id, "completed", elapsed))
         else:
-            log.warning(
-                "sync.failed", **fields, duration_ms=duration_ms, error=job.error or "job failed"
+            self._events.emit(
+                "sync.failed",
+                "warning",
+                **fields,
+                duration_ms=duration_ms,
+                error=job.error or "job failed",
             )
             self._emit(SyncOutcome(name, job.id, "failed", elapsed, job.error or "job failed"))
 

@@ -52,6 +52,7 @@ from chanops.daemon.status import EventLog, LivenessGate, Status
 from chanops.daemon.watcher import ManifestWatcher
 from chanops.engine.reconciler import Reconciler, ReconcileResult
 from chanops.errors import ChanopsError
+from chanops.events import Event
 from chanops.manifests.schedule import MIN_SYNC_INTERVAL_SECONDS
 from chanops.observability.logging import LogConfig, describe_error
 from chanops.observability.metrics import Metrics
@@ -63,7 +64,6 @@ if TYPE_CHECKING:
 
     from chanops.sources.git import GitSource
 
-log = structlog.get_logger("chanops.daemon")
 
 EXIT_CRASHED = 70  # EX_SOFTWARE (sysexits.h): the reconcile loop died of a bug or fault
 RESYNC_BATCH = 1000  # names per resync batch: one plan each (see docs/daemon.md)
@@ -99,6 +99,10 @@ class Daemon:
         source: GitSource | None = None,
         routes: Sequence[BaseRoute] = (),
     ) -> None:
+        # The one sink of the process, built at the composition root and handed to the
+        # reconciler (and the client): the daemon emits to the same one. Logging is one
+        # of its consumers; /status and metrics subscribe below.
+        self.sink = reconciler.events
         self.client = client
         self.store = store
         self.reconciler = reconciler
@@ -112,8 +116,8 @@ class Daemon:
         self._stop_signal: str | None = None
         self._http: HttpServer | None = None
         self._compose()
-        logging.tap.subscribe(self.events)
-        logging.tap.subscribe(metrics.on_event)
+        self.sink.subscribe(self._remember)
+        self.sink.subscribe(metrics.on_event)
         if source is not None:
             metrics.registry.register(GitSourceCollector(source))
             # Fetch failures change readiness between reconciles: read it at scrape time.
@@ -135,8 +139,12 @@ class Daemon:
             observed=ObservedCache(),
             queue=WorkQueue(backoff=Backoff(), resync_batch=opts.resync_batch),
             scheduler=SyncScheduler(
-                self.client, lookup=self._sync_target, on_outcome=self._sync_outcome
+                self.client,
+                lookup=self._sync_target,
+                on_outcome=self._sync_outcome,
+                events=self.sink,
             ),
+            events=self.sink,
         )
         self.parts = parts
         self.queue, self.index, self.observed = parts.queue, parts.index, parts.observed
@@ -188,12 +196,13 @@ class Daemon:
         reconciling.add_done_callback(self._supervise)
         await self._stop.wait()
         started = time.monotonic()
-        log.info("daemon.stopping", signal=self._stop_signal)
+        self.sink.emit("daemon.stopping", "info", signal=self._stop_signal)
         # Let the batches in flight (and the resync they belong to) finish, up to the timeout.
         done, _ = await asyncio.wait({reconciling}, timeout=self.options.shutdown_timeout)
         if not done:
-            log.warning(
+            self.sink.emit(
                 "daemon.shutdown_timeout",
+                "warning",
                 timeout_s=self.options.shutdown_timeout,
                 error="a reconcile was still running; cancelled",
             )
@@ -211,7 +220,9 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(sig)
-        log.info("daemon.stopped", duration_ms=round((time.monotonic() - started) * 1000))
+        self.sink.emit(
+            "daemon.stopped", "info", duration_ms=round((time.monotonic() - started) * 1000)
+        )
         return EXIT_CRASHED if self.crashed is not None else 0
 
     def _serve_http(self) -> None:
@@ -230,14 +241,15 @@ class Daemon:
         self._http = HttpServer(app, sock)
         self._http.start()
         host, port = self._http.address
-        log.info("http.listening", address=f"{host}:{port}", port=port)
+        self.sink.emit("http.listening", "info", address=f"{host}:{port}", port=port)
 
     def _announce(self) -> None:
         git: dict[str, Any] = {}
         if self.source is not None:
             git = {"git": self.source.display_url, "ref": self.source.ref}
-        log.info(
+        self.sink.emit(
             "daemon.started",
+            "info",
             manifests=str(self.options.manifests),
             resync_s=self.options.resync_seconds,
             workers=self.options.workers,
@@ -245,8 +257,9 @@ class Daemon:
             **git,
         )
         if self.source is None and not self.options.manifests.exists():
-            log.warning(
+            self.sink.emit(
                 "manifests.missing",
+                "warning",
                 manifests=str(self.options.manifests),
                 message="the manifests root does not exist yet: nothing will be created or "
                 "deleted until it does; create it and add *.yaml manifests (chanops export "
@@ -292,7 +305,9 @@ class Daemon:
         self.crashed = f"{task.get_name()}: {error}"
         # One line at info (ErrorRenderer turns exc_info into `error`); with
         # --log-level debug the traceback is kept.
-        log.critical("daemon.crashed", task=task.get_name(), error=error, exc_info=exc)
+        self.sink.emit(
+            "daemon.crashed", "critical", task=task.get_name(), error=error, exc_info=exc
+        )
         self.metrics.ready.set(0)
         self._request_stop(None)
 
@@ -346,7 +361,7 @@ class Daemon:
             try:
                 revision = await checkout_once(self.source)
             except SourceError as exc:
-                log.error("daemon.failed", error=str(exc))
+                self.sink.emit("daemon.failed", "error", error=str(exc))
                 return 1
             self.sources.revision = revision
             self.loads.switch_root(revision.path)
@@ -355,8 +370,12 @@ class Daemon:
         try:
             return await self._once()
         except Exception as exc:  # what `_supervise` catches for `run`: not a traceback
-            log.critical(
-                "daemon.crashed", task="reconcile", error=describe_error(exc), exc_info=exc
+            self.sink.emit(
+                "daemon.crashed",
+                "critical",
+                task="reconcile",
+                error=describe_error(exc),
+                exc_info=exc,
             )
             return EXIT_CRASHED
 
@@ -407,6 +426,16 @@ class Daemon:
             active=active,
             suspended=manifest.suspend,
         )
+
+    def _remember(self, event: Event) -> None:
+        """Keep an event for /status, redacted like a log line and stamped like one."""
+        record = {
+            **event.fields,
+            "event": event.name,
+            "level": event.level,
+            "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        }
+        self.events(self.logging.redactor.scrub(record))
 
     def _sync_outcome(self, outcome: SyncOutcome) -> None:
         self.metrics.sync_jobs.labels(outcome=outcome.outcome).inc()

@@ -7,11 +7,12 @@ A registry per `Metrics` (not the process-global default) keeps tests independen
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping
-from typing import Any
+from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from chanops.events import Event
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 
@@ -109,10 +110,13 @@ class Metrics:
         self.api_requests.labels(method=method.upper(), code=str(status or 0)).inc()
         self.api_duration.labels(method=method.upper()).observe(seconds)
 
-    def on_event(self, event: MutableMapping[str, Any]) -> None:
-        """Count events emitted by modules that do not know about metrics (the engine)."""
-        name = event.get("event")
-        if name == "platform.retry":
+    def on_event(self, event: Event) -> None:
+        """Count events emitted by modules that do not know about metrics (the client).
+
+        Subscribed to the event sink, not to log output: every event arrives here
+        whatever the log level.
+        """
+        if event.name == "platform.retry":
             self.retries.labels(kind="api").inc()
 
     def set_connections(self, by_status: Mapping[str, int]) -> None:
