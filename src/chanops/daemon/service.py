@@ -430,6 +430,7 @@ class Daemon:
     def _remember(self, event: Event) -> None:
         """Keep an event for /status, redacted like a log line and stamped like one."""
         record = {
+            "revision": self.logging.revision.value,
             **event.fields,
             "event": event.name,
             "level": event.level,

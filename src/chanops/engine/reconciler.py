@@ -35,8 +35,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import structlog
-
 from chanops import errors
 from chanops.engine.diff import Desired, DriverMeta, Observed, fingerprint, source_key
 from chanops.engine.executor import Context, Executor
@@ -56,8 +54,6 @@ from chanops.manifests.model import LoadResult
 from chanops.platform.api import PlatformAPI
 from chanops.platform.models import Connection
 from chanops.state.store import Record, StateStore
-
-log = structlog.get_logger(__name__)
 
 WAITING_CONDITIONS = frozenset(
     {AWAITING_MARKETPLACE_SETUP, AWAITING_AUTHORIZATION, AWAITING_INITIAL_SYNC, SUSPENDED}

@@ -2,7 +2,7 @@
 
 Configured once, at the edge (`configure_logging`, called by the CLI); library code only
 does `log = structlog.get_logger(__name__)`. The processors are plain callables over the
-event dict (STYLE.md, structlog), each testable on its own:
+event dict (as structlog intends), each testable on its own:
 
 - `Redactor` replaces the value of every field whose key names a secret (`token`,
   `password`, `apiKey`...) and every registered secret value (8 characters or more)
@@ -11,7 +11,9 @@ event dict (STYLE.md, structlog), each testable on its own:
 - `ErrorRenderer` turns `exc_info` into one `error` string ("Type: message") unless the
   level is debug, where the full traceback is kept.
 - `RevisionStamp` adds the manifests' git commit to every event.
-- `EventTap` hands each finished event to listeners (metrics, the /status ring buffer).
+
+Logging is one consumer of the event sink (`chanops.events`): metrics and `/status`
+subscribe to the sink, not to log output, so they see events the log level drops.
 
 Output: one JSON object per line on stdout, or the console renderer when stdout is a
 TTY (`--log-format` overrides). Every event has `event`, `timestamp` (UTC ISO 8601) and
@@ -25,7 +27,7 @@ import logging
 import re
 import sys
 import threading
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Iterable
 from typing import Any, Literal, TextIO
 
 import structlog
@@ -50,8 +52,6 @@ _SECRET_KEYS = frozenset({"authorization", "cookie", "credentials", "privatekey"
 
 # `exc_info` as a tuple: (type, value, traceback), as sys.exc_info() returns it.
 _EXC_INFO_FIELDS = 3
-
-EventListener = Callable[[MutableMapping[str, Any]], None]
 
 
 def is_secret_key(key: object) -> bool:
@@ -182,24 +182,6 @@ class RevisionStamp:
         return event_dict
 
 
-class EventTap:
-    """Give each final event dict (after redaction) to the registered listeners."""
-
-    def __init__(self) -> None:
-        self._listeners: list[EventListener] = []
-
-    def subscribe(self, listener: EventListener) -> None:
-        self._listeners.append(listener)
-
-    def __call__(self, logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
-        for listener in self._listeners:
-            try:
-                listener(event_dict)
-            except Exception:  # noqa: S112 - a broken listener must never break logging
-                continue
-        return event_dict
-
-
 def _drop_stdlib_noise(logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
     # ProcessorFormatter hands these through for foreign (stdlib) records.
     event_dict.pop("_record", None)
@@ -208,12 +190,11 @@ def _drop_stdlib_noise(logger: WrappedLogger, method: str, event_dict: EventDict
 
 
 class LogConfig:
-    """The handles a running process keeps on its logging: redaction, revision, tap."""
+    """The handles a running process keeps on its logging: redaction and revision."""
 
     def __init__(self) -> None:
         self.redactor = Redactor()
         self.revision = RevisionStamp()
-        self.tap = EventTap()
 
 
 def resolve_format(fmt: str | None, stream: TextIO) -> LogFormat:
@@ -248,7 +229,6 @@ def configure_logging(
         ErrorRenderer(debug),
         structlog.processors.UnicodeDecoder(),
         cfg.redactor,  # last before rendering: scrubs messages and tracebacks alike
-        cfg.tap,
     ]
     renderer: Processor
     if chosen == "json":
