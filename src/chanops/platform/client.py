@@ -477,20 +477,9 @@ def open_client(
     serves the bundled emulator in process and hands it to `open_in_process`.
     """
     if url.startswith("local:"):
-        # issue 12: commands/run.py (being rewritten this round) still opens `local:`
-        # through open_client. Delegating keeps one implementation until it calls
-        # open_platform; then this becomes a ConfigError and the import goes.
-        from chanops.commands.platform import open_platform
-
-        return open_platform(
-            url,
-            token,
-            concurrency=concurrency,
-            rate_limit=rate_limit,
-            timeout=timeout,
-            max_retries=max_retries,
-            on_request=on_request,
-            events=events,
+        raise errors.ConfigError(
+            f"platform URL {url!r}: the embedded emulator is the command line's to open "
+            "(chanops.commands.platform.open_platform)"
         )
     if not url.startswith(("http://", "https://")):
         raise errors.ConfigError(

@@ -59,9 +59,4 @@ async def checkout_once(source: GitSource) -> Revision:
     return revision
 
 
-# issue 12: commands/run.py (being rewritten this round) still imports the click options
-# from here. They live in chanops.commands.git_options; this re-export (imported last,
-# so the cycle through commands resolves) goes when run.py imports them from there.
-from chanops.commands.git_options import git_options, pop_git_options  # noqa: E402
-
-__all__ = ["GitOptions", "checkout_once", "git_options", "git_workdir", "pop_git_options"]
+__all__ = ["GitOptions", "checkout_once", "git_workdir"]
