@@ -238,13 +238,13 @@ def test_the_daemon_keeps_reconciling_through_hostile_answers(
 # bookkeeping raises what no handler expects, as a bug would.
 FAULTY = """
 import os, sys
-from chanops.daemon import runner
-succeeded = runner.Daemon._succeeded
+from chanops.daemon import service
+succeeded = service.Daemon._succeeded
 def faulty(self, *args, **kwargs):
     if os.path.exists(os.environ["CRASH_MARKER"]):
         raise RuntimeError("injected fault")
     return succeeded(self, *args, **kwargs)
-runner.Daemon._succeeded = faulty
+service.Daemon._succeeded = faulty
 from chanops.cli import main
 sys.argv = ["chanops", *sys.argv[1:]]
 main()
@@ -320,7 +320,7 @@ async def test_healthz_is_503_once_crashed() -> None:
     """The gate `Daemon.run` puts in front of create_app, in-process: the deterministic
     half of the supervision test above (whose 503 window lasts ~100 ms before exit)."""
     from chanops.daemon.http import create_app
-    from chanops.daemon.runner import LivenessGate
+    from chanops.daemon.status import LivenessGate
     from chanops.observability.metrics import Metrics
 
     crashed: list[str] = []
