@@ -430,7 +430,7 @@ def test_sigterm_lets_the_reconcile_in_flight_finish(tmp_path: Path) -> None:
 def test_deletes_wait_for_a_healthy_root(
     tmp_path: Path, emu: EmulatorProcess, make_daemon: Callable[..., DaemonProcess]
 ) -> None:
-    """DESIGN.md section 6: a deleted file deletes only while the rest of the root loads."""
+    """The unhealthy-root guard: a deleted file deletes only while the rest of the root loads."""
     import os
 
     root = tmp_path / "m"

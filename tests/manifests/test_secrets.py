@@ -1,4 +1,4 @@
-"""Secret references: DESIGN.md section 6 rules, and values never in messages."""
+"""Secret references: the rules of docs/security.md, and values never in messages."""
 
 from __future__ import annotations
 

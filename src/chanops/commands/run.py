@@ -1,4 +1,4 @@
-"""`chanops run`: the daemon (DESIGN.md section 5, 7).
+"""`chanops run`: the daemon (docs/daemon.md, docs/design.md).
 
 With no flags it reconciles `connections.d` against the embedded local platform
 (`local:.chanops/platform.db`), so a new user sees connections appear and the events

@@ -5,8 +5,8 @@ two cores); the daemon must not pay that per edit. `IncrementalLoader` keeps eac
 file's `FileOutcome` keyed by its stat (mtime, size, inode) and assembles the same
 `LoadResult` that `load_manifests` produces for one directory root, through the
 manifests package's own `Discovered.from_walk` and `assemble_result`: discovery
-problems, per-file diagnostics, duplicates, `failed_files` and `root_ok` (DESIGN.md
-section 6) are decided in one place for both.
+problems, per-file diagnostics, duplicates, `failed_files` and `root_ok` (docs/engine.md,
+"Safety rules") are decided in one place for both.
 
 Two ways in:
 

@@ -12,7 +12,7 @@ tasks around one work queue of connection names (daemon/queue.py):
                                                   -> Outcomes (backoff, events, metrics)
 
 Events only say *which* names to look at; every batch plans from desired + observed +
-memory (DESIGN.md section 5), and a name is in one batch at a time.
+memory (docs/design.md), and a name is in one batch at a time.
 
 Supervision: the reconcile loop (intake, resyncer, workers) and the watcher (or git
 follower) end only when the daemon stops. If one dies of an exception nothing handled,

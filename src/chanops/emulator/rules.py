@@ -1,7 +1,7 @@
 """The emulated platform's own per-driver rules (pure: no I/O).
 
 The emulator plays an independent platform, so it keeps its own table of what each
-driver's credentials look like (from the platform documentation, DRIVERS.md) and never
+driver's credentials look like (from the platform documentation) and never
 imports chanops's manifest schemas: if the two disagree, tests show it.
 
 Every check returns a `RuleViolation` (error code, message, field path) or None; the

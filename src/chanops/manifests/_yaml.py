@@ -1,6 +1,6 @@
 """Safe YAML for manifests: limits, plain data only, and positions for diagnostics.
 
-Pure: text in, data and node trees out (no I/O). The limits (DESIGN.md section 6): a
+Pure: text in, data and node trees out (no I/O). The limits (docs/security.md): a
 file holds at most MAX_DOCUMENTS documents, a document expands to at most MAX_NODES
 nodes through aliases (a billion-laughs file is an error, not a hang), only YAML's
 plain data types are built (no objects), and YAML 1.1 surprises are switched off (`NO`

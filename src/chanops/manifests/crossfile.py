@@ -1,7 +1,7 @@
 """Checks across files: `metadata.name` and `spec.connectionId` must be unique.
 
 A duplicate is ambiguous: neither definition wins, every manifest involved is dropped
-and all their files fail, so what they defined freezes (DESIGN.md section 6).
+and all their files fail, so what they defined freezes (docs/engine.md, "Safety rules").
 """
 
 from __future__ import annotations

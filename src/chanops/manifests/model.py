@@ -113,7 +113,7 @@ class LoadResult:
 
     Safety rules depend on the distinction between "this file is gone" and "this file
     failed": `failed_files` lists files that exist but did not load or validate, so the
-    engine freezes the connections they defined last time (DESIGN.md section 6).
+    engine freezes the connections they defined last time (docs/engine.md, "Safety rules").
     `root_ok` is False when the root itself is missing, unreadable or holds no manifest
     file at all: then nothing may be deleted.
     """

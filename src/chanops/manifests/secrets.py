@@ -1,6 +1,6 @@
 """Secret references: listing them, checking them, and resolving them at apply time.
 
-DESIGN.md section 6: whoever can commit a manifest must not be able to read the
+docs/security.md: whoever can commit a manifest must not be able to read the
 daemon's host. So `secretRef.file` resolves only inside the allowed secret directories
 (no `..`, no symlink that leads out, regular files only), and `secretRef.env` never
 resolves chanops's own `CHANOPS_*` variables (the platform token lives there). Messages
