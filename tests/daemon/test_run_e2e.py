@@ -109,6 +109,13 @@ def test_daemon_follows_the_files(
     )
     assert done["duration_ms"] >= 0 and done["job_id"]
 
+    _drift_is_healed_and_sighup_reconciles(d, emu, alpha)
+    _a_broken_file_freezes_and_status_shows_it(d, emu, root, bravo)
+
+
+def _drift_is_healed_and_sighup_reconciles(
+    d: DaemonProcess, emu: EmulatorProcess, alpha: dict[str, Any]
+) -> None:
     # A UI-side disable is healed at the next resync, with the drift logged.
     mark = d.mark()
     disabled = emu.admin.post("/api/v1/connections/disable", json={"ids": [alpha["id"]]})
@@ -130,6 +137,10 @@ def test_daemon_follows_the_files(
         lambda e: e["event"] == "reconcile.started" and e.get("reason") == "SIGHUP", after=mark
     )
 
+
+def _a_broken_file_freezes_and_status_shows_it(
+    d: DaemonProcess, emu: EmulatorProcess, root: Path, bravo: dict[str, Any]
+) -> None:
     # A broken file freezes its connection and logs manifest.invalid; the rest proceed.
     mark = d.mark()
     (root / "team" / "bravo.yml").write_text("apiVersion: chanops/v1\nkind: [broken\n", "utf-8")

@@ -118,6 +118,7 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
     help="Recreate a connection when an immutable field (driver) changes.",
 )
 def command(
+    *,
     listen: str,
     resync: float,
     once: bool,

@@ -78,12 +78,16 @@ ACCEPT_BACKLOG = 128
 # errors; the first one of a burst waits REPORT_GATHER seconds to count the burst.
 REPORT_INTERVAL = 60.0
 REPORT_GATHER = 1.0
+MAX_PORT = 65535
+# Dropped connections are counted per client address for the report; an attacker with
+# many source addresses must not grow that map without bound.
+MAX_CLIENTS_REPORTED = 256
 
 
 def parse_listen(text: str) -> tuple[str, int]:
     """`127.0.0.1:9464`, `[::1]:9464`, `:9464` (loopback) or `0.0.0.0:9464`."""
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not sep or not port.isdigit() or not 0 <= int(port) <= MAX_PORT:
         raise ConfigError(f"invalid --listen {text!r}: expected HOST:PORT, e.g. 127.0.0.1:9464")
     host = host.strip("[]") or "127.0.0.1"
     return host, int(port)
@@ -204,7 +208,7 @@ class ConnectionGuard:
     def dropped(self, reason: str, client: str) -> None:
         self.drops[reason] += 1
         # Bounded: an attacker with many source addresses must not grow this map.
-        if client in self.clients or len(self.clients) < 256:
+        if client in self.clients or len(self.clients) < MAX_CLIENTS_REPORTED:
             self.clients[client] += 1
         if self._report is None:
             loop = asyncio.get_running_loop()
