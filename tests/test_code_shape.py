@@ -15,13 +15,11 @@ MAX_FUNCTION_LINES = 80
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "chanops"
 
-# Still over a limit in areas owned by others this round (issue 12). The lead removes
-# an entry as its owner finishes; an entry that no longer exceeds its limit (or no
-# longer exists) fails the test, so this list can only shrink.
-ALLOWED_LONG_MODULES: dict[str, str] = {
-}
-ALLOWED_LONG_FUNCTIONS: dict[str, str] = {
-}
+# Code allowed over a limit, each entry with its reason. Empty: nothing is. An entry
+# that no longer exceeds its limit (or no longer exists) fails the test, so this list
+# can only shrink.
+ALLOWED_LONG_MODULES: dict[str, str] = {}
+ALLOWED_LONG_FUNCTIONS: dict[str, str] = {}
 
 
 def _modules() -> list[tuple[str, str]]:
