@@ -103,7 +103,7 @@ def test_failures_come_back_with_their_own_backoff() -> None:
     clock.now += 1.0
     retry = take(q)
     assert retry.names == ("a",) and retry.reason == "retry" and retry.retries == ["a"]
-    (name, again), *_ = q.done(retry, failed={"a": Failure("server_error: boom")})
+    (_, again), *_ = q.done(retry, failed={"a": Failure("server_error: boom")})
     assert again.delay == 2.0 and again.failures == 2
     clock.now += 1.9
     assert q.take() is None

@@ -79,12 +79,11 @@ class Recorder:
         return self.log.index(entry)
 
 
-async def until(check: Callable[[], object], timeout: float = 10.0) -> None:
-    async def poll() -> None:
-        while not check():
+async def until(check: Callable[[], object], within: float = 10.0) -> None:
+    """Poll `check` (a fake clock's state, not an awaitable event) until it holds."""
+    async with asyncio.timeout(within):
+        while not check():  # noqa: ASYNC110 - nothing to await: the state is polled
             await asyncio.sleep(0.005)
-
-    await asyncio.wait_for(poll(), timeout)
 
 
 @pytest.fixture
@@ -192,7 +191,7 @@ async def test_a_failed_write_is_retried_with_backoff_and_a_refusal_parks(
     await until(lambda: daemon.queue.backoff.get(NAMES[1]) is not None)
     retry = daemon.queue.backoff.get(NAMES[1])
     assert retry is not None and retry.failures == 1 and not retry.terminal
-    await until(lambda: daemon.queue.parked(NAMES[1]), timeout=5)  # the retry is refused
+    await until(lambda: daemon.queue.parked(NAMES[1]), within=5)  # the retry is refused
     await daemon.intake.edited({edit(root, NAMES[1], "Fixed")})  # the manifest changed
     await until(lambda: fake.rows[cid].name == "Fixed")
     await until(lambda: daemon.queue.backoff.get(NAMES[1]) is None)
@@ -230,7 +229,9 @@ async def test_the_adoption_gate_runs_an_adopting_batch_alone() -> None:
 
 def test_a_listing_never_overwrites_what_was_read_after_it_began() -> None:
     def conn(cid: int, version: int) -> Connection:
-        return Connection(id=cid, name=f"n{cid}", driver="shopware6", status="active", version=version)
+        return Connection(
+            id=cid, name=f"n{cid}", driver="shopware6", status="active", version=version
+        )
 
     cache = ObservedCache()
     cache.replace_all([conn(1, 1), conn(2, 1), conn(3, 1)], cache.tick())
