@@ -212,3 +212,21 @@ def test_urgent_batches_are_capped(cause: Cause) -> None:
     q.add(["a", "b", "c", "d"], cause)
     assert take(q).names == ("a", "b", "c")
     assert take(q).names == ("d",)
+
+
+def test_an_outage_ends_the_resync_once_its_batches_in_flight_end() -> None:
+    """Names due back to the resync (edited meanwhile) would never run while the queue
+    is paused: the resync must not wait for them."""
+    q = queue(resync_batch=1)
+    q.add(["a", "b"], Cause.RESYNC)
+    resync = take(q)
+    q.add(["x"], Cause.EDIT)
+    urgent = take(q)
+    q.add(list(resync.names), Cause.EDIT)  # edited while its resync batch runs: owed
+    q.add(["x"], Cause.RESYNC)  # and x is due back to the resync
+    q.pause()
+    q.clear_resync()
+    q.done(urgent)
+    assert q.resync_pending()  # the resync batch still runs
+    q.done(resync)
+    assert not q.resync_pending()

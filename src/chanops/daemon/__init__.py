@@ -16,5 +16,4 @@
 - `backoff`    per-connection retry schedule (pure)
 - `http`       /healthz, /readyz, /metrics, /status under uvicorn in the same loop
 - `revision`   the manifests' git commit
-- `runner`     the old name of `service`, kept for one test that patches it
 """

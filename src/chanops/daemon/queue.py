@@ -253,15 +253,18 @@ class WorkQueue:
         """Drop the resync lane (an outage: the resync that follows it enqueues again)."""
         self._resync.clear()
         self._owed.clear()
+        self._dirty = {n: c for n, c in self._dirty.items() if c is not Cause.RESYNC}
         self._kick()
 
     def resync_pending(self) -> bool:
         """Resync names waiting or in flight, due back after an urgent batch, or edited
         while in a resync batch and not reconciled again yet: a resync ends after the
         edits of its own names."""
-        if self._resync or self._running[Lane.RESYNC] or self._owed:
+        if self._resync or self._running[Lane.RESYNC]:
             return True
-        return any(cause is Cause.RESYNC for cause in self._dirty.values())
+        if self._paused:
+            return False  # an outage: nothing more runs; the resync is over once idle
+        return bool(self._owed) or any(c is Cause.RESYNC for c in self._dirty.values())
 
     def running(self) -> int:
         return self._running[Lane.URGENT] + self._running[Lane.RESYNC]
