@@ -234,10 +234,14 @@ class _Planner:
             self.conditions[name].append(condition)
 
     def run(self) -> Plan:
-        for name in sorted(self.desired):
+        # A partial plan (a daemon edit of one name among 10,000) walks just its names.
+        only = self.options.only
+        desired = sorted(self.desired) if only is None else sorted(only & self.desired.keys())
+        remembered = sorted(self.memory) if only is None else sorted(only & self.memory.keys())
+        for name in desired:
             if self.in_scope(name):
                 self.plan_desired(self.desired[name])
-        for name in sorted(self.memory):
+        for name in remembered:
             if name not in self.desired and self.in_scope(name):
                 self.plan_removed(self.memory[name])
         self.guard()
