@@ -441,14 +441,7 @@ def open_in_process(
     events: EventSink | None = None,
 ) -> PlatformClient:
     """A client for a platform served in this process; closing it closes `server`."""
-    http = httpx.AsyncClient(
-        transport=server.transport,
-        base_url=server.base_url,
-        headers={"Authorization": f"Bearer {server.token}"},
-        timeout=timeout,
-        follow_redirects=False,
-        event_hooks={"response": [refuse_redirects]},
-    )
+    http = _http(server.token, timeout, transport=server.transport, base_url=server.base_url)
     return PlatformClient(
         http,
         concurrency=concurrency,
@@ -457,6 +450,22 @@ def open_in_process(
         on_request=on_request,
         on_close=server.close,
         events=events,
+    )
+
+
+def _http(token: str, timeout: float, **connection: Any) -> httpx.AsyncClient:
+    """The HTTP client under every PlatformClient, remote or in process.
+
+    Redirects are refused explicitly (httpx's default, made visible): a redirect would
+    carry the bearer token and a write to a host the operator never configured.
+    `request` raises on a 3xx.
+    """
+    return httpx.AsyncClient(
+        headers={"Authorization": f"Bearer {token}", "User-Agent": "chanops"},
+        timeout=timeout,
+        follow_redirects=False,
+        event_hooks={"response": [refuse_redirects]},
+        **connection,
     )
 
 
@@ -490,15 +499,11 @@ def open_client(
             f"no platform token for {url}: pass --token-file (or --token), or set "
             "CHANOPS_PLATFORM_TOKEN_FILE or CHANOPS_PLATFORM_TOKEN"
         )
-    http = httpx.AsyncClient(
+    http = _http(
+        token,
+        timeout,
         base_url=url.rstrip("/"),
-        headers={"Authorization": f"Bearer {token}", "User-Agent": "chanops"},
-        timeout=timeout,
         limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
-        # Explicit (httpx's default): a redirect would carry the bearer token and a
-        # write to a host the operator never configured. `request` raises on a 3xx.
-        follow_redirects=False,
-        event_hooks={"response": [refuse_redirects]},
     )
     return PlatformClient(
         http,
