@@ -40,8 +40,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from chanops.errors import StoreError, StoreLocked
+from chanops.state.tokens import OAUTH_TABLE_DDL, StoredTokens, load_tokens, save_tokens
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # MIGRATIONS[n] takes the schema from version n to n+1. Never edit a released entry:
 # append a new one, so every existing store upgrades in order.
@@ -67,6 +68,7 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE UNIQUE INDEX connections_id ON connections(connection_id)
         WHERE connection_id IS NOT NULL;
     """,
+    OAUTH_TABLE_DDL,  # 1 -> 2: the OAuth token set (chanops.state.tokens)
 )
 
 
@@ -520,6 +522,15 @@ class StateStore:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+
+    # -- the OAuth token set: its own connection, outside the writer lock ------------
+
+    def tokens(self) -> StoredTokens | None:
+        return load_tokens(self.path)
+
+    def save_tokens(self, tokens: StoredTokens, *, login: bool = False) -> StoredTokens:
+        """Durable before it returns (chanops.state.tokens), read-only store or not."""
+        return save_tokens(self.path, tokens, login=login)
 
     # -- closing ---------------------------------------------------------------
 
