@@ -169,7 +169,56 @@ class LazyJSON(Mapping[str, Any]):
         return repr(self._decoded())
 
 
-def _row_to_record(row: sqlite3.Row) -> Record:
+# The columns of a record, in the order of `record_row`: both backends store the same
+# row (chanops.state.postgres reads and writes it with these two functions).
+RECORD_COLUMNS = (
+    "name",
+    "connection_id",
+    "driver",
+    "source_file",
+    "fingerprint",
+    "applied_spec",
+    "secret_hmacs",
+    "version",
+    "deletion_policy",
+    "last_sync_job",
+    "last_sync_outcome",
+    "last_sync_at",
+    "conditions",
+    "intent",
+    "updated_at",
+)
+
+
+_INSERT_RECORD = (
+    f"INSERT OR REPLACE INTO connections ({', '.join(RECORD_COLUMNS)}) "  # noqa: S608 (constants)
+    f"VALUES ({', '.join('?' for _ in RECORD_COLUMNS)})"
+)
+
+
+def record_row(record: Record) -> tuple[Any, ...]:
+    """A record as the values of `RECORD_COLUMNS` (JSON text for the structured fields)."""
+    return (
+        record.name,
+        record.connection_id,
+        record.driver,
+        record.source_file,
+        record.fingerprint,
+        json.dumps(_plain(record.applied_spec), sort_keys=True),
+        json.dumps(_plain(record.secret_hmacs), sort_keys=True),
+        record.version,
+        record.deletion_policy,
+        record.last_sync_job,
+        record.last_sync_outcome,
+        record.last_sync_at,
+        json.dumps(list(record.conditions)),
+        record.intent.to_json() if record.intent is not None else None,
+        record.updated_at,
+    )
+
+
+def row_to_record(row: Mapping[str, Any] | sqlite3.Row) -> Record:
+    """A row read by either backend (columns by name) as a Record."""
     conditions = row["conditions"]
     return Record(
         name=row["name"],
@@ -259,6 +308,10 @@ class StateStore:
         self._key = key
         self._lock_fd = lock_fd
         self.readonly = lock_fd is None
+
+    @property
+    def location(self) -> str:
+        return str(self.path)
 
     # -- opening ---------------------------------------------------------------
 
@@ -418,14 +471,14 @@ class StateStore:
             rows = conn.execute("SELECT * FROM connections").fetchall()
         except sqlite3.Error as exc:
             raise StoreError(f"state store {self.path}: {exc}") from None
-        return {row["name"]: _row_to_record(row) for row in rows}
+        return {row["name"]: row_to_record(row) for row in rows}
 
     def get(self, name: str) -> Record | None:
         conn = self._reading()
         if conn is None:
             return None
         row = conn.execute("SELECT * FROM connections WHERE name = ?", (name,)).fetchone()
-        return _row_to_record(row) if row else None
+        return row_to_record(row) if row else None
 
     # -- writing ---------------------------------------------------------------
 
@@ -461,30 +514,7 @@ class StateStore:
                         "DELETE FROM connections WHERE connection_id = ? AND name != ?",
                         (record.connection_id, record.name),
                     )
-                conn.execute(
-                    """INSERT OR REPLACE INTO connections (name, connection_id, driver,
-                    source_file, fingerprint, applied_spec, secret_hmacs, version,
-                    deletion_policy, last_sync_job, last_sync_outcome, last_sync_at,
-                    conditions, intent, updated_at)
-                    VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)""",
-                    (
-                        record.name,
-                        record.connection_id,
-                        record.driver,
-                        record.source_file,
-                        record.fingerprint,
-                        json.dumps(_plain(record.applied_spec), sort_keys=True),
-                        json.dumps(_plain(record.secret_hmacs), sort_keys=True),
-                        record.version,
-                        record.deletion_policy,
-                        record.last_sync_job,
-                        record.last_sync_outcome,
-                        record.last_sync_at,
-                        json.dumps(list(record.conditions)),
-                        record.intent.to_json() if record.intent is not None else None,
-                        record.updated_at,
-                    ),
-                )
+                conn.execute(_INSERT_RECORD, record_row(record))
         except sqlite3.Error as exc:
             raise StoreError(f"state store {self.path}: {exc}") from None
         return record

@@ -1,0 +1,50 @@
+"""What every state store backend offers: the interface the engine and the daemon use.
+
+Two backends implement it: SQLite (`chanops.state.store.StateStore`, the embedded
+default, one writer per file) and PostgreSQL (`chanops.state.postgres.PostgresStore`,
+shared by replicas, one fenced leader writing). `chanops.state.open_store` picks one
+from the `--state` value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from chanops.state.store import Record
+    from chanops.state.tokens import StoredTokens
+
+
+class Store(Protocol):
+    """Records by manifest name, intents, and the keyed HMAC of secrets."""
+
+    @property
+    def readonly(self) -> bool: ...
+
+    @property
+    def location(self) -> str:
+        """Where the store is, for messages: a path, or a DSN without its password."""
+        ...
+
+    def hmac(self, value: str) -> str: ...
+
+    def records(self) -> dict[str, Record]: ...
+
+    def get(self, name: str) -> Record | None: ...
+
+    def put(self, record: Record) -> Record: ...
+
+    def update(self, name: str, change: Callable[[Record], Record]) -> Record | None: ...
+
+    def clear_intent(self, name: str) -> Record | None: ...
+
+    def forget(self, name: str) -> None: ...
+
+    def tokens(self) -> StoredTokens | None:
+        """The OAuth token set (chanops.state.tokens), or None."""
+        ...
+
+    def save_tokens(self, tokens: StoredTokens, *, login: bool = False) -> StoredTokens: ...
+
+    def close(self) -> None: ...
