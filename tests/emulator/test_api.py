@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from support.emulator import EmulatorProcess
+from support.emulator import EmulatorProcess, start_emulator
 
 API = "/api/v1"
 SW6 = {"url": "https://shop.example.com", "accessKeyId": "SWIA1", "secretAccessKey": "s3cret"}
@@ -295,7 +296,16 @@ def test_credentials_patch_triggers_a_sync(emu: EmulatorProcess) -> None:
     assert error(r) == (422, "invalid_credentials", "credentials.secretAccessKey")
 
 
-def test_one_sync_at_a_time(emu: EmulatorProcess) -> None:
+@pytest.fixture(scope="module")
+def slow_jobs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
+    # Jobs at full length (~3.5 s): "the initial sync is still running" must hold even
+    # on a loaded machine, where the module emulator's 0.35 s jobs may already be done.
+    with start_emulator(tmp_path_factory.mktemp("emu-slow-jobs"), time_scale=1.0) as e:
+        yield e
+
+
+def test_one_sync_at_a_time(slow_jobs: EmulatorProcess) -> None:
+    emu = slow_jobs
     out = created(emu)
     cid = out["connection"]["id"]
     # the initial sync is still running: a sync request returns it
