@@ -7,6 +7,8 @@
     ├── PlatformError               anything the platform client raises
     │   ├── TransportError          timeout, refused or reset connection (retried)
     │   │   └── PlatformUnavailable the platform stopped answering: fail fast, no retries
+    │   │       └── ReauthorizationRequired  the refresh token was refused: run chanops login
+    │   ├── AuthError           the OAuth token endpoint refused the client or gave no token
     │   └── APIError                the platform answered with an error status
     │       ├── Unauthorized        401
     │       ├── Forbidden           403
@@ -60,6 +62,19 @@ class PlatformUnavailable(TransportError):
     Raised instead of retrying each remaining call, so an outage costs one event and one
     backoff for the whole reconcile, not full retries for every connection.
     """
+
+
+class ReauthorizationRequired(PlatformUnavailable):
+    """The token endpoint refused the refresh token (`invalid_grant`: revoked, expired).
+
+    Nothing but a person running `chanops login` cures it, so it is an outage of the
+    whole platform, not a failure of the call that met it.
+    """
+
+
+class AuthError(PlatformError):
+    """The OAuth token endpoint refused the client (`invalid_client`: a wrong client
+    secret, an unknown client id) or answered something that is not a token."""
 
 
 class APIError(PlatformError):

@@ -3,22 +3,88 @@
 `local:PATH` is the bundled emulator over SQLite at PATH, reached through httpx's ASGI
 transport, with a warning that nothing reaches a real platform. It is built here, at
 the edge, so the platform layer never imports the emulator.
+
+With an OAuth client (`--client-id`, `--client-secret-file`) the client takes its
+bearer tokens from an `OAuthSession` over the token set in the state store
+(`StateTokens`, the bridge between the platform and state layers).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from chanops import errors
 from chanops.events import EventSink
+from chanops.platform.auth import RECHECK_S, OAuthSession, TokenSet
 from chanops.platform.client import OnRequest, PlatformClient, open_client
+
+if TYPE_CHECKING:
+    from chanops.state.tokens import StoredTokens
 
 # The logger of the platform client: `platform.local` is the client's own warning.
 log = structlog.get_logger("chanops.platform")
 
 LOCAL_TOKEN = "local-emulator"  # noqa: S105 (in-process emulator, not a secret)
+
+
+class StateTokens:
+    """The token set in the state store at `path`, as the OAuth session's TokenStore."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.where = str(path)
+
+    def load(self) -> TokenSet | None:
+        from chanops.state.tokens import load_tokens
+
+        stored = load_tokens(self.path)
+        return None if stored is None else TokenSet(**_fields(stored))
+
+    def save(self, tokens: TokenSet, *, login: bool = False) -> TokenSet:
+        from chanops.state.tokens import StoredTokens, save_tokens
+
+        saved = save_tokens(self.path, StoredTokens(**_fields(tokens)), login=login)
+        return TokenSet(**_fields(saved))
+
+    def exclusive(self) -> contextlib.AbstractContextManager[None]:
+        from chanops.state.tokens import refresh_lock
+
+        return refresh_lock(self.path)
+
+
+def _fields(tokens: TokenSet | StoredTokens) -> dict[str, Any]:
+    """A token set's fields by name (TokenSet and StoredTokens have the same ones)."""
+    return {f.name: getattr(tokens, f.name) for f in dataclasses.fields(tokens)}
+
+
+@dataclass(frozen=True, slots=True)
+class OAuthClient:
+    """The OAuth client chanops is registered as, and where its token set lives."""
+
+    client_id: str
+    client_secret: str = dataclasses.field(repr=False)
+    state: Path
+    recheck_s: float = RECHECK_S  # the daemon's look at a refused grant, every so often
+
+
+def oauth_session(
+    url: str, oauth: OAuthClient, *, events: EventSink | None = None, timeout: float = 30.0
+) -> OAuthSession:
+    return OAuthSession(
+        platform_url=url,
+        client_id=oauth.client_id,
+        client_secret=oauth.client_secret,
+        store=StateTokens(oauth.state),
+        events=events,
+        timeout=timeout,
+        recheck_s=oauth.recheck_s,
+    )
 
 
 def open_platform(
@@ -31,9 +97,22 @@ def open_platform(
     max_retries: int = 6,
     on_request: OnRequest | None = None,
     events: EventSink | None = None,
+    oauth: OAuthClient | None = None,
+    auth_events: EventSink | None = None,
 ) -> PlatformClient:
-    """`open_client(url, token, ...)`, with `local:PATH` served by the bundled emulator."""
+    """`open_client(url, token, ...)`, with `local:PATH` served by the bundled emulator.
+
+    `oauth`: bearer tokens from the state store's token set instead of `token`;
+    `auth_events`: where the session announces `auth.*` (the daemon's sink; a one-shot
+    command reports the error itself).
+    """
+    if oauth is not None and url.startswith("local:"):
+        raise errors.ConfigError(
+            "--client-id needs a remote platform (--platform https://...): the embedded "
+            "emulator takes no OAuth"
+        )
     if not url.startswith("local:"):
+        auth = oauth_session(url, oauth, events=auth_events, timeout=timeout) if oauth else None
         return open_client(
             url,
             token,
@@ -43,6 +122,7 @@ def open_platform(
             max_retries=max_retries,
             on_request=on_request,
             events=events,
+            auth=auth,
         )
     path = url[len("local:") :]
     if not path:

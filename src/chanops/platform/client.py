@@ -25,7 +25,10 @@
   names method, path and status and holds at most a short, one-line, token-free
   snippet of the body (docs/platform.md).
 
-The token is sent as a bearer header and never logged or echoed.
+The token is sent as a bearer header and never logged or echoed. With an OAuth session
+(`chanops.platform.auth.OAuthSession`) each attempt asks the session for the current
+access token instead; a 401 makes the session refresh once and the call is retried
+once, so an access token that lapsed in flight never surfaces as an error.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ from chanops.platform.answers import (
     refuse_redirects,
 )
 from chanops.platform.api import PlatformAPI
+from chanops.platform.auth import OAuthSession
 from chanops.platform.models import Connection, CreateResult, Driver, Job
 from chanops.platform.shapes import (
     connection_from,
@@ -106,6 +110,15 @@ class _Failed:
     retry_after: float | None = None
 
 
+class _TokenRejected(Exception):
+    """A 401 to an attempt that carried the session's `bearer` (internal to `request`)."""
+
+    def __init__(self, bearer: str, error: errors.APIError) -> None:
+        super().__init__(error)
+        self.bearer = bearer
+        self.error = error
+
+
 def _listing_error(path: str, what: str) -> errors.ServerError:
     return errors.ServerError(
         f"GET {path}: the platform answered 200 with {what}: the listing cannot be trusted",
@@ -117,7 +130,7 @@ def _listing_error(path: str, what: str) -> errors.ServerError:
 class PlatformClient:
     """PlatformAPI over HTTP. Use as `async with open_client(...) as client:`."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 (each is a separate setting of the client)
         self,
         http: httpx.AsyncClient,
         *,
@@ -128,6 +141,7 @@ class PlatformClient:
         on_close: Callable[[], None] | None = None,
         rng: random.Random | None = None,
         events: EventSink | None = None,
+        auth: OAuthSession | None = None,
     ) -> None:
         if concurrency < 1:
             raise errors.ConfigError("concurrency must be at least 1")
@@ -142,10 +156,18 @@ class PlatformClient:
         self.page_size = PAGE_SIZE
         # Removed from any snippet of an answer: a hostile server may echo the header.
         bearer = http.headers.get("Authorization", "")
-        self.secrets: tuple[str, ...] = (bearer.removeprefix("Bearer ").strip(),)
+        self.static_secrets: tuple[str, ...] = (bearer.removeprefix("Bearer ").strip(),)
+        self.auth = auth
         # Failure-streak state shared by all calls of this client.
         self.unanswered = 0  # attempts in a row that got no HTTP answer
         self.retry_logged = False  # the current failure streak has logged its warning
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """The token(s) to remove from any snippet: the static one, the session's current."""
+        if self.auth is None:
+            return self.static_secrets
+        return self.static_secrets + self.auth.secrets()
 
     @property
     def breaker_open(self) -> bool:
@@ -164,6 +186,8 @@ class PlatformClient:
 
     async def aclose(self) -> None:
         await self.http.aclose()
+        if self.auth is not None:
+            await self.auth.aclose()
         if self.on_close is not None:
             self.on_close()
             self.on_close = None
@@ -220,8 +244,17 @@ class PlatformClient:
         if params:
             kwargs["params"] = {k: v for k, v in params.items() if v is not None}
         attempt = 0
+        reauthorized = False
         while True:
-            outcome = await self._attempt(method, path, parse, kwargs)
+            try:
+                outcome = await self._attempt(method, path, parse, kwargs)
+            except _TokenRejected as rejected:
+                if self.auth is None or reauthorized:
+                    raise rejected.error from None
+                # The access token lapsed or was revoked in flight: one refresh, one retry.
+                reauthorized = True
+                await self.auth.rejected(rejected.bearer)
+                continue
             if not isinstance(outcome, _Failed):
                 self.retry_logged = False
                 return outcome
@@ -245,6 +278,17 @@ class PlatformClient:
     ) -> T | _Failed:
         """One attempt: the parsed answer, or what to retry; raises what is never retried."""
         where = f"{method} {path}"
+        bearer = None
+        if self.auth is not None:
+            try:
+                bearer = await self.auth.bearer()
+            except errors.PlatformUnavailable:
+                raise  # reauthorization required: no retry cures it
+            except (errors.TransportError, errors.ServerError) as exc:
+                self.unanswered += isinstance(exc, errors.TransportError)
+                return _Failed(exc)  # the token endpoint: retried like the platform
+            headers = {**kwargs["headers"], "Authorization": f"Bearer {bearer}"}
+            kwargs = {**kwargs, "headers": headers}
         try:
             response = await self._send_once(method, path, kwargs)
         except Redirected as exc:
@@ -259,10 +303,14 @@ class PlatformClient:
         except httpx.HTTPError as exc:  # e.g. a body that fails to decode: not transient
             raise errors.PlatformError(f"{where}: {type(exc).__name__}: {exc}") from None
         self.unanswered = 0
-        return self._answer(response, where, parse)
+        return self._answer(response, where, parse, bearer)
 
     def _answer(
-        self, response: httpx.Response, where: str, parse: Callable[[Any], T]
+        self,
+        response: httpx.Response,
+        where: str,
+        parse: Callable[[Any], T],
+        bearer: str | None = None,
     ) -> T | _Failed:
         status = response.status_code
         if is_success(status):
@@ -279,6 +327,8 @@ class PlatformClient:
         if status < HTTPStatus.BAD_REQUEST:  # a client built without `refuse_redirects`
             raise redirect_error(where, status, response.headers.get("location"), self.secrets)
         api_error = error_from_response(response, where, self.secrets)
+        if isinstance(api_error, errors.Unauthorized) and bearer is not None:
+            raise _TokenRejected(bearer, api_error)
         if not api_error.retryable:
             raise api_error
         if not isinstance(api_error, errors.RateLimited) or api_error.retry_after is None:
@@ -453,15 +503,19 @@ def open_in_process(
     )
 
 
-def _http(token: str, timeout: float, **connection: Any) -> httpx.AsyncClient:
+def _http(token: str | None, timeout: float, **connection: Any) -> httpx.AsyncClient:
     """The HTTP client under every PlatformClient, remote or in process.
 
     Redirects are refused explicitly (httpx's default, made visible): a redirect would
     carry the bearer token and a write to a host the operator never configured.
-    `request` raises on a 3xx.
+    `request` raises on a 3xx. Without a token (an OAuth session) each attempt sets
+    the header itself.
     """
+    headers = {"User-Agent": "chanops"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
     return httpx.AsyncClient(
-        headers={"Authorization": f"Bearer {token}", "User-Agent": "chanops"},
+        headers=headers,
         timeout=timeout,
         follow_redirects=False,
         event_hooks={"response": [refuse_redirects]},
@@ -469,7 +523,7 @@ def _http(token: str, timeout: float, **connection: Any) -> httpx.AsyncClient:
     )
 
 
-def open_client(
+def open_client(  # noqa: PLR0913 (one keyword per setting of the client)
     url: str,
     token: str | None,
     *,
@@ -479,8 +533,9 @@ def open_client(
     max_retries: int = 6,
     on_request: OnRequest | None = None,
     events: EventSink | None = None,
+    auth: OAuthSession | None = None,
 ) -> PlatformClient:
-    """A client for a remote platform (`https://...`).
+    """A client for a remote platform (`https://...`); `auth`: OAuth instead of `token`.
 
     `local:PATH` belongs to the command line: `chanops.commands.platform.open_platform`
     serves the bundled emulator in process and hands it to `open_in_process`.
@@ -494,13 +549,14 @@ def open_client(
         raise errors.ConfigError(
             f"platform URL {url!r} must start with https://, http:// or local:"
         )
-    if not token:
+    if not token and auth is None:
         raise errors.ConfigError(
-            f"no platform token for {url}: pass --token-file (or --token), or set "
-            "CHANOPS_PLATFORM_TOKEN_FILE or CHANOPS_PLATFORM_TOKEN"
+            f"no platform token for {url}: pass --token-file (or --token), set "
+            "CHANOPS_PLATFORM_TOKEN_FILE or CHANOPS_PLATFORM_TOKEN, or use OAuth "
+            "(--client-id and --client-secret-file, after chanops login)"
         )
     http = _http(
-        token,
+        None if auth is not None else token,
         timeout,
         base_url=url.rstrip("/"),
         limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
@@ -512,6 +568,7 @@ def open_client(
         max_retries=max_retries,
         on_request=on_request,
         events=events,
+        auth=auth,
     )
 
 

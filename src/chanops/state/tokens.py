@@ -15,6 +15,8 @@ else; nothing here logs a token.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import os
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -159,3 +161,19 @@ def save_tokens(path: Path, tokens: StoredTokens, *, login: bool = False) -> Sto
         generation=generation,
         login=login_generation,
     )
+
+
+@contextlib.contextmanager
+def refresh_lock(path: Path) -> Iterator[None]:
+    """Held by whoever refreshes the token set (blocking): one refresh at a time
+    across processes, so two never spend the same rotating refresh token."""
+    lock_path = path.with_name(path.name + ".oauth-lock")
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise StoreError(f"cannot open {lock_path}: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the flock
