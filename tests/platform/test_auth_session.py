@@ -76,9 +76,8 @@ class TokenServer:
 
 @pytest.fixture
 def setup(tmp_path: Path) -> tuple[StateTokens, Clock, TokenServer, list[Event]]:
-    state = tmp_path / "state.db"
-    StateStore.open(state).close()
-    store = StateTokens(state)
+    StateStore.open(tmp_path / "state.db").close()
+    store = StateTokens(StateStore.open(tmp_path / "state.db", readonly=True))
     clock = Clock()
     store.save(_set(clock.now, "at-0", "rt-0"), login=True)
     return store, clock, TokenServer(store), []
@@ -271,7 +270,7 @@ def test_a_refused_grant_is_retried_only_every_recheck_interval(setup: Setup) ->
 def test_no_token_set_is_a_clear_reauthorization(tmp_path: Path) -> None:
     state = tmp_path / "state.db"
     StateStore.open(state).close()
-    store = StateTokens(state)
+    store = StateTokens(StateStore.open(state, readonly=True))
 
     async def main() -> None:
         session = OAuthSession(

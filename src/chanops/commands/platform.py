@@ -25,6 +25,7 @@ from chanops.platform.auth import RECHECK_S, OAuthSession, TokenSet
 from chanops.platform.client import OnRequest, PlatformClient, open_client
 
 if TYPE_CHECKING:
+    from chanops.state.protocol import Store
     from chanops.state.tokens import StoredTokens
 
 # The logger of the platform client: `platform.local` is the client's own warning.
@@ -34,28 +35,38 @@ LOCAL_TOKEN = "local-emulator"  # noqa: S105 (in-process emulator, not a secret)
 
 
 class StateTokens:
-    """The token set in the state store at `path`, as the OAuth session's TokenStore."""
+    """The token set in a state store, as the OAuth session's TokenStore.
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.where = str(path)
+    Either backend keeps it outside its writer lock (SQLite) or lease (PostgreSQL), so
+    a read-only command and `chanops login` save it beside a running daemon. With
+    SQLite a lock file beside the database also keeps two processes from refreshing
+    at once.
+    """
+
+    def __init__(self, store: Store) -> None:
+        from chanops.state.factory import is_postgres
+
+        self.store = store
+        self.where = store.location
+        location = store.location
+        self._lock_path = None if is_postgres(location) else Path(location)
 
     def load(self) -> TokenSet | None:
-        from chanops.state.tokens import load_tokens
-
-        stored = load_tokens(self.path)
+        stored = self.store.tokens()
         return None if stored is None else TokenSet(**_fields(stored))
 
     def save(self, tokens: TokenSet, *, login: bool = False) -> TokenSet:
-        from chanops.state.tokens import StoredTokens, save_tokens
+        from chanops.state.tokens import StoredTokens
 
-        saved = save_tokens(self.path, StoredTokens(**_fields(tokens)), login=login)
+        saved = self.store.save_tokens(StoredTokens(**_fields(tokens)), login=login)
         return TokenSet(**_fields(saved))
 
     def exclusive(self) -> contextlib.AbstractContextManager[None]:
         from chanops.state.tokens import refresh_lock
 
-        return refresh_lock(self.path)
+        if self._lock_path is None:
+            return contextlib.nullcontext()
+        return refresh_lock(self._lock_path)
 
 
 def _fields(tokens: TokenSet | StoredTokens) -> dict[str, Any]:
@@ -65,11 +76,11 @@ def _fields(tokens: TokenSet | StoredTokens) -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class OAuthClient:
-    """The OAuth client chanops is registered as, and where its token set lives."""
+    """The OAuth client chanops is registered as, and the store its token set lives in."""
 
     client_id: str
     client_secret: str = dataclasses.field(repr=False)
-    state: Path
+    store: Store
     recheck_s: float = RECHECK_S  # the daemon's look at a refused grant, every so often
 
 
@@ -80,7 +91,7 @@ def oauth_session(
         platform_url=url,
         client_id=oauth.client_id,
         client_secret=oauth.client_secret,
-        store=StateTokens(oauth.state),
+        store=StateTokens(oauth.store),
         events=events,
         timeout=timeout,
         recheck_s=oauth.recheck_s,
