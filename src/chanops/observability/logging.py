@@ -15,8 +15,9 @@ event dict (as structlog intends), each testable on its own:
 Logging is one consumer of the event sink (`chanops.events`): metrics and `/status`
 subscribe to the sink, not to log output, so they see events the log level drops.
 
-Output: one JSON object per line on stdout, or the console renderer when stdout is a
-TTY (`--log-format` overrides). Every event has `event`, `timestamp` (UTC ISO 8601) and
+Output: one JSON object per line on stdout, or the console renderer
+(`chanops.observability.console`: one short line per event) when stdout is a TTY
+(`--log-format` overrides). Every event has `event`, `timestamp` (UTC ISO 8601) and
 `level`. Standard-library loggers (uvicorn, APScheduler) are routed through the same
 chain so every line on stdout is JSON.
 """
@@ -24,7 +25,9 @@ chain so every line on stdout is JSON.
 from __future__ import annotations
 
 import logging
+import os
 import re
+import shutil
 import sys
 import threading
 from collections.abc import Iterable
@@ -33,6 +36,7 @@ from typing import Any, Literal, TextIO
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
+from chanops.observability.console import ConsoleRenderer
 from chanops.sensitive import SENSITIVE_VALUE as REDACTED
 
 LogFormat = Literal["json", "console"]
@@ -234,7 +238,7 @@ def configure_logging(
     if chosen == "json":
         renderer = structlog.processors.JSONRenderer(default=str, sort_keys=False)
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=_colors(out))
+        renderer = ConsoleRenderer(width=_width(), colors=_colors(out), debug=debug)
 
     structlog.configure(
         processors=[*shared, renderer],
@@ -267,5 +271,13 @@ def configure_logging(
 
 
 def _colors(stream: TextIO) -> bool:
+    # https://no-color.org: any non-empty NO_COLOR turns colour off.
+    if os.environ.get("NO_COLOR"):
+        return False
     isatty = getattr(stream, "isatty", None)
     return bool(isatty is not None and isatty())
+
+
+def _width() -> int:
+    # COLUMNS, then the terminal's size; 160 when neither is known (output to a pipe).
+    return shutil.get_terminal_size((160, 24)).columns
