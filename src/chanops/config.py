@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import stat
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -39,6 +40,10 @@ CONFIG_FILE = "chanops.yaml"
 class PlatformSettings:
     url: str  # https://..., http://..., or local:PATH (embedded emulator)
     token: str | None  # never logged
+    # OAuth instead of a static token (chanops login): the registered client; its token
+    # set lives in the state store.
+    client_id: str | None = None
+    client_secret: str | None = field(default=None, repr=False)  # never logged
 
     @property
     def is_local(self) -> bool:
@@ -190,6 +195,8 @@ def load_settings(  # noqa: PLR0913 (one keyword per flag of the common options)
     config: str | None = None,
     insecure_http: bool | None = None,
     credentials: Sequence[OperatorCredential] = (),
+    client_id: str | None = None,
+    client_secret_file: str | None = None,
 ) -> Settings:
     """Settings from flags, environment and config file, checked (ConfigError).
 
@@ -208,10 +215,12 @@ def load_settings(  # noqa: PLR0913 (one keyword per flag of the common options)
         pick(token, "PLATFORM_TOKEN", cfg, "token"),
         pick(token_file, "PLATFORM_TOKEN_FILE", cfg, "tokenFile"),
     )
+    oauth_id, oauth_secret, secret_cred = _oauth_client(client_id, client_secret_file, cfg)
     insecure = bool(insecure_http) or (
         (pick(None, "INSECURE_HTTP", cfg, "insecureHttp") or "").strip().lower() in TRUE_WORDS
     )
-    if url.startswith("http://") and tok and not insecure and not is_loopback_url(url):
+    sends_secret = tok or oauth_secret
+    if url.startswith("http://") and sends_secret and not insecure and not is_loopback_url(url):
         # Refused before any connection is made: the first request would carry the token.
         raise ConfigError(
             f"platform URL {url} is plain http:// to a host that is not this machine: the "
@@ -226,15 +235,59 @@ def load_settings(  # noqa: PLR0913 (one keyword per flag of the common options)
         if warning is not None:
             warnings.append(warning)
     guarded = [*credentials, *_own_files(token_cred, state_path, url, cfg, config)]
+    if secret_cred is not None:
+        guarded.append(secret_cred)
     guard_operator_credentials(guarded, dirs, dirs_setting=dirs_setting)
     return Settings(
         manifests=manifests_path,
         state=state_path,
-        platform=PlatformSettings(url=url, token=tok),
+        platform=PlatformSettings(
+            url=url, token=tok, client_id=oauth_id, client_secret=oauth_secret
+        ),
         secrets_dirs=dirs,
         insecure_http=insecure,
         warnings=tuple(warnings),
     )
+
+
+# Core1's rule for the client id of an app registration.
+CLIENT_ID = re.compile(r"[A-Za-z][A-Za-z0-9_]{3,30}")
+
+
+def _oauth_client(
+    client_id: str | None, secret_file: str | None, cfg: Mapping[str, Any]
+) -> tuple[str | None, str | None, OperatorCredential | None]:
+    """The OAuth client id, its secret (read from its file) and that file as a credential."""
+    from chanops.manifests.secrets import OperatorCredential
+
+    cid = pick(client_id, "CLIENT_ID", cfg, "clientId")
+    path = pick(secret_file, "CLIENT_SECRET_FILE", cfg, "clientSecretFile")
+    if cid is None and path is None:
+        return None, None, None
+    if cid is None:
+        raise ConfigError(
+            "--client-secret-file needs --client-id (CHANOPS_CLIENT_ID, clientId in the "
+            "config file)"
+        )
+    if not CLIENT_ID.fullmatch(cid):
+        raise ConfigError(
+            f"client id {cid[:40]!r}: expected 4 to 31 letters, digits or underscores, "
+            "starting with a letter (the rule of Core1's app registration)"
+        )
+    if path is None:
+        raise ConfigError(
+            f"--client-id {cid} needs --client-secret-file FILE (CHANOPS_CLIENT_SECRET_FILE): "
+            "the client secret shown once when the app was registered"
+        )
+    try:
+        secret = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"cannot read client secret file {path}: {reason}") from None
+    if not secret:
+        raise ConfigError(f"client secret file {path} is empty")
+    setting = "--client-secret-file / CHANOPS_CLIENT_SECRET_FILE"
+    return cid, secret, OperatorCredential("the OAuth client secret file", Path(path), setting)
 
 
 def _secrets_dirs(

@@ -24,7 +24,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def common_options(func: F) -> F:
-    """--manifests, --platform, --token, --token-file, --state, --secrets-dir, --config."""
+    """--manifests, --platform, --token, --token-file, --client-id, --client-secret-file,
+    --state, --secrets-dir, --config."""
     decorators = [
         click.option(
             "--manifests",
@@ -51,6 +52,20 @@ def common_options(func: F) -> F:
             metavar="FILE",
             default=None,
             help="File holding the platform token [env CHANOPS_PLATFORM_TOKEN_FILE].",
+        ),
+        click.option(
+            "--client-id",
+            metavar="ID",
+            default=None,
+            help="OAuth client id of chanops's app registration on Core1, instead of a "
+            "token: the token set `chanops login` stored in --state is used and kept "
+            "fresh [env CHANOPS_CLIENT_ID].",
+        ),
+        click.option(
+            "--client-secret-file",
+            metavar="FILE",
+            default=None,
+            help="File holding the OAuth client secret [env CHANOPS_CLIENT_SECRET_FILE].",
         ),
         click.option(
             "--state",
@@ -97,6 +112,8 @@ def settings_from(
     secrets_dirs: tuple[str, ...],
     config_file: str | None,
     insecure_http: bool | None = None,
+    client_id: str | None = None,
+    client_secret_file: str | None = None,
 ) -> Settings:
     """Build Settings from the common options, turning config problems into usage errors.
 
@@ -120,6 +137,8 @@ def settings_from(
             config=config_file,
             insecure_http=insecure_http,
             credentials=_git_credentials(),
+            client_id=client_id,
+            client_secret_file=client_secret_file,
         )
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None

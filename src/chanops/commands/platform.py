@@ -25,6 +25,7 @@ from chanops.platform.auth import RECHECK_S, OAuthSession, TokenSet
 from chanops.platform.client import OnRequest, PlatformClient, open_client
 
 if TYPE_CHECKING:
+    from chanops.config import Settings
     from chanops.state.protocol import Store
     from chanops.state.tokens import StoredTokens
 
@@ -82,6 +83,16 @@ class OAuthClient:
     client_secret: str = dataclasses.field(repr=False)
     store: Store
     recheck_s: float = RECHECK_S  # the daemon's look at a refused grant, every so often
+
+
+def oauth_from(
+    settings: Settings, store: Store, *, recheck_s: float = RECHECK_S
+) -> OAuthClient | None:
+    """The OAuth client the settings name (--client-id), over `store`'s token set."""
+    platform = settings.platform
+    if platform.client_id is None or platform.client_secret is None:
+        return None
+    return OAuthClient(platform.client_id, platform.client_secret, store, recheck_s)
 
 
 def oauth_session(

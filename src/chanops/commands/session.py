@@ -96,7 +96,7 @@ async def open_session(
     rate_limit: float | None = None,
     on_request: Callable[[str, int, float], None] | None = None,
 ) -> AsyncIterator[Session]:
-    from chanops.commands.platform import open_platform
+    from chanops.commands.platform import oauth_from, open_platform
     from chanops.engine.reconciler import EngineOptions, Reconciler
     from chanops.state.store import StateStore
 
@@ -109,6 +109,8 @@ async def open_session(
             concurrency=max(opts.concurrency, 8),
             rate_limit=rate_limit,
             on_request=on_request,
+            # Read-only commands refresh too: the token set is saved outside the lock.
+            oauth=oauth_from(settings, store),
         )
         async with client:
             yield Session(
