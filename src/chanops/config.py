@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     # Imported where used: it loads the manifests package, which `chanops emulator` and
     # `--help` do not need.
     from chanops.manifests.secrets import OperatorCredential
+    from chanops.notify.config import LoadedNotifications
 
 DEFAULT_MANIFESTS = "connections.d"
 ENV_PREFIX = "CHANOPS_"
@@ -340,3 +341,45 @@ def _own_files(
             )
         )
     return own
+
+
+def load_notifications(
+    config: str | None, secrets_dirs: Sequence[Path] = ()
+) -> LoadedNotifications | None:
+    """The `notifications:` section of the config file, its credential files read.
+
+    ConfigError (file:line:col: field: problem) for an unknown provider kind, a missing
+    or empty credential file, an inline URL or password, a bad selector. Like the token
+    file, the credential files must stay out of reach of `secretRef.file`.
+    """
+    from chanops.manifests.secrets import OperatorCredential, guard_operator_credentials
+    from chanops.notify.config import (
+        LoadedNotifications,
+        credential_paths,
+        parse_notifications,
+        read_credentials,
+    )
+
+    path = Path(config) if config else Path(CONFIG_FILE)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc}") from None
+    parsed = parse_notifications(str(path), text)
+    if parsed is None:
+        return None
+    base = path.resolve().parent
+    credentials = {p.name: read_credentials(p, base) for p in parsed.providers}
+    guarded = [
+        OperatorCredential(
+            f"the {what} of notification provider {p.name}",
+            file,
+            "notifications.providers in the config file",
+        )
+        for p in parsed.providers
+        for what, file in credential_paths(p, base)
+    ]
+    guard_operator_credentials(guarded, secrets_dirs)
+    return LoadedNotifications(parsed, credentials, path)

@@ -25,10 +25,12 @@ import click
 
 from chanops.commands.common import common_options, settings_from
 from chanops.commands.git_options import git_options, pop_git_options
+from chanops.commands.notify import notifications_from
 
 if TYPE_CHECKING:
     from chanops.daemon.service import Daemon
     from chanops.events import EventSink
+    from chanops.notify.config import LoadedNotifications
     from chanops.observability.metrics import Metrics
     from chanops.platform.api import PlatformAPI
     from chanops.sources.git import GitSource
@@ -137,6 +139,7 @@ def command(
 
     git = pop_git_options(common)  # before settings_from: it takes no git keys
     settings = settings_from(**common)
+    notifications = notifications_from(common.get("config_file"), settings)
     logcfg = configure_logging(fmt=log_format, level=log_level)
     flags = RunFlags(
         listen=None if once else listen,
@@ -148,6 +151,7 @@ def command(
         min_sync_interval=min_sync_interval,
         max_delete=max_delete,
         allow_recreate=allow_recreate,
+        notifications=notifications,
     )
     sys.exit(asyncio.run(_main(settings, git, logcfg, flags)))
 
@@ -163,6 +167,7 @@ class RunFlags:
     min_sync_interval: float
     max_delete: int | None
     allow_recreate: bool
+    notifications: LoadedNotifications | None = None
 
 
 async def _main(settings: Any, git: GitOptions | None, logcfg: Any, flags: RunFlags) -> int:
@@ -297,6 +302,7 @@ def _daemon(
         # instead of 100 ms at 10,000 connections. Process-wide policy, so decided here,
         # at the composition root.
         after_startup=gc.freeze,
+        notifications=flags.notifications,
     )
     return Daemon(
         client=client,
