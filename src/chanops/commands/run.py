@@ -25,17 +25,17 @@ import click
 
 from chanops.commands.common import common_options, settings_from
 from chanops.commands.git_options import git_options, pop_git_options
-from chanops.commands.notify import notifications_from
+from chanops.commands.replica import LeaseFlags, fenced, lease_options, pop_lease_flags
 
 if TYPE_CHECKING:
+    from chanops.daemon.leader import Leadership
     from chanops.daemon.service import Daemon
     from chanops.events import EventSink
-    from chanops.notify.config import LoadedNotifications
     from chanops.observability.metrics import Metrics
     from chanops.platform.api import PlatformAPI
     from chanops.sources.git import GitSource
     from chanops.sources.options import GitOptions
-    from chanops.state.store import StateStore
+    from chanops.state.protocol import Store
 
 LOG_LEVELS = ["debug", "info", "warning", "error"]
 
@@ -55,6 +55,7 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
 @click.command(name="run")
 @common_options
 @git_options(webhook=True)
+@lease_options
 @click.option(
     "--listen",
     default="127.0.0.1:9464",
@@ -138,8 +139,8 @@ def command(
     from chanops.observability.logging import configure_logging
 
     git = pop_git_options(common)  # before settings_from: it takes no git keys
+    lease = pop_lease_flags(common)
     settings = settings_from(**common)
-    notifications = notifications_from(common.get("config_file"), settings)
     logcfg = configure_logging(fmt=log_format, level=log_level)
     flags = RunFlags(
         listen=None if once else listen,
@@ -151,7 +152,7 @@ def command(
         min_sync_interval=min_sync_interval,
         max_delete=max_delete,
         allow_recreate=allow_recreate,
-        notifications=notifications,
+        lease=lease,
     )
     sys.exit(asyncio.run(_main(settings, git, logcfg, flags)))
 
@@ -167,7 +168,7 @@ class RunFlags:
     min_sync_interval: float
     max_delete: int | None
     allow_recreate: bool
-    notifications: LoadedNotifications | None = None
+    lease: LeaseFlags | None = None  # replicas on a PostgreSQL store (docs/ha.md)
 
 
 async def _main(settings: Any, git: GitOptions | None, logcfg: Any, flags: RunFlags) -> int:
@@ -184,8 +185,13 @@ async def _main(settings: Any, git: GitOptions | None, logcfg: Any, flags: RunFl
     # logging consumes it from the start, metrics and /status subscribe in the daemon.
     events = EventSink.logging()
     try:
-        edge = _edge(flags.listen, git, settings)
         store = _open_store(settings)
+        try:
+            leader = _leader(settings, flags, store=store, events=events, metrics=metrics)
+            edge = _edge(flags.listen, git, settings, leader)
+        except BaseException:
+            store.close()
+            raise
     except ChanopsError as exc:
         log.error("daemon.failed", error=str(exc), state=str(settings.state))
         return 1
@@ -210,7 +216,7 @@ async def _main(settings: Any, git: GitOptions | None, logcfg: Any, flags: RunFl
                 settings,
                 flags,
                 edge,
-                client=client,
+                client=fenced(client, edge.leader),
                 store=store,
                 metrics=metrics,
                 logcfg=logcfg,
@@ -237,9 +243,12 @@ class Edge:
     address: tuple[str, int] | None
     source: GitSource | None
     routes: list[Any]
+    leader: Leadership | None = None  # a replica's role, on a PostgreSQL store
 
 
-def _edge(listen: str | None, git: GitOptions | None, settings: Any) -> Edge:
+def _edge(
+    listen: str | None, git: GitOptions | None, settings: Any, leader: Leadership | None = None
+) -> Edge:
     """The --listen address, the git source and the routes it adds (the push webhook)."""
     from chanops.daemon.http import parse_listen
 
@@ -252,21 +261,31 @@ def _edge(listen: str | None, git: GitOptions | None, settings: Any) -> Edge:
         source = git.source(settings.state)
         if git.webhook_secret_file is not None and address is not None:
             # Reads the secret now: a missing or empty file stops startup here.
-            routes.append(git_webhook_route(source.trigger, git.webhook_secret_file))
+            # A standby records a push for the leader (docs/ha.md).
+            trigger = source.trigger if leader is None else leader.webhook
+            routes.append(git_webhook_route(trigger, git.webhook_secret_file))
     if address is not None and address[0] not in ("127.0.0.1", "::1", "localhost"):
         _log().warning(
             "http.not_loopback",
             address=listen,
             message="the endpoints are reachable from other hosts; they expose no secret",
         )
-    return Edge(address, source, routes)
+    return Edge(address, source, routes, leader)
 
 
-def _open_store(settings: Any) -> StateStore:
-    from chanops.state.store import StateStore
+def _open_store(settings: Any) -> Store:
+    from chanops.commands.replica import open_state
 
-    settings.state.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return StateStore.open(settings.state)
+    return open_state(settings)
+
+
+def _leader(
+    settings: Any, flags: RunFlags, *, store: Store, events: EventSink, metrics: Metrics
+) -> Leadership | None:
+    from chanops.commands.replica import leadership
+
+    lease = flags.lease or LeaseFlags()
+    return leadership(settings, lease, store=store, events=events, metrics=metrics)
 
 
 def _daemon(
@@ -275,7 +294,7 @@ def _daemon(
     edge: Edge,
     *,
     client: PlatformAPI,
-    store: StateStore,
+    store: Store,
     metrics: Metrics,
     logcfg: Any,
     events: EventSink,
@@ -302,7 +321,7 @@ def _daemon(
         # instead of 100 ms at 10,000 connections. Process-wide policy, so decided here,
         # at the composition root.
         after_startup=gc.freeze,
-        notifications=flags.notifications,
+        leader=edge.leader,
     )
     return Daemon(
         client=client,

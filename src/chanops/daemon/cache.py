@@ -20,7 +20,8 @@ from collections.abc import Iterable, Iterator, Mapping
 
 from chanops.engine.diff import Observed
 from chanops.platform.models import Connection
-from chanops.state.store import Record, StateStore
+from chanops.state.protocol import Store
+from chanops.state.store import Record
 
 
 class ObservedCache:
@@ -66,7 +67,7 @@ class ObservedCache:
 
 
 class RecordCache(Mapping[str, Record]):
-    def __init__(self, store: StateStore) -> None:
+    def __init__(self, store: Store) -> None:
         self._store = store
         self._records: dict[str, Record] = {}
         self._by_id: dict[int, str] = {}  # connection id -> name

@@ -21,7 +21,7 @@ from chanops.events import EventSink
 from chanops.observability.logging import LogConfig
 from chanops.observability.metrics import Metrics
 from chanops.platform.api import PlatformAPI
-from chanops.state.store import StateStore
+from chanops.state.protocol import Store
 
 if TYPE_CHECKING:
     from chanops.sources.git import GitSource, Revision
@@ -40,7 +40,7 @@ class Sources:
 @dataclass(frozen=True, slots=True)
 class Parts:
     client: PlatformAPI
-    store: StateStore
+    store: Store
     reconciler: Reconciler
     metrics: Metrics
     logging: LogConfig

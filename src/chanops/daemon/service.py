@@ -54,16 +54,15 @@ from chanops.engine.reconciler import Reconciler, ReconcileResult
 from chanops.errors import ChanopsError
 from chanops.events import Event
 from chanops.manifests.schedule import MIN_SYNC_INTERVAL_SECONDS
-from chanops.notify.dispatch import start_notifier
 from chanops.observability.logging import LogConfig, describe_error
 from chanops.observability.metrics import Metrics
 from chanops.platform.api import PlatformAPI
-from chanops.state.store import StateStore
+from chanops.state.protocol import Store
 
 if TYPE_CHECKING:
     from starlette.routing import BaseRoute
 
-    from chanops.notify.config import LoadedNotifications
+    from chanops.daemon.leader import Leadership
     from chanops.sources.git import GitSource
 
 
@@ -86,8 +85,11 @@ class DaemonOptions:
     # Called once the startup resync is done: the composition root's hook for process-wide
     # policy (`chanops run` freezes the heap built by then out of the cyclic GC).
     after_startup: Callable[[], None] | None = None
-    # The `notifications:` section of chanops.yaml, read at start (docs/notifications.md).
-    notifications: LoadedNotifications | None = None
+    # A standby (PostgreSQL store, docs/ha.md) reloads the manifests and re-reads the
+    # store's records this often, for /status.
+    standby_refresh: float = 5.0
+    # This replica's leadership when the store is shared (PostgreSQL); None: SQLite.
+    leader: Leadership | None = None
 
 
 class Daemon:
@@ -95,7 +97,7 @@ class Daemon:
         self,
         *,
         client: PlatformAPI,
-        store: StateStore,
+        store: Store,
         reconciler: Reconciler,
         options: DaemonOptions,
         metrics: Metrics,
@@ -119,10 +121,12 @@ class Daemon:
         self._stop = asyncio.Event()
         self._stop_signal: str | None = None
         self._http: HttpServer | None = None
+        # A replica of a shared store (docs/ha.md): it reconciles only while it leads.
+        self.leader = options.leader
+        self.events = EventLog()  # kept across the terms of a replica
         self._compose()
         self.sink.subscribe(self._remember)
         self.sink.subscribe(metrics.on_event)
-        self.notifier = start_notifier(options.notifications, self)  # docs/notifications.md
         if source is not None:
             metrics.registry.register(GitSourceCollector(source))
             # Fetch failures change readiness between reconciles: read it at scrape time.
@@ -131,7 +135,8 @@ class Daemon:
     def _compose(self) -> None:
         """Build the parts; each concern gets the shared `Parts` and what is its own."""
         opts = self.options
-        self.events = EventLog()
+        # Ends the reconcile loop: set on a stop, and when a replica's term ends.
+        self._term_end = asyncio.Event()
         parts = Parts(
             client=self.client,
             store=self.store,
@@ -176,7 +181,7 @@ class Daemon:
             intake=self.intake,
             runner=self.runner,
             interval=opts.resync_seconds,
-            stopping=self._stop,
+            stopping=self._term_end,
             after_startup=opts.after_startup,
         )
         self.status = Status(
@@ -195,9 +200,13 @@ class Daemon:
         self._install_signals(loop)
         self._serve_http()
         self._announce()
-        follower = await self._start_following()
-        self.scheduler.start()
-        reconciling = asyncio.create_task(self._reconcile_loop(), name="reconcile loop")
+        follower: asyncio.Task[None] | None = None
+        if self.leader is not None:
+            reconciling = asyncio.create_task(self._replica(), name="replica")
+        else:
+            follower = await self._start_following()
+            self.scheduler.start()
+            reconciling = asyncio.create_task(self._reconcile_loop(), name="reconcile loop")
         reconciling.add_done_callback(self._supervise)
         await self._stop.wait()
         started = time.monotonic()
@@ -215,11 +224,9 @@ class Daemon:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reconciling
         remaining = self.options.shutdown_timeout - (time.monotonic() - started)
-        await self.scheduler.shutdown(grace=min(remaining, 5.0))
-        if self.source is not None:
-            follower.cancel()  # the fetch loop never ends by itself
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await asyncio.wait_for(follower, timeout=3)
+        if follower is not None:  # a replica's term stopped its own (`_lead`)
+            await self.scheduler.shutdown(grace=min(remaining, 5.0))
+            await _stop_follower(follower, self.source is not None)
         if self._http is not None:
             await self._http.stop()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -228,8 +235,6 @@ class Daemon:
         self.sink.emit(
             "daemon.stopped", "info", duration_ms=round((time.monotonic() - started) * 1000)
         )
-        if self.notifier is not None:  # deliver what is queued (a crash's message)
-            await asyncio.to_thread(self.notifier.close, 5.0)
         return EXIT_CRASHED if self.crashed is not None else 0
 
     def _serve_http(self) -> None:
@@ -238,8 +243,8 @@ class Daemon:
         sock = bind(*self.options.listen)
         app = create_app(
             metrics=self.metrics,
-            ready=self.status.readiness,
-            status=self.status.document,
+            ready=self._readiness,
+            status=self._status_document,
             routes=self.routes,
         )
         # create_app's /healthz only says "the process runs"; after a crash it still
@@ -285,7 +290,7 @@ class Daemon:
             step_ms=self.options.watch_step_ms,
             force_polling=self.options.force_polling,
         )
-        task = asyncio.create_task(watcher.run(self._stop), name="watcher")
+        task = asyncio.create_task(watcher.run(self._term_end), name="watcher")
         task.add_done_callback(self._supervise)
         # The first load waits for the watch: a change (or a root swap) can never fall
         # between that load and the watch being armed.
@@ -409,14 +414,79 @@ class Daemon:
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
         loop.add_signal_handler(signal.SIGTERM, self._request_stop, "SIGTERM")
         loop.add_signal_handler(signal.SIGINT, self._request_stop, "SIGINT")
-        loop.add_signal_handler(signal.SIGHUP, self.intake.on_hup)
+        loop.add_signal_handler(signal.SIGHUP, lambda: self.intake.on_hup())
 
     def _request_stop(self, name: str | None) -> None:
         if self._stop.is_set():
             return
         self._stop_signal = name
         self.queue.close()  # no new edit or retry; the resync in flight may finish
+        self._term_end.set()
         self._stop.set()
+
+    # -- replicas of a shared store (docs/ha.md) ---------------------------------------------
+
+    async def _replica(self) -> None:
+        """Standby until elected, leader until the lease is lost, standby again."""
+        leader = self.leader
+        assert leader is not None
+        election = asyncio.create_task(leader.run(self._stop), name="election")
+        election.add_done_callback(self._supervise)
+        try:
+            while not self._stop.is_set():
+                await self._standby(leader)
+                if not self._stop.is_set():
+                    await self._lead(leader)
+        finally:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(election, timeout=self.options.shutdown_timeout)
+            await leader.release()
+
+    async def _standby(self, leader: Leadership) -> None:
+        """Until elected: the manifests loaded and the store's records read, for /status."""
+        while not (leader.elected.is_set() or self._stop.is_set()):
+            with contextlib.suppress(ChanopsError):
+                await self.loads.full()
+                self.parts.records.replace(await asyncio.to_thread(self.store.records))
+            await _first_set(leader.elected, self._stop, seconds=self.options.standby_refresh)
+
+    async def _lead(self, leader: Leadership) -> None:
+        """One term: fresh parts, the reconcile loop from a startup resync, until the
+        lease is lost (in-flight work is cancelled: it can write nothing any more) or
+        the daemon stops (in-flight work may finish, as without replicas)."""
+        self._compose()
+        leader.on_webhook = self.source.trigger if self.source is not None else None
+        follower = await self._start_following()
+        self.scheduler.start()
+        reconciling = asyncio.create_task(self._reconcile_loop(), name="reconcile loop")
+        await _first_set(leader.lost, self._stop, task=reconciling)
+        self._term_end.set()
+        self.queue.close()
+        stopping = self._stop.is_set()
+        if stopping and not reconciling.done():
+            await asyncio.wait({reconciling}, timeout=self.options.shutdown_timeout)
+        if not reconciling.done():
+            reconciling.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reconciling
+        await self.scheduler.shutdown(grace=5.0 if stopping else 0.0)
+        await _stop_follower(follower, self.source is not None)
+        leader.on_webhook = None
+        error = None if reconciling.cancelled() else reconciling.exception()
+        if error is not None:
+            raise error
+
+    def _readiness(self) -> tuple[bool, list[str]]:
+        if self.leader is not None and self.leader.term is None:
+            return True, []  # a standby serves /status and takes webhooks from the start
+        return self.status.readiness()
+
+    def _status_document(self) -> dict[str, Any]:
+        document = self.status.document()
+        if self.leader is not None:
+            document["role"] = self.leader.role
+            document["leader"] = self.leader.describe()
+        return document
 
     # -- syncs -----------------------------------------------------------------------------
 
@@ -462,6 +532,30 @@ class Daemon:
                     last_sync_at=at,
                 ),
             )
+
+
+async def _first_set(
+    *events: asyncio.Event, seconds: float | None = None, task: asyncio.Task[None] | None = None
+) -> None:
+    """Wait until one of `events` is set, `task` ends, or `seconds` pass."""
+    waits = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(
+            [*waits, *([task] if task is not None else [])],
+            timeout=seconds,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+    finally:
+        for wait in waits:
+            wait.cancel()
+
+
+async def _stop_follower(follower: asyncio.Task[None], endless: bool) -> None:
+    """Stop the watcher (it ends with the term) or the git follower (`endless`)."""
+    if endless:
+        follower.cancel()  # the fetch loop never ends by itself
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await asyncio.wait_for(follower, timeout=3)
 
 
 async def _until(tasks: Sequence[asyncio.Task[None]], done: Callable[[], bool]) -> None:

@@ -54,7 +54,8 @@ from chanops.engine.plan import (
 from chanops.events import EventSink
 from chanops.platform.api import PlatformAPI
 from chanops.platform.models import Connection, Job
-from chanops.state.store import Intent, IntentOp, Record, StateStore
+from chanops.state.protocol import Store
+from chanops.state.store import Intent, IntentOp, Record
 
 BULK_BATCH = 100
 JOB_POLL_SECONDS = 0.2
@@ -101,7 +102,7 @@ class Executor:
     def __init__(
         self,
         client: PlatformAPI,
-        store: StateStore,
+        store: Store,
         *,
         concurrency: int = 8,
         follow_jobs: bool = True,

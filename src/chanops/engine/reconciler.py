@@ -53,7 +53,8 @@ from chanops.events import EventSink
 from chanops.manifests.model import LoadResult
 from chanops.platform.api import PlatformAPI
 from chanops.platform.models import Connection
-from chanops.state.store import Record, StateStore
+from chanops.state.protocol import Store
+from chanops.state.store import Record
 
 WAITING_CONDITIONS = frozenset(
     {AWAITING_MARKETPLACE_SETUP, AWAITING_AUTHORIZATION, AWAITING_INITIAL_SYNC, SUSPENDED}
@@ -134,7 +135,7 @@ class Reconciler:
         self,
         *,
         client: PlatformAPI,
-        store: StateStore,
+        store: Store,
         options: EngineOptions,
         events: EventSink | None = None,
     ) -> None:
