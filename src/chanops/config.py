@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 DEFAULT_MANIFESTS = "connections.d"
 ENV_PREFIX = "CHANOPS_"
 CONFIG_FILE = "chanops.yaml"
+# A --state that starts so is a PostgreSQL DSN (chanops.state.factory.SCHEMES).
+STATE_DSN_SCHEMES = ("postgresql://", "postgres://")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +62,14 @@ class Settings:
     insecure_http: bool = False
     # One line each, for the command to print (stderr): nothing here stops chanops.
     warnings: tuple[str, ...] = ()
+    # `--state postgresql://...`: the shared PostgreSQL store (docs/ha.md). `state` is
+    # then the default path, which only locates the git checkouts.
+    state_dsn: str | None = None
+
+    @property
+    def state_location(self) -> str | Path:
+        """What `chanops.state.factory.open_store` opens: the DSN, else the path."""
+        return self.state_dsn if self.state_dsn is not None else self.state
 
 
 def _config_file(explicit: str | None) -> Mapping[str, Any]:
@@ -210,7 +220,10 @@ def load_settings(  # noqa: PLR0913 (one keyword per flag of the common options)
     cfg = _config_file(config)
     manifests_path = Path(pick(manifests, "MANIFESTS", cfg, "manifests") or DEFAULT_MANIFESTS)
     state_value = pick(state, "STATE", cfg, "state")
-    state_path = Path(state_value) if state_value else default_state_path(manifests_path)
+    state_dsn = state_value if state_value and state_value.startswith(STATE_DSN_SCHEMES) else None
+    state_path = (
+        Path(state_value) if state_value and not state_dsn else default_state_path(manifests_path)
+    )
     url = pick(platform, "PLATFORM_URL", cfg, "platform") or default_platform_url(manifests_path)
     tok, token_cred = _token_source(
         pick(token, "PLATFORM_TOKEN", cfg, "token"),
@@ -248,6 +261,7 @@ def load_settings(  # noqa: PLR0913 (one keyword per flag of the common options)
         secrets_dirs=dirs,
         insecure_http=insecure,
         warnings=tuple(warnings),
+        state_dsn=state_dsn,
     )
 
 
