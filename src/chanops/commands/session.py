@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from chanops.manifests.load import LoadJob
     from chanops.manifests.model import LoadResult
     from chanops.platform.api import PlatformAPI
-    from chanops.state.store import StateStore
+    from chanops.state.protocol import Store
 
 T = TypeVar("T")
 
@@ -30,7 +30,7 @@ T = TypeVar("T")
 class Session:
     settings: Settings
     client: PlatformAPI
-    store: StateStore
+    store: Store
     reconciler: Reconciler
 
 
@@ -98,10 +98,10 @@ async def open_session(
 ) -> AsyncIterator[Session]:
     from chanops.commands.platform import oauth_from, open_platform
     from chanops.engine.reconciler import EngineOptions, Reconciler
-    from chanops.state.store import StateStore
+    from chanops.state.factory import open_store
 
     opts = options or EngineOptions(secrets_dirs=settings.secrets_dirs)
-    store = StateStore.open(settings.state, readonly=readonly)
+    store = open_store(settings.state_location, readonly=readonly)
     try:
         client = open_platform(
             settings.platform.url,
