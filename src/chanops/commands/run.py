@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import re
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -30,6 +32,7 @@ from chanops.commands.replica import LeaseFlags, fenced, lease_options, pop_leas
 if TYPE_CHECKING:
     from chanops.daemon.leader import Leadership
     from chanops.daemon.service import Daemon
+    from chanops.daemon.ui import UIOptions
     from chanops.events import EventSink
     from chanops.observability.metrics import Metrics
     from chanops.platform.api import PlatformAPI
@@ -52,6 +55,12 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
     return seconds
 
 
+def _header_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]*", value):
+        raise click.BadParameter(f"{value!r} is not a header name, e.g. X-Forwarded-Email")
+    return value
+
+
 @click.command(name="run")
 @common_options
 @git_options(webhook=True)
@@ -61,7 +70,8 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
     default="127.0.0.1:9464",
     show_default=True,
     metavar="HOST:PORT",
-    help="Address of /healthz, /readyz, /metrics and /status (loopback unless told otherwise).",
+    help="Address of /healthz, /readyz, /metrics, /status and the /ui/ status page "
+    "(loopback unless told otherwise).",
 )
 @click.option(
     "--resync",
@@ -120,6 +130,21 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
     is_flag=True,
     help="Recreate a connection when an immutable field (driver) changes.",
 )
+@click.option(
+    "--ui-password-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    metavar="PATH",
+    help="The status page (/ui/) asks for HTTP basic authentication with this password.",
+)
+@click.option(
+    "--ui-trusted-header",
+    default=None,
+    metavar="NAME",
+    callback=_header_name,
+    help="Let in status-page requests carrying this header (set by an authenticating proxy).",
+)
+@click.option("--no-ui", is_flag=True, help="Serve no status page under /ui/.")
 def command(
     *,
     listen: str,
@@ -133,6 +158,9 @@ def command(
     min_sync_interval: float,
     max_delete: int | None,
     allow_recreate: bool,
+    ui_password_file: Path | None,
+    ui_trusted_header: str | None,
+    no_ui: bool,
     **common: Any,
 ) -> None:
     """Watch the manifests and keep the platform equal to them (the daemon)."""
@@ -152,9 +180,37 @@ def command(
         min_sync_interval=min_sync_interval,
         max_delete=max_delete,
         allow_recreate=allow_recreate,
+        ui=UIFlags(not no_ui, ui_password_file, ui_trusted_header),
         lease=lease,
     )
     sys.exit(asyncio.run(_main(settings, git, logcfg, flags)))
+
+
+@dataclass(frozen=True, slots=True)
+class UIFlags:
+    """The status page's flags (docs/ui.md); the password file is read at start."""
+
+    enabled: bool = True
+    password_file: Path | None = None
+    trusted_header: str | None = None
+
+
+def _ui_options(flags: UIFlags) -> UIOptions:
+    """The status page's options; a password file that cannot be used stops startup."""
+    from chanops.daemon.ui import UIOptions
+    from chanops.errors import ConfigError
+
+    password = None
+    if flags.password_file is not None:
+        try:
+            password = flags.password_file.read_bytes().strip(b"\r\n")
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read --ui-password-file {flags.password_file}: {exc.strerror}"
+            ) from None
+        if not password:
+            raise ConfigError(f"--ui-password-file {flags.password_file} is empty")
+    return UIOptions(flags.enabled, password, flags.trusted_header)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +225,7 @@ class RunFlags:
     max_delete: int | None
     allow_recreate: bool
     lease: LeaseFlags | None = None  # replicas on a PostgreSQL store (docs/ha.md)
+    ui: UIFlags = UIFlags()
 
 
 async def _main(settings: Any, git: GitOptions | None, logcfg: Any, flags: RunFlags) -> int:
@@ -193,10 +250,10 @@ async def _main(settings: Any, git: GitOptions | None, logcfg: Any, flags: RunFl
             store.close()
             raise
     except ChanopsError as exc:
-        log.error("daemon.failed", error=str(exc), state=str(settings.state))
+        log.error("daemon.failed", error=str(exc), state=_state_shown(settings))
         return 1
     except OSError as exc:
-        log.error("daemon.failed", error=describe_error(exc), state=str(settings.state))
+        log.error("daemon.failed", error=describe_error(exc), state=_state_shown(settings))
         return 1
     try:
         client = open_platform(
@@ -279,6 +336,13 @@ def _open_store(settings: Any) -> Store:
     return open_state(settings)
 
 
+def _state_shown(settings: Any) -> str:
+    """The store for a message: a path, or the DSN without its password."""
+    from chanops.commands.replica import state_shown
+
+    return state_shown(settings)
+
+
 def _leader(
     settings: Any, flags: RunFlags, *, store: Store, events: EventSink, metrics: Metrics
 ) -> Leadership | None:
@@ -322,6 +386,7 @@ def _daemon(
         # at the composition root.
         after_startup=gc.freeze,
         leader=edge.leader,
+        ui=_ui_options(flags.ui),
     )
     return Daemon(
         client=client,

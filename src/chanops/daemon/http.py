@@ -8,6 +8,7 @@
               scheduled sync, backoff and last events. Never a secret: desired state is
               summarised without credentials, and events were redacted when logged.
 - extra `routes` (the git source's `POST /hooks/git`) are served beside them.
+- `/ui/`      the read-only status page (daemon/ui, docs/ui.md), when given.
 
 The socket is bound by chanops itself (a clear error when the address is taken, port 0
 for tests) and uvicorn's own signal handling is disabled: the daemon owns the signals.
@@ -54,7 +55,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -72,6 +73,9 @@ MAX_CONNECTIONS = 256
 # for the manifests root, the watcher, the state store, platform calls and git.
 FD_SHARE = 4
 MAX_REQUESTS = 64
+# Long-lived streams (the status page's server-sent events) are not requests in flight:
+# each page holds one open, and the UI caps them itself (daemon/ui/live.py).
+STREAM_PATHS = frozenset({"/ui/live"})
 # Both the listen(2) backlog and how many connections asyncio accepts per wakeup.
 ACCEPT_BACKLOG = 128
 # At most one summary line per this many seconds for dropped connections and accept
@@ -134,6 +138,7 @@ def create_app(
     ready: Callable[[], tuple[bool, list[str]]],
     status: Callable[[], dict[str, Any]],
     routes: Sequence[BaseRoute] = (),
+    ui: ASGIApp | None = None,
 ) -> Starlette:
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -158,6 +163,8 @@ def create_app(
             Route("/metrics", metrics_endpoint),
             Route("/status", status_endpoint),
             *routes,
+            # The read-only status page (daemon/ui, docs/ui.md); /ui redirects to /ui/.
+            *([Mount("/ui", app=ui)] if ui is not None else []),
         ]
     )
 
@@ -336,7 +343,7 @@ class InFlightLimit:
         self.active = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["path"] in STREAM_PATHS:
             await self.app(scope, receive, send)
             return
         if self.active >= self.limit:

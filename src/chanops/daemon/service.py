@@ -61,8 +61,10 @@ from chanops.state.protocol import Store
 
 if TYPE_CHECKING:
     from starlette.routing import BaseRoute
+    from starlette.types import ASGIApp
 
     from chanops.daemon.leader import Leadership
+    from chanops.daemon.ui import UIOptions
     from chanops.sources.git import GitSource
 
 
@@ -90,6 +92,8 @@ class DaemonOptions:
     standby_refresh: float = 5.0
     # This replica's leadership when the store is shared (PostgreSQL); None: SQLite.
     leader: Leadership | None = None
+    # The status page under /ui/ and who may read it (docs/ui.md); None: the defaults.
+    ui: UIOptions | None = None
 
 
 class Daemon:
@@ -246,6 +250,7 @@ class Daemon:
             ready=self._readiness,
             status=self._status_document,
             routes=self.routes,
+            ui=self._ui(),
         )
         # create_app's /healthz only says "the process runs"; after a crash it still
         # runs for a few seconds while it stops, and must not look alive meanwhile.
@@ -254,6 +259,18 @@ class Daemon:
         self._http.start()
         host, port = self._http.address
         self.sink.emit("http.listening", "info", address=f"{host}:{port}", port=port)
+
+    def _ui(self) -> ASGIApp | None:
+        from chanops.daemon.ui import UIOptions, build_ui
+
+        return build_ui(
+            status=self.status,
+            parts=self.parts,
+            load=lambda: self.loads.current,
+            options=self.options.ui or UIOptions(),
+            host=self.options.listen[0] if self.options.listen else "127.0.0.1",
+            resync_seconds=self.options.resync_seconds,
+        )
 
     def _announce(self) -> None:
         git: dict[str, Any] = {}

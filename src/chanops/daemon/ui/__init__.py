@@ -1,0 +1,13 @@
+"""The daemon's read-only status page under /ui/ (docs/ui.md).
+
+- `views.py`, `fields.py`: pure page logic from the /status document and the models.
+- `source.py`: reads the daemon's state for the pages (a snapshot per change).
+- `live.py`: the event-sink subscriber behind the server-sent event stream.
+- `auth.py`: who may read the page, and the headers (CSP) every page carries.
+- `app.py`: the Starlette routes and the Jinja2 templates (`templates/`, `static/`).
+"""
+
+from chanops.daemon.ui.app import UIOptions, build_ui
+from chanops.daemon.ui.auth import UIAuth
+
+__all__ = ["UIAuth", "UIOptions", "build_ui"]

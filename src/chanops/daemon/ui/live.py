@@ -1,0 +1,168 @@
+"""Live updates: one subscriber on the event sink, one server-sent event stream per page.
+
+Every domain event moves `version` on; a stream tells its page "something changed"
+(`event: change`, the version as data, nothing else: no event content ever leaves this
+way), and the page fetches itself again. Changes are coalesced: at most one message per
+`MIN_GAP` seconds per stream, so a resync of 10,000 connections costs a page a refresh
+a second, not 10,000.
+
+An idle daemon must not wake for its pages: a stream waits on the next change (one
+shared asyncio.Event, replaced after it fires), with a keep-alive comment every
+`PING_SECONDS` so proxies and dead clients are noticed. No polling loop, which is why
+this is Starlette's streaming response rather than sse-starlette (whose shutdown
+watcher polls twice a second while any stream is open). The streams end when the
+daemon emits `daemon.stopping`, before the HTTP server stops.
+
+The sink may call from another thread (work done in `asyncio.to_thread`): waking the
+streams goes through the loop then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from chanops.events import Event
+
+MIN_GAP = 0.5
+PING_SECONDS = 30.0
+RETRY_MS = 2000  # the browser reconnects this long after a dropped stream
+MAX_STREAMS = 128  # open streams at once; past that a page is served without live updates
+RECONCILES_KEPT = 10
+_RECONCILE_FIELDS = (
+    "reconcile_id",
+    "kind",
+    "reason",
+    "revision",
+    "subject",
+    "timestamp",
+    "duration_ms",
+    "actions",
+    "failed",
+    "blocked",
+    "waiting",
+    "drift",
+    "converged",
+    "error",
+)
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class LiveFeed:
+    """The sink consumer behind the pages: change version, reconciles, stream bell."""
+
+    def __init__(
+        self,
+        *,
+        scrub: Callable[[dict[str, Any]], dict[str, Any]],
+        revision: Callable[[], str | None],
+        resync_seconds: float,
+    ) -> None:
+        self.scrub = scrub
+        self.revision = revision
+        self.resync_seconds = resync_seconds
+        self.version = 0
+        self.closed = False
+        self.streams = 0
+        self.reconciles: deque[dict[str, Any]] = deque(maxlen=RECONCILES_KEPT)
+        self.running: dict[str, dict[str, Any]] = {}  # reconcile id -> its start
+        self.next_resync = ""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: int | None = None
+        self._bell: asyncio.Event | None = None
+
+    # -- the sink side ------------------------------------------------------------------
+
+    def __call__(self, event: Event) -> None:
+        self.version += 1
+        if event.name == "reconcile.started":
+            rid = str(event.fields.get("reconcile_id", ""))
+            self.running[rid] = {"kind": event.fields.get("kind"), "since": _now_iso()}
+        elif event.name in ("reconcile.completed", "reconcile.failed"):
+            self._finished(event)
+        elif event.name == "daemon.stopping":
+            self.closed = True
+        self._ring()
+
+    def _finished(self, event: Event) -> None:
+        fields = event.fields
+        self.running.pop(str(fields.get("reconcile_id", "")), None)
+        record = {k: fields[k] for k in _RECONCILE_FIELDS if k in fields}
+        record.setdefault("revision", self.revision())
+        record["result"] = _result(event)
+        record["finished"] = _now_iso()
+        self.reconciles.append(self.scrub(record))
+        if fields.get("kind") == "full":
+            due = datetime.now(UTC) + timedelta(seconds=self.resync_seconds)
+            self.next_resync = due.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def _ring(self) -> None:
+        loop = self._loop
+        if loop is None or self._bell is None:
+            return  # no stream has waited yet
+        if threading.get_ident() == self._thread:
+            self._swap_bell()
+        else:
+            loop.call_soon_threadsafe(self._swap_bell)
+
+    def _swap_bell(self) -> None:
+        if self._bell is not None:
+            self._bell.set()
+        self._bell = asyncio.Event()
+
+    # -- the stream side ------------------------------------------------------------------
+
+    def _bind(self) -> asyncio.Event:
+        if self._bell is None:
+            self._loop = asyncio.get_running_loop()
+            self._thread = threading.get_ident()
+            self._bell = asyncio.Event()
+        return self._bell
+
+    async def changed(self, seen: int, within: float) -> bool:
+        """Wait until the version moves past `seen` (True) or `within` seconds pass (False)."""
+        bell = self._bind()
+        if self.version != seen or self.closed:
+            return True
+        try:
+            await asyncio.wait_for(bell.wait(), within)
+        except TimeoutError:
+            return False
+        return True
+
+    async def stream(self) -> AsyncIterator[str]:
+        """The text of one page's event stream, until the daemon stops."""
+        self.streams += 1
+        try:
+            seen = self.version
+            yield f"retry: {RETRY_MS}\nevent: hello\ndata: {seen}\n\n"
+            sent = 0.0
+            while not self.closed:
+                if not await self.changed(seen, PING_SECONDS):
+                    yield ": keep-alive\n\n"
+                    continue
+                if self.closed:
+                    break
+                # Coalesce a burst: wait out the gap since the last message, then report
+                # where the burst got to.
+                await asyncio.sleep(max(0.0, sent + MIN_GAP - time.monotonic()))
+                seen = self.version
+                sent = time.monotonic()
+                yield f"event: change\ndata: {seen}\n\n"
+            yield "event: bye\ndata: stopping\n\n"
+        finally:
+            self.streams -= 1
+
+
+def _result(event: Event) -> str:
+    if event.name == "reconcile.failed":
+        return "failed"
+    return "converged" if event.fields.get("converged") else "not converged"

@@ -1,0 +1,110 @@
+"""A daemon with the status page, for the UI tests: real emulator, real `chanops run`.
+
+The manifests are the example `connections.d/` plus two written here: one whose display
+name and label carry `<script>` (the escaping tests), one with a literal secret (the
+secret search); every secret the world uses has a unique, searchable value (`SECRETS`).
+One unmanaged connection is installed on the platform beside them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from daemon.helpers import DaemonProcess, wait_until
+from support.emulator import EmulatorProcess, start_emulator
+
+REPO = Path(__file__).resolve().parents[2]
+XSS = "<script>alert(1)</script>"
+PLATFORM_TOKEN = "tok-ui-5d1f0c9e7b2a"  # every secret here is fake, and searched for
+ENV_SECRET = "env-ui-secret-83c1f2"
+LITERAL_SECRET = "literal-ui-secret-4be7"
+UI_PASSWORD = "ui-pass-a9e3d7"
+
+
+@dataclass
+class World:
+    emu: EmulatorProcess
+    daemon: DaemonProcess
+    root: Path  # the manifests root
+    secrets: list[str]  # every secret value the world uses: none may reach a page
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.daemon.port}"
+
+    def get(self, path: str, **kw: object) -> httpx.Response:
+        return httpx.get(self.base + path, timeout=10, **kw)  # type: ignore[arg-type]
+
+
+def write_world(tmp: Path) -> tuple[Path, list[str]]:
+    """The manifests root and secrets directory; returns (root, secret values)."""
+    root = tmp / "connections.d"
+    shutil.copytree(REPO / "connections.d", root)
+    secrets_dir = tmp / "secrets"
+    shutil.copytree(REPO / "secrets", secrets_dir)
+    values = [PLATFORM_TOKEN, ENV_SECRET, LITERAL_SECRET, UI_PASSWORD]
+    for i, path in enumerate(sorted(p for p in secrets_dir.iterdir() if p.name != "README.md")):
+        value = f"file-ui-secret-{i:02}-{path.name[:6]}"
+        path.write_text(value + "\n", encoding="utf-8")
+        values.append(value)
+    (root / "xss.yaml").write_text(
+        "apiVersion: chanops/v1\nkind: Connection\nmetadata:\n  name: xss-shop\n"
+        f"  labels: {{owner: '{XSS}'}}\n"
+        f"spec:\n  driver: shopware6\n  displayName: '{XSS}'\n  credentials:\n"
+        "    url: https://xss.example.com\n    accessKeyId: SWIAXSS\n"
+        "    secretAccessKey: {secretRef: {env: UI_TEST_SECRET}}\n",
+        encoding="utf-8",
+    )
+    (root / "literal.yaml").write_text(
+        "apiVersion: chanops/v1\nkind: Connection\nmetadata:\n  name: literal-shop\n"
+        "  labels: {team: qa}\n"
+        "spec:\n  driver: magento2\n  credentials:\n    url: https://literal.example.com\n"
+        f"    username: chanops\n    password: {LITERAL_SECRET}\n",
+        encoding="utf-8",
+    )
+    return root, values
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    tmp = tmp_path_factory.mktemp("ui")
+    root, secrets = write_world(tmp)
+    with start_emulator(tmp / "emulator", time_scale=0.002, token=PLATFORM_TOKEN) as emu:
+        emu.admin.marketplace_install("shopify", "legacy-shop")
+        daemon = DaemonProcess(
+            tmp,
+            manifests=root,
+            platform=emu.url,
+            token=PLATFORM_TOKEN,
+            env={"UI_TEST_SECRET": ENV_SECRET},
+        )
+        try:
+            daemon.start()
+            world = World(emu, daemon, root, secrets)
+            # The first full resync has listed the platform: the plan page has a plan.
+            wait_until(
+                lambda: (
+                    "No changes" in world.get("/ui/plan").text
+                    or "Plan:" in world.get("/ui/plan").text
+                ),
+                timeout=30,
+                what="a plan on /ui/plan",
+            )
+            yield world
+        finally:
+            daemon.stop()
+
+
+def artefacts_dir(tmp_path: Path) -> Path:
+    """Where tests write screenshots: $CHANOPS_TEST_ARTIFACTS, or under the test's tmp."""
+    configured = os.environ.get("CHANOPS_TEST_ARTIFACTS")
+    path = Path(configured) / "ui" if configured else tmp_path / "artefacts"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
