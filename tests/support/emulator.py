@@ -125,8 +125,10 @@ class EmulatorProcess:
         token: str = "test-token",
         db: str | Path | None = None,
         port: int | None = None,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.tmp_path = Path(tmp_path)
+        self.extra_args = list(extra_args)  # e.g. ["--oauth-client", "ID:SECRET"]
         self.faults = faults
         self.time_scale = time_scale
         self.drivers = list(drivers) if drivers else None
@@ -165,7 +167,7 @@ class EmulatorProcess:
             cmd += ["--faults", self.faults]
         if self.drivers:
             cmd += ["--drivers", ",".join(self.drivers)]
-        return cmd
+        return cmd + self.extra_args
 
     def start(self) -> EmulatorProcess:
         if self.proc is not None and self.proc.poll() is None:
@@ -234,9 +236,16 @@ def start_emulator(
     drivers: Sequence[str] | None = None,
     token: str = "test-token",
     db: str | Path | None = None,
+    extra_args: Sequence[str] = (),
 ) -> Iterator[EmulatorProcess]:
     emu = EmulatorProcess(
-        tmp_path, faults=faults, time_scale=time_scale, drivers=drivers, token=token, db=db
+        tmp_path,
+        faults=faults,
+        time_scale=time_scale,
+        drivers=drivers,
+        token=token,
+        db=db,
+        extra_args=extra_args,
     )
     emu.start()
     try:

@@ -8,7 +8,9 @@ import sys
 
 import click
 
+from chanops.emulator.oauth import OAuthClient, OAuthConfig, parse_client
 from chanops.emulator.rules import ALL_DRIVERS
+from chanops.manifests.durations import parse_flag_duration
 
 DEFAULT_DB = ".chanops/emulator.db"
 
@@ -19,6 +21,31 @@ class _DropInjectedResets(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         return type(exc).__name__ != "ConnectionDropped"
+
+
+def _clients(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> list[OAuthClient]:
+    clients: list[OAuthClient] = []
+    for value in values:
+        try:
+            client = parse_client(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+        if any(c.client_id == client.client_id for c in clients):
+            raise click.BadParameter(f"client id {client.client_id!r} is given twice")
+        clients.append(client)
+    return clients
+
+
+def _duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
+    try:
+        seconds = parse_flag_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    if param.name == "access_token_ttl" and seconds <= 0:
+        raise click.BadParameter("must be positive")
+    return seconds
 
 
 @click.command(name="emulator")
@@ -58,6 +85,36 @@ class _DropInjectedResets(logging.Filter):
     help=f"Comma-separated installed drivers [default all: {','.join(ALL_DRIVERS)}].",
 )
 @click.option(
+    "--oauth-client",
+    "oauth_clients",
+    multiple=True,
+    metavar="ID:SECRET",
+    callback=_clients,
+    help="Turn on the OAuth 2.0 server (Core1's authorize and token URLs) for this app "
+    "registration; repeatable. Its access tokens are accepted beside --token.",
+)
+@click.option(
+    "--access-token-ttl",
+    default="1h",
+    show_default=True,
+    metavar="DURATION",
+    callback=_duration,
+    help="How long an OAuth access token lives (e.g. 2s, 30m).",
+)
+@click.option(
+    "--rotate-refresh-tokens",
+    is_flag=True,
+    help="Each refresh returns a new refresh token and retires the one it was given.",
+)
+@click.option(
+    "--refresh-grace",
+    default="0s",
+    show_default=True,
+    metavar="DURATION",
+    callback=_duration,
+    help="How long a rotated refresh token stays valid after its successor is issued.",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -78,12 +135,19 @@ def command(
     time_scale: float,
     faults: str | None,
     drivers: str | None,
+    oauth_clients: list[OAuthClient],
+    access_token_ttl: float,
+    rotate_refresh_tokens: bool,
+    refresh_grace: float,
     log_level: str,
     log_format: str | None,
 ) -> None:
     """Serve the bundled platform emulator (the API in schemas/platform-api.yaml).
 
-    State lives in SQLite at --db and survives restarts. Requests are logged to stderr.
+    It also serves the Core1 RPC methods of the shipped core1 profile over the same
+    connections, and with --oauth-client Core1's OAuth 2.0 authorization-code flow.
+    State lives in SQLite at --db and survives restarts (OAuth tokens live in memory).
+    Requests are logged to stderr.
     """
     import uvicorn
 
@@ -98,22 +162,34 @@ def command(
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--faults") from None
     driver_list = [d.strip() for d in drivers.split(",") if d.strip()] if drivers else None
+    oauth = (
+        OAuthConfig(oauth_clients, access_token_ttl, rotate_refresh_tokens, refresh_grace)
+        if oauth_clients
+        else None
+    )
     configure_logging(fmt=log_format, level=log_level, stream=sys.stderr)
     try:
         app = create_app(
-            db=db, token=token, time_scale=time_scale, faults=faults, drivers=driver_list
+            db=db,
+            token=token,
+            time_scale=time_scale,
+            faults=faults,
+            drivers=driver_list,
+            oauth=oauth,
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     logging.getLogger("uvicorn.error").addFilter(_DropInjectedResets())
     log = logging.getLogger("chanops.emulator")
     log.info(
-        "emulator starting on http://%s:%d (db %s, time scale %s, faults %s, pid %d)",
+        "emulator starting on http://%s:%d (db %s, time scale %s, faults %s, oauth %s, pid %d)",
         host,
         port,
         db,
         time_scale,
         faults or "none",
+        # client ids only: a secret is never logged
+        ",".join(c.client_id for c in oauth_clients) or "off",
         os.getpid(),
     )
     config = uvicorn.Config(

@@ -25,8 +25,11 @@ from starlette.responses import Response
 
 from chanops.emulator.faults import FaultInjector, parse_faults
 from chanops.emulator.gate import ConnectionDropped, Gate
+from chanops.emulator.oauth import OAuthConfig, OAuthServer, oauth_routes
 from chanops.emulator.routes import error_response, routes
+from chanops.emulator.rpc import rpc_routes
 from chanops.emulator.store import Platform
+from chanops.rpcprofile import Profile, load_profile
 
 __all__ = ["create_app", "load_spec"]
 
@@ -68,14 +71,22 @@ def create_app(
     faults: str | None = None,
     drivers: Sequence[str] | None = None,
     request_log_level: str = "info",
+    oauth: OAuthConfig | None = None,
+    profile: Profile | None = None,
 ) -> Starlette:
-    """The emulator as an ASGI app over SQLite at `db` (`:memory:` for throwaway)."""
+    """The emulator as an ASGI app over SQLite at `db` (`:memory:` for throwaway).
+
+    `oauth` turns on the OAuth 2.0 server (its access tokens are accepted beside
+    `token`); `profile` is the RPC profile served (the shipped core1 profile if None).
+    """
     if not token:
         raise ValueError("the emulator needs a token")
     if time_scale <= 0:
         raise ValueError("time_scale must be positive")
+    oauth_server = OAuthServer(oauth) if oauth is not None else None
     platform = Platform(db, time_scale=time_scale, drivers=drivers)
-    table = routes()
+    # the RPC route takes any one-segment POST path, so it comes last
+    table = [*routes(), *oauth_routes(), *rpc_routes()]
     stats: Counter[str] = Counter()
     app = Starlette(
         routes=table,
@@ -87,6 +98,7 @@ def create_app(
                 stats=stats,
                 injector=FaultInjector(parse_faults(faults)),
                 request_log_level=request_log_level,
+                oauth=oauth_server,
             )
         ],
         exception_handlers={HTTPException: _http_error, Exception: _internal_error},
@@ -96,4 +108,6 @@ def create_app(
     app.state.platform = platform
     app.state.stats = stats
     app.state.spec = load_spec()
+    app.state.oauth = oauth_server
+    app.state.profile = profile or load_profile()
     return app

@@ -1,10 +1,13 @@
 """What every request of the emulator passes first: token, request counts, faults, log.
 
-One ASGI middleware (`Gate`), so the order is fixed: /openapi.json needs no token; a
-missing or wrong token is answered 401/403 before anything is counted; the testing
-routes are neither counted nor faulted (a test's own setup must not fail by chance);
-every other request is counted by route template (`GET /api/v1/connections/{id}`)
-and then meets the injected faults (--faults).
+One ASGI middleware (`Gate`), so the order is fixed: /openapi.json and the two OAuth
+URLs need no token (the OAuth server counts its own requests and has its own failure
+knob); a missing or wrong token is answered 401/403 before anything is counted (with
+--oauth-client, an unknown or expired token is 401 `invalid_token`, RFC 6750); the
+testing routes are neither counted nor faulted (a test's own setup must not fail by
+chance); every other request is counted by route template (`GET
+/api/v1/connections/{id}`, an RPC call by its method path) and then meets the
+injected faults (--faults).
 """
 
 from __future__ import annotations
@@ -22,7 +25,12 @@ from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chanops.emulator.faults import Decision, FaultInjector
+from chanops.emulator.oauth import AUTHORIZE_PATH, TOKEN_PATH, OAuthServer
 from chanops.emulator.routes import TESTING, error_response
+from chanops.emulator.rpc import RPC_TEMPLATE
+
+# Served before any token check: the contract, and the OAuth server's own URLs.
+_OPEN_PATHS = frozenset({"/openapi.json", AUTHORIZE_PATH, TOKEN_PATH})
 
 log = structlog.get_logger("chanops.emulator")
 
@@ -54,8 +62,10 @@ class Gate:
         stats: Counter[str],
         injector: FaultInjector,
         request_log_level: str = "info",
+        oauth: OAuthServer | None = None,
     ) -> None:
         self.app = app
+        self.oauth = oauth
         self.request_log_level = logging.getLevelNamesMapping()[request_log_level.upper()]
         self.token = token.encode()
         self.routes = routes
@@ -90,7 +100,7 @@ class Gate:
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
-        if path == "/openapi.json":
+        if path in _OPEN_PATHS:
             await self.app(scope, receive, send)
             return
         denied = self._auth(scope)
@@ -101,6 +111,8 @@ class Gate:
             await self.app(scope, receive, send)
             return
         template = route_template(self.routes, scope)
+        if template == RPC_TEMPLATE:
+            template = path
         if template is not None:
             self.stats[f"{scope['method']} {template}"] += 1
         if not self.injector.spec.any:
@@ -179,8 +191,18 @@ class Gate:
                 "missing bearer token: send Authorization: Bearer <token>",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        if not hmac.compare_digest(presented.strip(), self.token):
+        presented = presented.strip()
+        if hmac.compare_digest(presented, self.token):
+            return None
+        if self.oauth is None:
             return error_response(
                 403, "forbidden", "the bearer token is not valid for this account"
             )
-        return None
+        if self.oauth.access_valid(presented):
+            return None
+        return error_response(
+            401,
+            "invalid_token",
+            "the access token is unknown, expired or revoked: refresh it",
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        )

@@ -116,3 +116,61 @@ def if_match(request: Request) -> int | None:
         return int(text.strip().strip('"'))
     except ValueError:
         raise bad_request("If-Match must be a connection version", "If-Match") from None
+
+
+# -- the checks REST and RPC share (one rule, two wire forms) ------------------------------
+
+# The fields a connection is written with, by a create and by an update.
+CONNECTION_FIELDS = ("name", "driver", "credentials", "settings", "automation")
+JOB_STATES = ("queued", "running", "succeeded", "failed")
+
+
+def check_create(body: Mapping[str, Any]) -> None:
+    """A create's body: name and driver, credentials and automation objects if sent."""
+    only_keys(body, CONNECTION_FIELDS)
+    require_str(body, "name")
+    require_str(body, "driver", max_len=64)
+    optional_object(body, "credentials")
+    optional_object(body, "automation")
+
+
+def check_patch(body: Mapping[str, Any]) -> None:
+    """An update's merge patch over the connection's writable fields."""
+    only_keys(body, CONNECTION_FIELDS)
+    if "name" in body:
+        require_str(body, "name")
+    if "driver" in body and not isinstance(body["driver"], str):
+        raise bad_request("driver must be a string", "driver")
+    for key in ("credentials", "settings", "automation"):
+        optional_object(body, key)
+
+
+def check_ids(ids: Any) -> list[int]:
+    """A bulk call's ids: 1 to MAX_LIMIT integers, duplicates dropped, each one that can exist."""
+    if (
+        not isinstance(ids, list)
+        or not ids
+        or len(ids) > MAX_LIMIT
+        or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
+    ):
+        raise bad_request(f"ids must be a list of 1 to {MAX_LIMIT} integers", "ids")
+    unique = list(dict.fromkeys(int(i) for i in ids))
+    for i in unique:
+        if not 1 <= i <= MAX_ID:
+            raise problem(404, "not_found", f"connection {i} does not exist", "ids")
+    return unique
+
+
+def check_int(value: Any, name: str, lo: int, hi: int) -> int:
+    """A JSON body's integer (not a boolean) between lo and hi."""
+    if type(value) is not int or not lo <= value <= hi:
+        raise bad_request(f"{name} must be an integer between {lo} and {hi}", name)
+    return value
+
+
+def check_job_state(state: Any) -> str | None:
+    if state is None:
+        return None
+    if not isinstance(state, str) or state not in JOB_STATES:
+        raise bad_request("state must be queued, running, succeeded or failed", "state")
+    return state
