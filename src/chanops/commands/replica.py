@@ -114,3 +114,12 @@ def fenced(client: PlatformAPI, leader: Leadership | None) -> PlatformAPI:
     from chanops.daemon.leader import FencedPlatform
 
     return FencedPlatform(client, leader)
+
+
+def state_shown(settings: Settings) -> str:
+    """The store for a message: a path, or the DSN without its password."""
+    if settings.state_dsn is None:
+        return str(settings.state)
+    from chanops.state.postgres import display_dsn
+
+    return display_dsn(settings.state_dsn)

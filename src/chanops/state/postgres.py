@@ -333,10 +333,6 @@ class PostgresStore:
                     return body(conn)
             except Fenced:
                 raise
-            except psycopg.errors.RaiseException as exc:
-                if exc.sqlstate == FENCED_SQLSTATE:
-                    raise Fenced(f"state store {self.location}: {first_line(exc)}") from None
-                raise StoreError(f"state store {self.location}: {first_line(exc)}") from None
             except psycopg.OperationalError as exc:
                 if attempt == ATTEMPTS or not _connection_lost(exc):
                     raise StoreError(f"state store {self.location}: {first_line(exc)}") from None
@@ -345,7 +341,8 @@ class PostgresStore:
                     f"state store {self.location}: no database connection available"
                 ) from None
             except psycopg.Error as exc:
-                raise StoreError(f"state store {self.location}: {first_line(exc)}") from None
+                kind = Fenced if exc.sqlstate == FENCED_SQLSTATE else StoreError
+                raise kind(f"state store {self.location}: {first_line(exc)}") from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     def close(self) -> None:
