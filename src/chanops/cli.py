@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "sync": "sync",
     "export": "export",
     "emulator": "emulator",
+    "login": "login",
     "schema": "schema",
     "notify": "notify",
 }
