@@ -173,7 +173,7 @@ def test_rotation_retires_a_refresh_token_after_the_grace_period(emu: Core1) -> 
 
 def test_revoke_ends_every_session_but_not_the_static_token(emu: Core1) -> None:
     tokens = login(emu)
-    revoked = emu.admin.post(f"{TESTING}/revoke")["revoked"]
+    revoked = emu.admin.oauth_revoke()
     assert revoked["refresh_tokens"] >= 1 and revoked["access_tokens"] >= 1
     assert oauth_error(refresh(emu, tokens["refresh_token"])) == (400, "invalid_grant")
     assert api(emu, tokens["access_token"]).json()["error"] == "invalid_token"
@@ -182,12 +182,12 @@ def test_revoke_ends_every_session_but_not_the_static_token(emu: Core1) -> None:
 
 
 def test_stats_count_token_requests_and_refreshes(emu: Core1) -> None:
-    emu.admin.post(f"{TESTING}/stats/reset")
+    emu.admin.oauth_reset_stats()
     tokens = login(emu)
     for _ in range(3):
         tokens = refresh(emu, tokens["refresh_token"]).json()
     refresh(emu, "bogus")
-    stats = emu.admin.get(f"{TESTING}/stats")
+    stats = emu.admin.oauth_stats()
     assert stats["token_requests"] == 5
     assert stats["code_exchanges"] == 1
     assert stats["refreshes"] == 3
@@ -271,11 +271,11 @@ def test_the_token_endpoint_can_be_made_to_answer_html_or_500(emu: Core1) -> Non
     r = refresh(emu, tokens["refresh_token"])
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
     assert refresh(emu, tokens["refresh_token"]).status_code == 200  # one time only
-    emu.admin.post(f"{TESTING}/token-failure", json={"mode": "500"})
+    emu.admin.token_failure("500")
     for _ in range(2):
         r = refresh(emu, tokens["refresh_token"])
         assert r.status_code == 500 and r.headers["content-type"].startswith("text/html")
-    emu.admin.post(f"{TESTING}/token-failure", json={"mode": "none"})
+    emu.admin.token_failure("none")
     assert refresh(emu, tokens["refresh_token"]).status_code == 200
     bad = emu.admin.request("POST", f"{TESTING}/token-failure", json={"mode": "teapot"})
     assert bad.status_code == 400 and "mode must be one of none, html, 500" in bad.text

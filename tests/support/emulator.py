@@ -96,6 +96,28 @@ class Admin:
     def reset_stats(self) -> None:
         self.post("/api/v1/testing/stats/reset")
 
+    # -- the OAuth server (an emulator started with --oauth-client) --------------------
+
+    def oauth_revoke(self) -> dict[str, int]:
+        """Revoke every refresh and access token; how many of each there were."""
+        out: dict[str, int] = self.post("/api/v1/testing/oauth/revoke")["revoked"]
+        return out
+
+    def oauth_stats(self) -> dict[str, int]:
+        """token_requests, code_exchanges, refreshes, refused.<error>, ... since reset."""
+        out: dict[str, int] = self.get("/api/v1/testing/oauth/stats")
+        return out
+
+    def oauth_reset_stats(self) -> None:
+        self.post("/api/v1/testing/oauth/stats/reset")
+
+    def token_failure(self, mode: str, times: int | None = None) -> None:
+        """Make the token endpoint answer "html" (200 HTML) or "500"; "none" ends it."""
+        body: dict[str, Any] = {"mode": mode}
+        if times is not None:
+            body["times"] = times
+        self.post("/api/v1/testing/oauth/token-failure", json=body)
+
     def connection(self, connection_id: int) -> dict[str, Any]:
         out: dict[str, Any] = self.get(f"/api/v1/connections/{connection_id}")
         return out
