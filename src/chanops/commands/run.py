@@ -27,6 +27,7 @@ import click
 
 from chanops.commands.common import common_options, settings_from
 from chanops.commands.git_options import git_options, pop_git_options
+from chanops.commands.notify import notifications_from
 from chanops.commands.replica import LeaseFlags, fenced, lease_options, pop_lease_flags
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from chanops.daemon.service import Daemon
     from chanops.daemon.ui import UIOptions
     from chanops.events import EventSink
+    from chanops.notify.config import LoadedNotifications
     from chanops.observability.metrics import Metrics
     from chanops.platform.api import PlatformAPI
     from chanops.sources.git import GitSource
@@ -169,6 +171,7 @@ def command(
     git = pop_git_options(common)  # before settings_from: it takes no git keys
     lease = pop_lease_flags(common)
     settings = settings_from(**common)
+    notifications = notifications_from(common.get("config_file"), settings)
     logcfg = configure_logging(fmt=log_format, level=log_level)
     flags = RunFlags(
         listen=None if once else listen,
@@ -182,6 +185,7 @@ def command(
         allow_recreate=allow_recreate,
         ui=UIFlags(not no_ui, ui_password_file, ui_trusted_header),
         lease=lease,
+        notifications=notifications,
     )
     sys.exit(asyncio.run(_main(settings, git, logcfg, flags)))
 
@@ -226,6 +230,7 @@ class RunFlags:
     allow_recreate: bool
     lease: LeaseFlags | None = None  # replicas on a PostgreSQL store (docs/ha.md)
     ui: UIFlags = UIFlags()
+    notifications: LoadedNotifications | None = None
 
 
 async def _main(settings: Any, git: GitOptions | None, logcfg: Any, flags: RunFlags) -> int:
@@ -385,9 +390,12 @@ def _daemon(
         # instead of 100 ms at 10,000 connections. Process-wide policy, so decided here,
         # at the composition root.
         after_startup=gc.freeze,
+        notifications=flags.notifications,
         leader=edge.leader,
         ui=_ui_options(flags.ui),
     )
+    if edge.source is not None:
+        edge.source.events = events  # fetch failures reach notifications and /status
     return Daemon(
         client=client,
         store=store,

@@ -108,7 +108,11 @@ class Outcomes:
         self.held |= {b.name for b in result.blocked if b.rule == Guard.UNHEALTHY_ROOT}
         failed = failures(batch, result)
         settled = [n for n in batch.names if n not in failed]
+        # A name that was retrying and now settled ends its failure streak (notifications).
+        recovered = [n for n in settled if n in self.queue.backoff]
         self._requeued(self.queue.done(batch, settled=settled, failed=failed))
+        for name in recovered:
+            self.events.emit("connection.recovered", "info", connection=name)
 
     def batch_failed(self, batch: Batch, error: str, tally: Tally) -> None:
         """A batch that failed as a whole (the store, a bug in a plan): every name retries."""

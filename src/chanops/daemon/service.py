@@ -54,6 +54,7 @@ from chanops.engine.reconciler import Reconciler, ReconcileResult
 from chanops.errors import ChanopsError
 from chanops.events import Event
 from chanops.manifests.schedule import MIN_SYNC_INTERVAL_SECONDS
+from chanops.notify.dispatch import start_notifier
 from chanops.observability.logging import LogConfig, describe_error
 from chanops.observability.metrics import Metrics
 from chanops.platform.api import PlatformAPI
@@ -65,6 +66,7 @@ if TYPE_CHECKING:
 
     from chanops.daemon.leader import Leadership
     from chanops.daemon.ui import UIOptions
+    from chanops.notify.config import LoadedNotifications
     from chanops.sources.git import GitSource
 
 
@@ -87,6 +89,8 @@ class DaemonOptions:
     # Called once the startup resync is done: the composition root's hook for process-wide
     # policy (`chanops run` freezes the heap built by then out of the cyclic GC).
     after_startup: Callable[[], None] | None = None
+    # The `notifications:` section of chanops.yaml, read at start (docs/notifications.md).
+    notifications: LoadedNotifications | None = None
     # A standby (PostgreSQL store, docs/ha.md) reloads the manifests and re-reads the
     # store's records this often, for /status.
     standby_refresh: float = 5.0
@@ -131,6 +135,7 @@ class Daemon:
         self._compose()
         self.sink.subscribe(self._remember)
         self.sink.subscribe(metrics.on_event)
+        self.notifier = start_notifier(options.notifications, self)  # docs/notifications.md
         if source is not None:
             metrics.registry.register(GitSourceCollector(source))
             # Fetch failures change readiness between reconciles: read it at scrape time.
@@ -239,6 +244,8 @@ class Daemon:
         self.sink.emit(
             "daemon.stopped", "info", duration_ms=round((time.monotonic() - started) * 1000)
         )
+        if self.notifier is not None:  # deliver what is queued (a crash's message)
+            await asyncio.to_thread(self.notifier.close, 5.0)
         return EXIT_CRASHED if self.crashed is not None else 0
 
     def _serve_http(self) -> None:

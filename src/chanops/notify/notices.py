@@ -297,6 +297,6 @@ _OTHER: dict[str, tuple[Severity, str, str, str]] = {
 def _other(type_: str, fields: Mapping[str, Any], conn: str, error: str) -> Wording:
     severity, title, text, action = _OTHER[type_]
     text = text.format(conn=conn)
-    if error:
+    if error and severity != "info":
         text = f"{text} Error: {error}"
     return Wording(severity, title.format(conn=conn), text, action)

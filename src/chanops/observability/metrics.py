@@ -21,6 +21,14 @@ _API_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _SYNC_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 2700, 3600, 7200)
 
 
+def _reauthorization_gauge(registry: CollectorRegistry) -> Gauge:
+    return Gauge(
+        "chanops_auth_reauthorization_required",
+        "1 while the platform refuses chanops's authorisation until `chanops login`.",
+        registry=registry,
+    )
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -93,6 +101,11 @@ class Metrics:
             registry=r,
         )
         self.ready = Gauge("chanops_ready", "1 when /readyz answers 200.", registry=r)
+        self.reauthorization_required = _reauthorization_gauge(r)
+        self._zero_series()
+
+    def _zero_series(self) -> None:
+        """Create the labelled series up front, so /metrics shows them at 0 from the start."""
         for outcome in ("success", "failed"):
             for kind in ("full", "partial"):
                 self.reconciles.labels(outcome=outcome, kind=kind)
@@ -118,6 +131,10 @@ class Metrics:
         """
         if event.name == "platform.retry":
             self.retries.labels(kind="api").inc()
+        elif event.name == "auth.reauthorization_required":
+            self.reauthorization_required.set(1)
+        elif event.name == "auth.restored":
+            self.reauthorization_required.set(0)
 
     def set_connections(self, by_status: Mapping[str, int]) -> None:
         for status in ("active", "inactive", "missing", "frozen", "deleting"):

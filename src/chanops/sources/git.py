@@ -47,10 +47,12 @@ import tempfile
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import structlog
 
 from chanops.errors import SourceError
+from chanops.events import EventSink, Level
 from chanops.sources.git_credentials import (
     CREDENTIAL_HELPER,
     HttpCredentials,
@@ -164,6 +166,8 @@ class GitSource:
         self.failure_streak = 0
         self.failures_total = 0
         self.last_error: str | None = None
+        # The daemon's event sink (notifications, /status); None: log lines only.
+        self.events: EventSink | None = None
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         # The files this process wrote into each kept checkout, for CheckoutTree.link.
@@ -420,8 +424,9 @@ class GitSource:
         self.last_error = error
         if self.failure_streak == 1:
             current = self._current
-            log.warning(
+            self._tell(
                 "git.fetch_failed",
+                "warning",
                 error=error,
                 ref=self.ref,
                 url=self.display_url,
@@ -431,14 +436,21 @@ class GitSource:
 
     def _record_success(self) -> None:
         if self.failure_streak:
-            log.info(
+            self._tell(
                 "git.fetch_recovered",
+                "info",
                 failures=self.failure_streak,
                 ref=self.ref,
                 url=self.display_url,
             )
         self.failure_streak = 0
         self.last_error = None
+
+    def _tell(self, name: str, level: Level, **fields: Any) -> None:
+        if self.events is not None:
+            self.events.emit(name, level, **fields)
+        else:
+            getattr(log, level)(name, **fields)
 
 
 # -- what a commit may make us write -------------------------------------------------------
