@@ -350,6 +350,19 @@ def test_the_command_line_names_a_bad_oauth_flag(
     assert "first-secret" not in res.output and "second-secret" not in res.output
 
 
+def test_the_clients_may_come_from_the_environment(tmp_path: Path) -> None:
+    # the variable is read like repeated flags: a bad entry is named like a bad flag
+    # (a bad --faults too, so that if the variable were ignored the command would stop
+    # on that instead of serving)
+    res = CliRunner().invoke(
+        command,
+        ["--db", str(tmp_path / "e.db"), "--token", "t", "--faults", "bogus=1"],
+        env={"CHANOPS_EMULATOR_OAUTH_CLIENT": "good_app:env-secret-1 bad"},
+    )
+    assert res.exit_code == 2
+    assert "expected ID:SECRET" in res.output and "env-secret-1" not in res.output
+
+
 def test_the_process_says_which_oauth_clients_it_serves_and_never_a_secret(
     emu: Core1,
 ) -> None:

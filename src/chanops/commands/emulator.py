@@ -88,10 +88,12 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
     "--oauth-client",
     "oauth_clients",
     multiple=True,
+    envvar="CHANOPS_EMULATOR_OAUTH_CLIENT",
     metavar="ID:SECRET",
     callback=_clients,
     help="Turn on the OAuth 2.0 server (Core1's authorize and token URLs) for this app "
-    "registration; repeatable. Its access tokens are accepted beside --token.",
+    "registration; repeatable. Its access tokens are accepted beside --token "
+    "[env CHANOPS_EMULATOR_OAUTH_CLIENT, space-separated].",
 )
 @click.option(
     "--access-token-ttl",

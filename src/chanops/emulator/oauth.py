@@ -311,6 +311,8 @@ class OAuthServer:
         grace = self.config.refresh_grace_s
         for key in [k for k, a in self.access.items() if a.expires_at <= now]:
             del self.access[key]
+        for key in [k for k, c in self.codes.items() if c.expires_at <= now]:
+            del self.codes[key]
         for key in [
             k
             for k, r in self.refresh.items()
