@@ -333,8 +333,8 @@ class Daemon:
         if task.cancelled():
             return  # only the shutdown cancels them
         exc = task.exception()  # retrieved here: no "exception was never retrieved"
-        if exc is None and self._stop.is_set():
-            return  # a normal end: the daemon is stopping
+        if exc is None and (self._stop.is_set() or self._term_end.is_set()):
+            return  # a normal end: the daemon is stopping, or a replica's term ended
         if self.crashed is not None:
             return  # the first crash is the one that matters
         error = describe_error(exc) if exc is not None else "ended without a stop signal"

@@ -1,0 +1,237 @@
+"""Replicas on one PostgreSQL store: one leader, failover, fencing, outages, bad input.
+
+Real processes throughout: the emulator, `chanops run` replicas, the PostgreSQL server.
+The quick forms run by default with a short lease (3 s, renewed every 0.5 s); the slow
+forms (`-m slow`) use the default lease and repeat the failover."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from daemon.helpers import chanops_launcher, manifest, wait_until, write_atomic
+from ha.helpers import QUICK_LEASE, Replicas, Sampler, by_name, stored
+from support.emulator import EmulatorProcess
+from support.postgres import terminate_backends
+
+FAILOVER_BOUND = 15.0  # seconds from SIGKILL to the pending edit on the platform
+
+
+def _patches(emu: EmulatorProcess) -> int:
+    return emu.admin.stats().get("PATCH /api/v1/connections/{id}", 0)
+
+
+def test_one_leader_among_three_and_a_killed_leader_is_replaced(
+    replicas: Replicas, emu: EmulatorProcess
+) -> None:
+    root = replicas.root
+    write_atomic(root / "a.yaml", manifest("a", display="A one"))
+    replicas.extra = QUICK_LEASE
+    sampler = Sampler(replicas)
+    group = replicas.start(3)
+    sampler.start()
+    leader = replicas.leader()
+    wait_until(lambda: by_name(emu, "A one"), what="the leader creates a")
+    standbys = [d for d in group if d is not leader]
+    for d in standbys:
+        assert replicas.role(d) == "standby"
+        assert d.http("/readyz").status_code == 200  # ready in both roles
+        assert "chanops_leader 0.0" in d.http("/metrics").text
+        # A standby's /status comes from the shared store: it sees the leader's record.
+        wait_until(
+            lambda d=d: (
+                [c for c in d.http("/status").json()["connections"] if c["name"] == "a"]
+                and d.http("/status").json()["leader"]["role"] == "standby"
+            ),
+            what="the standby's status",
+        )
+    assert "chanops_leader 1.0" in leader.http("/metrics").text
+
+    killed_at = time.monotonic()
+    leader.signal(signal.SIGKILL)
+    write_atomic(root / "a.yaml", manifest("a", display="A two"))  # pending while leaderless
+    wait_until(lambda: by_name(emu, "A two"), timeout=FAILOVER_BOUND, what="the edit applied")
+    assert time.monotonic() - killed_at < FAILOVER_BOUND
+    successor = replicas.leader(exclude=leader)
+    assert successor in standbys
+    samples = sampler.stop()
+    assert samples and max(samples) == 1, f"never two leaders at once: {samples}"
+    assert len(emu.admin.connections()) == 1  # nothing doubled
+
+
+def test_a_paused_leader_wakes_up_fenced_and_follows(
+    replicas: Replicas, emu: EmulatorProcess
+) -> None:
+    root = replicas.root
+    write_atomic(root / "a.yaml", manifest("a", display="A one"))
+    replicas.extra = QUICK_LEASE
+    replicas.start(2)
+    old = replicas.leader()
+    wait_until(lambda: by_name(emu, "A one"), what="a created")
+    old.signal(signal.SIGSTOP)
+    try:
+        new = replicas.leader(exclude=old, timeout=15)
+        patches = _patches(emu)
+        # The edit is seen by both: the new leader applies it, the paused one later.
+        write_atomic(root / "a.yaml", manifest("a", display="A two"))
+        wait_until(lambda: by_name(emu, "A two"), what="the new leader applies the edit")
+        time.sleep(3.5)  # paused longer than its whole lease (3 s) after the takeover
+        rows = stored(replicas.dsn)
+        patches_before_wake = _patches(emu)
+        assert patches_before_wake == patches + 1
+        mark = old.mark()
+    finally:
+        old.signal(signal.SIGCONT)
+    lost = old.wait_event(lambda e: e["event"] == "leader.lost", after=mark, timeout=10)
+    assert lost["epoch"] == 1
+    wait_until(lambda: replicas.role(old) == "standby", what="the old leader follows")
+    # Whatever it had queued (the edit it saw on waking) was refused before any write.
+    assert _patches(emu) == patches_before_wake
+    assert stored(replicas.dsn) == rows
+    written = [
+        e
+        for e in old.events()[mark:]
+        if e["event"] in ("connection.updated", "connection.created", "connection.deleted")
+    ]
+    assert written == []
+    assert replicas.role(new) == "leader"
+    assert old.proc is not None and old.proc.poll() is None
+
+
+def test_a_database_outage_stops_writes_and_the_election_resumes(
+    replicas: Replicas, emu: EmulatorProcess
+) -> None:
+    root = replicas.root
+    for i in range(10):
+        write_atomic(root / f"c{i}.yaml", manifest(f"c{i}", display=f"C{i} one"))
+    replicas.extra = QUICK_LEASE
+    group = replicas.start(2)
+    leader = replicas.leader()
+    wait_until(lambda: len(emu.admin.connections()) == 10, what="10 created", timeout=30)
+    database = replicas.dsn.rsplit("/", 1)[1]
+    mark = leader.mark()
+    with psycopg.connect(replicas.dsn.rsplit("/", 1)[0] + "/postgres", autocommit=True) as admin:
+        admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+        try:
+            assert terminate_backends(replicas.dsn) > 0
+            # The leader cannot renew: it gives up before its lease ends on the server.
+            lost = leader.wait_event(lambda e: e["event"] == "leader.lost", after=mark)
+            assert lost["reason"] == "renew deadline passed"
+            patches = _patches(emu)
+            for i in range(5):  # edits during the outage wait for a leader
+                write_atomic(root / f"c{i}.yaml", manifest(f"c{i}", display=f"C{i} two"))
+            time.sleep(1.0)
+            assert _patches(emu) == patches  # nobody writes without the lease
+        finally:
+            admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+    replicas.leader(timeout=20)
+    wait_until(
+        lambda: all(by_name(emu, f"C{i} two") for i in range(5)),
+        what="the edits made during the outage",
+        timeout=30,
+    )
+    names = sorted(c["name"] for c in emu.admin.connections())
+    assert names == sorted([f"C{i} two" for i in range(5)] + [f"C{i} one" for i in range(5, 10)])
+    for d in group:
+        assert d.proc is not None and d.proc.poll() is None, "a replica exited"
+
+
+def _run_once(tmp_path: Path, emu: EmulatorProcess, state: str) -> subprocess.CompletedProcess[str]:
+    root = tmp_path / "bad.d"
+    write_atomic(root / "a.yaml", manifest("a"))
+    return subprocess.run(
+        [
+            *chanops_launcher(),
+            "run",
+            "--manifests",
+            str(root),
+            "--platform",
+            emu.url,
+            "--token",
+            emu.token,
+            "--state",
+            state,
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "SW_SECRET": "s3cr3t-ha-12345"},
+    )
+
+
+def _one_line_failure(result: subprocess.CompletedProcess[str], expected: str) -> None:
+    assert result.returncode == 1, result.stdout + result.stderr
+    failed = [line for line in result.stdout.splitlines() if '"daemon.failed"' in line]
+    assert len(failed) == 1, result.stdout
+    assert expected in failed[0], failed[0]
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_bad_stores_are_one_clear_line_and_exit_1(
+    tmp_path: Path, emu: EmulatorProcess, pg_dsn: str
+) -> None:
+    wrong = _run_once(tmp_path, emu, "postgresql://chanops:pw-secret-77@127.0.0.1:1/none")
+    _one_line_failure(wrong, "state store postgresql://chanops:***@127.0.0.1:1/none: ")
+    assert "pw-secret-77" not in wrong.stdout + wrong.stderr
+
+    role = f"noperm_{pg_dsn.rsplit('_', 1)[1]}"
+    with psycopg.connect(pg_dsn, autocommit=True) as admin:
+        admin.execute(f'CREATE ROLE "{role}" LOGIN')
+        admin.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+    try:
+        denied = _run_once(tmp_path, emu, pg_dsn.replace("postgres@", f"{role}@", 1))
+        _one_line_failure(denied, "permission denied for schema public")
+    finally:
+        with psycopg.connect(pg_dsn, autocommit=True) as admin:
+            admin.execute(f'DROP ROLE "{role}"')
+
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        conn.execute("INSERT INTO schema_version VALUES (42)")
+    newer = _run_once(tmp_path, emu, pg_dsn)
+    _one_line_failure(newer, "has schema version 42, newer than this chanops understands")
+
+
+@pytest.mark.slow
+def test_twenty_failovers_under_faults_lose_and_double_nothing(tmp_path: Path, pg_dsn: str) -> None:
+    """The full form: default lease, 20 SIGKILLs of the leader, error_rate=0.2 faults."""
+    from support.emulator import start_emulator
+
+    with start_emulator(tmp_path / "faulty", time_scale=0.002, faults="error_rate=0.2") as emu:
+        root = tmp_path / "connections.d"
+        for i in range(5):
+            write_atomic(root / f"c{i}.yaml", manifest(f"c{i}", display=f"C{i} r0"))
+        group = Replicas(tmp_path, emu, pg_dsn, root, env={"SW_SECRET": "s3cr3t-ha-12345"})
+        try:
+            group.start(3)
+            sampler = Sampler(group)
+            sampler.start()
+            for round_ in range(1, 21):
+                leader = group.leader(timeout=30)
+                killed_at = time.monotonic()
+                leader.signal(signal.SIGKILL)
+                target = f"c{round_ % 5}"
+                display = f"C{round_ % 5} r{round_}"
+                write_atomic(root / f"{target}.yaml", manifest(target, display=display))
+                wait_until(lambda d=display: by_name(emu, d), timeout=30, what=display)
+                assert time.monotonic() - killed_at < 30
+                group.start(1)  # the killed one comes back as a standby
+            samples = sampler.stop()
+            assert max(samples) == 1, samples
+            assert len(emu.admin.connections()) == 5  # nothing doubled
+            last = {f"c{i}": None for i in range(5)}
+            for round_ in range(1, 21):
+                last[f"c{round_ % 5}"] = f"C{round_ % 5} r{round_}"
+            names = {c["name"] for c in emu.admin.connections()}
+            assert names == set(last.values())  # nothing lost
+        finally:
+            group.kill_all()
