@@ -38,6 +38,7 @@ Rules (docs/engine.md, "Reconcile rules"), in the order `make_plan` applies them
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -192,7 +193,6 @@ class _Planner:
         self.observed = observed
         self.memory = memory
         self.by_id = {c.id: c for c in observed.connections}
-        self.owner = {r.connection_id: r.name for r in memory.values() if r.connection_id}
         self.managed = sum(1 for r in memory.values() if r.connection_id is not None)
         self.actions: list[Action] = []
         self.blocked: list[Blocked] = []
@@ -204,14 +204,30 @@ class _Planner:
         # path as discovered: `frozen_file` accepts both).
         self.failed = frozenset(source_key(f, options.root) for f in options.failed_files)
         # A manifest from a file that failed is not desired: its connections are frozen.
-        self.desired = {
-            n: d
-            for n, d in desired.items()
-            if source_key(d.manifest.source.file, options.root) not in self.failed
-        }
-        self.facts = RootFacts.of(
-            options.root, options.failed_files, options.files, options.root_ok, len(self.desired)
+        # (Without a failed file nothing is filtered, and 10,000 keys are not computed.)
+        self.desired = (
+            {
+                n: d
+                for n, d in desired.items()
+                if source_key(d.manifest.source.file, options.root) not in self.failed
+            }
+            if self.failed
+            else desired
         )
+
+    # A daemon edit plans one name among 10,000: what only some plans need is computed
+    # on first use, not per plan.
+
+    @functools.cached_property
+    def owner(self) -> dict[int, str]:
+        """Connection id -> the name whose record holds it."""
+        return {r.connection_id: r.name for r in self.memory.values() if r.connection_id}
+
+    @functools.cached_property
+    def facts(self) -> RootFacts:
+        """The root as the removal guards see it (a key per file: only for removals)."""
+        o = self.options
+        return RootFacts.of(o.root, o.failed_files, o.files, o.root_ok, len(self.desired))
 
     def new_state(self, d: Desired, meta: DriverMeta) -> NewState:
         """What the store will remember once this manifest's write succeeded."""

@@ -225,7 +225,7 @@ class Reconciler:
             only=frozenset(only) if only is not None else None,
             targets=frozenset(targets) if targets is not None else None,
             selector=dict(selector) if selector else None,
-            drivers=self._driver_table(desired, memory, observed),
+            drivers=self._driver_table(),
         )
         # Pure and O(connections) even for a small `only`: in a thread, so that the event
         # loop (a daemon's watcher and its other batches) keeps turning meanwhile.
@@ -306,7 +306,18 @@ class Reconciler:
         # planned need no secrets. Built once per load: a daemon plans one load in many
         # batches, and 10,000 of these per batch would cost more than the batch itself.
         if self._unresolved[0] is not load:
-            self._unresolved = (load, {m.name: Desired(m) for m in load.manifests})
+            # A daemon's edit re-reads one file of 10,000: the new load keeps the other
+            # manifest objects, and their entries with them.
+            kept = self._unresolved[1]
+            self._unresolved = (
+                load,
+                {
+                    m.name: d
+                    if (d := kept.get(m.name)) is not None and d.manifest is m
+                    else Desired(m)
+                    for m in load.manifests
+                },
+            )
         desired = dict(self._unresolved[1])
         planned = (
             load.manifests if only is None else [d.manifest for n in only if (d := desired.get(n))]
@@ -366,17 +377,15 @@ class Reconciler:
         found = await asyncio.gather(*(read(cid) for cid in sorted(ids)))
         return Observed(tuple(c for c in found if c is not None), scope=frozenset(ids))
 
-    def _driver_table(
-        self,
-        desired: Mapping[str, Desired],
-        memory: Mapping[str, Record],
-        observed: Observed,
-    ) -> dict[str, DriverMeta]:
-        names = {d.manifest.driver for d in desired.values()}
-        names |= {r.driver for r in memory.values()}
-        for name in names - self._drivers.keys():
-            self._drivers[name] = driver_meta(name)
-        return {n: self._drivers[n] for n in names}
+    def _driver_table(self) -> dict[str, DriverMeta]:
+        """Every driver the manifests package knows, built once: not a pass over 10,000
+        manifests and records per plan. A driver it does not know gets the default
+        DriverMeta wherever the table is read, as `driver_meta` would give it."""
+        if not self._drivers:
+            from chanops.manifests.drivers import DRIVER_NAMES
+
+            self._drivers = {name: driver_meta(name) for name in DRIVER_NAMES}
+        return self._drivers
 
     def _record_conditions(
         self,
@@ -500,7 +509,12 @@ def _plan(
 ) -> tuple[Plan, frozenset[str]]:
     """The plan, and the names it decided about."""
     plan = make_plan(desired, observed, memory, options)
-    planned = frozenset(n for n in set(desired) | set(memory) if in_scope(n, desired, options))
+    names = (
+        set(desired) | set(memory)
+        if options.only is None
+        else {n for n in options.only if n in desired or n in memory}
+    )
+    planned = frozenset(n for n in names if in_scope(n, desired, options))
     return plan, planned
 
 
