@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,6 +89,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         try:
             daemon.start()
             world = World(emu, daemon, root, secrets)
+            drift_ignored_field(world)
             # The first full resync has listed the platform: the plan page has a plan.
             wait_until(
                 lambda: (
@@ -102,9 +104,59 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             daemon.stop()
 
 
+def drift_ignored_field(world: World) -> None:
+    """Someone edits sfcc-eu's price books in the platform's UI (spec.ignoreDifferences
+    keeps that difference); SIGHUP resyncs, so the daemon's listing has it."""
+    (conn,) = [c for c in world.emu.admin.connections() if c["name"] == "Commerce Cloud EU"]
+    world.emu.admin.patch(
+        f"/api/v1/connections/{conn['id']}",
+        {"settings": {"priceBooks": [{"id": "ui-edited", "currency": "EUR"}]}},
+        headers={"If-Match": str(conn["version"])},
+    )
+    mark = world.daemon.mark()
+    world.daemon.signal(signal.SIGHUP)
+    world.daemon.wait_event(
+        lambda e: e["event"] == "reconcile.completed" and e.get("kind") == "full",
+        after=mark,
+        timeout=30,
+    )
+
+
 def artefacts_dir(tmp_path: Path) -> Path:
     """Where tests write screenshots: $CHANOPS_TEST_ARTIFACTS, or under the test's tmp."""
     configured = os.environ.get("CHANOPS_TEST_ARTIFACTS")
     path = Path(configured) / "ui" if configured else tmp_path / "artefacts"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def exposed_daemon(world: World, tmp: Path, *extra: str) -> DaemonProcess:
+    """A daemon listening on every address (not loopback) with an empty manifests root.
+
+    Empty: it must not adopt the world daemon's connections from the same platform.
+    """
+    root = tmp / "empty.d"
+    root.mkdir(exist_ok=True)
+    daemon = DaemonProcess(
+        tmp,
+        manifests=root,
+        platform=world.emu.url,
+        token=PLATFORM_TOKEN,
+        state=tmp / "state" / "exposed.db",
+        extra=["--listen", "0.0.0.0:0", *extra],
+        name="exposed",
+    )
+    return daemon.start()
+
+
+@pytest.fixture(scope="module")
+def guarded(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
+    """An exposed daemon whose page asks for the password in a file."""
+    tmp = tmp_path_factory.mktemp("guarded")
+    password_file = tmp / "ui-password"
+    password_file.write_text(UI_PASSWORD + "\n", encoding="utf-8")
+    daemon = exposed_daemon(world, tmp, "--ui-password-file", str(password_file))
+    try:
+        yield daemon
+    finally:
+        daemon.stop()

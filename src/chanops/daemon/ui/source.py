@@ -114,7 +114,11 @@ class UIData:
         ]
         page["ignoreDifferences"] = list(manifest.ignore_differences) if manifest else []
         page["source"] = (
-            {"file": manifest.source.file, "line": manifest.source.line} if manifest else None
+            # Relative to the manifests root, as the store keeps it (a git checkout's
+            # directory changes with every commit).
+            {"file": self.status.index.key(manifest.source.file), "line": manifest.source.line}
+            if manifest
+            else None
         )
         page["version"] = snap.version
         return page
