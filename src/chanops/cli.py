@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "emulator": "emulator",
     "login": "login",
     "schema": "schema",
+    "state": "state",
     "notify": "notify",
 }
 

@@ -56,7 +56,9 @@ def test_plan_apply_status_export_round_trip(emulator: EmulatorProcess, tmp_path
     assert "credentials.secretAccessKey = (sensitive value)" in text
     assert "sfy: AwaitingMarketplaceSetup" in text
     assert "POS Berlin" in text  # the unmanaged section
-    assert "Plan: 2 to create, 1 to disable. (1 unmanaged)" in text
+    # Klarna turned on at create: the vendor's procedure syncs after it.
+    assert "Plan: 2 to create, 1 to disable, 1 to sync. (1 unmanaged)" in text
+    assert "# shop-de will be synced (the vendor's procedure requires a sync" in text
     assert ENV["SW_SECRET"] not in text
 
     as_json = json.loads(chanops(emulator, root, "plan", "--format", "json", check_rc=0).stdout)
@@ -70,7 +72,7 @@ def test_plan_apply_status_export_round_trip(emulator: EmulatorProcess, tmp_path
     assert "shop-de" not in targeted and '+ connection "tb"' in targeted
 
     applied = chanops(emulator, root, "apply", "--yes", check_rc=0).stdout
-    assert "Apply complete: 3 succeeded, 0 failed, 1 waiting." in applied
+    assert "Apply complete: 4 succeeded, 0 failed, 1 waiting." in applied
     assert (
         "No changes." in chanops(emulator, root, "plan", "--detailed-exitcode", check_rc=0).stdout
     )
@@ -78,7 +80,18 @@ def test_plan_apply_status_export_round_trip(emulator: EmulatorProcess, tmp_path
     rows = json.loads(chanops(emulator, root, "status", "--format", "json", check_rc=0).stdout)
     by_name = {r["name"]: r for r in rows}
     assert by_name["tb"]["desired"] == by_name["tb"]["actual"] == "inactive"
-    assert by_name["sfy"]["conditions"] == ["AwaitingMarketplaceSetup"]
+    held, ready = by_name["sfy"]["conditions"]
+    assert (held["type"], held["status"], held["reason"]) == (
+        "AwaitingMarketplaceSetup",
+        "True",
+        "AwaitingMarketplaceSetup",
+    )
+    assert (ready["type"], ready["status"], ready["reason"]) == (
+        "Ready",
+        "False",
+        "AwaitingMarketplaceSetup",
+    )
+    assert held["lastTransitionTime"].endswith("Z") and held["message"]
     assert by_name["shop-de"]["last_sync_job"] is not None
     table = chanops(emulator, root, "status", check_rc=0).stdout
     assert "NAME" in table and "shop-de" in table

@@ -169,8 +169,9 @@ def test_summary_initial_sync_is_reconciling() -> None:
 
 
 def test_summary_blocked_is_not_ready() -> None:
-    out = summary((), blocked="mass-delete guard")
-    assert _kinds(out) == {ConditionType.READY: ("False", "Blocked")}
+    out = summary((), blocked=("mass-delete", "mass-delete guard: 3 of 4"))
+    assert _kinds(out) == {ConditionType.READY: ("False", "MassDelete")}
+    assert out[0].message == "mass-delete guard: 3 of 4"
 
 
 def test_condition_json_round_trip_and_legacy_strings() -> None:

@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from chanops.condition import ConditionStatus, ConditionType
+from chanops.engine.conditions import holding
 from chanops.engine.plan import (
     AWAITING_AUTHORIZATION,
     AWAITING_MARKETPLACE_SETUP,
@@ -161,13 +163,24 @@ async def test_non_creatable_driver_waits_for_marketplace_setup_without_spam(env
     assert first.waiting == {"shop": (AWAITING_MARKETPLACE_SETUP,)}
     assert "POST /api/v1/connections" not in env.emu.admin.stats()
     conditions = [e for e in logs if e["event"] == "connection.condition"]
-    assert len(conditions) == 1  # logged once, not every reconcile
+    # Each transition logged once, not every reconcile: the domain condition (info)
+    # and Ready turning False for it (debug).
+    assert [(e["condition"], e["status"], e["log_level"]) for e in conditions] == [
+        ("AwaitingMarketplaceSetup", "True", "info"),
+        ("Ready", "False", "debug"),
+    ]
+    assert conditions[1]["reason"] == "AwaitingMarketplaceSetup"
     assert not [e for e in logs if e["log_level"] == "error"]
     # Installed from the marketplace: adopted on the next reconcile.
     cid = env.emu.admin.marketplace_install("shopify", "Not installed yet")
     third = await rec.reconcile(load_result([m]))
     assert third.converged and env.ids() == {"shop": cid}
-    assert not env.store.get("shop").conditions  # type: ignore[union-attr]
+    adopted = env.store.get("shop")
+    assert adopted is not None
+    # The wait is over: no domain condition left, and Ready says it converged.
+    assert [(c.type, c.status, c.reason) for c in adopted.conditions] == [
+        (ConditionType.READY, ConditionStatus.TRUE, "ReconciliationSucceeded")
+    ]
 
 
 async def test_non_creatable_connection_id_not_yet_installed_waits_not_fails(env: Env) -> None:
@@ -258,7 +271,7 @@ async def test_suspend_does_nothing_at_all(env: Env) -> None:
     suspended = replace(m, suspend=True, settings={"klarna": False})
     result = await rec.reconcile(load_result([suspended]))
     assert result.plan.actions == ()
-    assert result.plan.conditions == {"sw": (SUSPENDED,)}
+    assert result.plan.conditions == {"sw": (holding(SUSPENDED),)}
     assert env.writes() == {}
     assert env.emu.admin.connection(cid)["status"] == "inactive"
 
@@ -375,7 +388,9 @@ async def test_failed_file_freezes_its_connections(env: Env, tmp_path: Path) -> 
     assert str(root / "a.yaml") in load2.failed_files
     env.emu.admin.reset_stats()
     result = await rec.reconcile(load2)
-    assert result.plan.conditions.get("a") == (FROZEN,)
+    (frozen,) = result.plan.conditions["a"]
+    assert (frozen.type, frozen.status) == (FROZEN, ConditionStatus.TRUE)
+    assert "a.yaml" in frozen.message  # the guard's reason names the file
     assert env.emu.admin.connection(ids["a"])["version"] == version  # untouched, kept
     assert env.emu.admin.connection(ids["b"])["settings"] == {"klarna": True}  # others proceed
 

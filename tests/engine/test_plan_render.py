@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 from chanops.commands.common import terminal_style
+from chanops.condition import ConditionType
+from chanops.engine.conditions import holding
 from chanops.engine.plan import (
     Action,
     ActionKind,
@@ -55,7 +57,7 @@ def sample() -> Plan:
         unmanaged=(Unmanaged(5, "POS | Berlin", "actindo-pos", "active"),),
         ignored=(Ignored("shop", "/settings/priceBooks", [1], [2]),),
         errors=(PlanProblem("twin", "2 unmanaged shopify connections are named 'Twin'"),),
-        conditions={"sfy": ("AwaitingMarketplaceSetup",)},
+        conditions={"sfy": (holding(ConditionType.AWAITING_MARKETPLACE_SETUP),)},
         managed=12,
         max_delete=3,
     )

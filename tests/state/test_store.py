@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from chanops.condition import Condition, ConditionStatus, ConditionType
 from chanops.errors import StoreError, StoreLocked
 from chanops.state.store import SCHEMA_VERSION, Intent, Record, StateStore
 
@@ -27,7 +28,15 @@ def test_records_round_trip_and_forget(tmp_path: Path) -> None:
             applied_spec={"settings": {"klarna": True}},
             secret_hmacs={"/credentials/x": "ab"},
             version=3,
-            conditions=("Frozen",),
+            conditions=(
+                Condition(
+                    ConditionType.FROZEN,
+                    ConditionStatus.TRUE,
+                    "Frozen",
+                    "a.yaml fails to load",
+                    "2026-12-01T10:00:00Z",
+                ),
+            ),
             intent=Intent("update"),
         )
         store.put(rec)

@@ -41,7 +41,9 @@ _EVENT_FIELDS = (
     "revision",
     "job_id",
     "condition",
+    "status",
     "reason",
+    "message",
     "changes",
 )
 
@@ -152,7 +154,7 @@ class Status:
                     "frozen": bool(file and self.index.key(file) in frozen_files),
                     "desired": _desired(m),
                     "observed": _observed(self.observed.get(cid) if cid is not None else None),
-                    "conditions": list(r.conditions) if r else [],
+                    "conditions": [c.to_json() for c in r.conditions] if r else [],
                     "lastSync": _last_sync(r),
                     "nextSync": utc_iso(self.scheduler.next_run(name)),
                     "syncing": self.scheduler.syncing(name),

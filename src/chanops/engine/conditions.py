@@ -30,6 +30,8 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from chanops.condition import Condition, ConditionStatus, ConditionType
+from chanops.engine.outcome import Outcome
+from chanops.engine.plan import Blocked, PlanProblem
 
 TRUE = ConditionStatus.TRUE
 FALSE = ConditionStatus.FALSE
@@ -43,7 +45,6 @@ class Reason(enum.StrEnum):
     PROGRESSING = "Progressing"  # Ready=Unknown, Reconciling=True: a write in flight
     PROGRESSING_WITH_RETRY = "ProgressingWithRetry"  # Reconciling=True after a failure
     AWAITING_INITIAL_SYNC = "AwaitingInitialSync"  # Reconciling=True: settings wait
-    BLOCKED = "Blocked"  # Ready=False: a safety rule holds the action back
 
 
 # The domain conditions that keep a connection from being Ready, most telling first:
@@ -153,14 +154,15 @@ def summary(
     *,
     refusal: tuple[str, str] | None = None,
     failure: tuple[str, str] | None = None,
-    blocked: str | None = None,
+    blocked: tuple[str, str] | None = None,
     in_flight: str | None = None,
 ) -> tuple[Condition, ...]:
     """Ready, and Reconciling/Stalled when they hold, from what is known of a connection.
 
     `domain`: the domain conditions that hold. `refusal` / `failure`: the (code,
     message) of a write the platform refused / that failed and will be retried.
-    `blocked`: why a safety rule held an action back. `in_flight`: what is being
+    `blocked`: the (rule, message) of a safety rule that held an action back, its
+    reason the rule in CamelCase (`mass-delete` -> `MassDelete`). `in_flight`: what is being
     written. The first that applies decides Ready: a refusal, an in-flight write, a
     failure, a held domain condition, a blocked action; otherwise Ready is True.
     """
@@ -189,7 +191,21 @@ def summary(
     return _settled(domain, blocked)
 
 
-def _settled(domain: Sequence[Condition], blocked: str | None) -> tuple[Condition, ...]:
+def mark_in_flight(
+    conditions: Iterable[Condition], message: str, now: str
+) -> tuple[Condition, ...]:
+    """`conditions` while a write is in flight: Ready Unknown, Reconciling, not Stalled.
+
+    Stored with the write's intent, so a process that stops mid-write leaves the
+    connection shown as in progress until the next reconcile resolves the intent.
+    """
+    out = remove_condition(conditions, ConditionType.STALLED)
+    for c in summary((), in_flight=message):
+        out = set_condition(out, c, now)
+    return out
+
+
+def _settled(domain: Sequence[Condition], blocked: tuple[str, str] | None) -> tuple[Condition, ...]:
     """The summary when no write is failing or in flight: domain conditions, then guards."""
     held = {c.type: c for c in domain if c.holds}
     first = next((held[k] for k in DOMAIN_ORDER if k in held), None)
@@ -202,9 +218,39 @@ def _settled(domain: Sequence[Condition], blocked: str | None) -> tuple[Conditio
         )
         return ready, reconciling
     if blocked is not None:
-        return (Condition(ConditionType.READY, FALSE, Reason.BLOCKED, blocked),)
+        return (Condition(ConditionType.READY, FALSE, camel(blocked[0]), blocked[1]),)
     message = "the connection matches its manifest"
     return (Condition(ConditionType.READY, TRUE, Reason.SUCCEEDED, message),)
+
+
+def decide(
+    domain: Sequence[Condition],
+    outcomes: Iterable[Outcome] = (),
+    blocked: Sequence[Blocked] = (),
+    problems: Sequence[PlanProblem] = (),
+) -> tuple[Condition, ...]:
+    """Every condition a connection should have after a reconcile: `domain` and its summary.
+
+    A failed action the platform refused is Stalled (its code the reason); any other
+    failure is retried (Reconciling). A plan problem (an ambiguous adoption, a
+    `spec.connectionId` that does not exist) needs a person as much as a refusal does,
+    unless a domain condition already says why (a secret that does not resolve).
+    """
+    refusal: tuple[str, str] | None = None
+    failure: tuple[str, str] | None = None
+    for o in outcomes:
+        if o.ok:
+            continue
+        info = o.info
+        code, message = (info.code, info.message) if info else ("failed", o.error or "")
+        if info is not None and info.refusal:
+            refusal = refusal or (code, message)
+        else:
+            failure = failure or (code, message)
+    if refusal is None and problems and not any(c.holds for c in domain):
+        refusal = ("plan_failed", problems[0].message)
+    held = (blocked[0].rule.value, blocked[0].reason) if blocked else None
+    return (*domain, *summary(domain, refusal=refusal, failure=failure, blocked=held))
 
 
 __all__ = [
@@ -219,9 +265,11 @@ __all__ = [
     "ConditionType",
     "Reason",
     "camel",
+    "decide",
     "find_condition",
     "holding",
     "is_true",
+    "mark_in_flight",
     "merge",
     "remove_condition",
     "set_condition",

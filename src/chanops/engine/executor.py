@@ -25,11 +25,12 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from chanops import errors
 from chanops.engine import pointers
+from chanops.engine.condition_marks import initial_sync_done, intending, waiting_on
 from chanops.engine.diff import (
     Desired,
     DriverMeta,
@@ -94,7 +95,6 @@ class Context:
     desired: Mapping[str, Desired]
     secrets: Mapping[str, Mapping[str, Any]]  # name -> pointer -> resolved value
     drivers: Mapping[str, DriverMeta]
-    conditions: dict[str, list[str]] = field(default_factory=dict)
     root: str = ""  # the manifests root: source_file is stored relative to it
 
 
@@ -314,7 +314,7 @@ class Executor:
         # The name goes in the intent too: if the manifest is renamed before the next
         # run, the planner still recognises the connection this create made.
         self.store.put(
-            replace(base, intent=Intent("create", idempotency_key=key, display_name=sent_name))
+            intending(base, Intent("create", idempotency_key=key, display_name=sent_name))
         )
         result = await self._limited(
             self.client.create_connection(
@@ -351,7 +351,7 @@ class Executor:
                     record,
                     applied_spec=new.applied_spec,
                     fingerprint=new.fingerprint,
-                    conditions=tuple(c for c in record.conditions if c != AWAITING_INITIAL_SYNC),
+                    conditions=initial_sync_done(record.conditions),
                 )
             )
         if waiting is None and conn.authorization == "pending":
@@ -367,7 +367,7 @@ class Executor:
         initial_job: Job | None,
     ) -> str | None:
         """Settings are a second step; values mirrored by the first sync wait for it."""
-        self.store.put(replace(record, intent=Intent("update", connection_id=conn.id)))
+        self.store.put(intending(record, Intent("update", connection_id=conn.id)))
         try:
             updated = await self._limited(
                 self.client.update_connection(
@@ -393,7 +393,7 @@ class Executor:
 
     def _await_initial_sync(self, record: Record) -> str:
         latest = self.store.get(record.name) or record
-        conditions = tuple(dict.fromkeys((*latest.conditions, AWAITING_INITIAL_SYNC)))
+        conditions = waiting_on(latest.conditions, AWAITING_INITIAL_SYNC)
         self.store.put(replace(latest, intent=None, conditions=conditions))
         return AWAITING_INITIAL_SYNC
 
@@ -419,7 +419,7 @@ class Executor:
         changes = list(a.changes)
         version = a.if_match
         waiting: str | None = None
-        self.store.put(replace(record, intent=Intent("update", connection_id=a.connection_id)))
+        self.store.put(intending(record, Intent("update", connection_id=a.connection_id)))
         for attempt in range(2):
             patch = self._patch(changes, secrets)
             try:
@@ -451,10 +451,10 @@ class Executor:
         new = _new_state(a)
         applied = dict(new.applied_spec)
         latest = self.store.get(a.name) or record
-        conditions = tuple(c for c in latest.conditions if c != AWAITING_INITIAL_SYNC)
+        conditions = initial_sync_done(latest.conditions)
         if waiting:
             applied["settings"] = dict(record.applied_spec.get("settings", {}))
-            conditions = (*conditions, waiting)
+            conditions = waiting_on(conditions, waiting)
         self.store.put(
             replace(
                 latest,
@@ -507,7 +507,7 @@ class Executor:
         op: IntentOp = "enable" if kind == ActionKind.ENABLE else "disable"
         start = self.clock()
         for a, _ in batch:
-            self.store.update(a.name, lambda r: replace(r, intent=Intent(op)))
+            self.store.update(a.name, lambda r: intending(r, Intent(op)))
         try:
             if self.unavailable is not None:
                 raise self.unavailable
@@ -570,7 +570,7 @@ class Executor:
     async def _delete(self, name: str, cid: int, *, disable_first: bool) -> None:
         record = self.store.get(name)
         if record is not None:
-            self.store.put(replace(record, intent=Intent("delete", connection_id=cid)))
+            self.store.put(intending(record, Intent("delete", connection_id=cid)))
         if disable_first:
             current = await self._limited(self.client.get_connection(cid))
             if current.status == "active":

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from chanops.condition import ConditionType
 from chanops.engine.diff import Observed, source_key
 from chanops.engine.plan import FROZEN, Action, ActionKind, Blocked, Cause, Guard
 from chanops.platform.models import Connection
@@ -172,7 +173,7 @@ def _by_policy(record: Record, conn: Connection) -> Removal:
     )
 
 
-def blocked_condition(blocked: Blocked) -> str | None:
+def blocked_condition(blocked: Blocked) -> ConditionType | None:
     """The condition a held removal puts its connection in."""
     return FROZEN if blocked.rule in (Guard.FROZEN, Guard.UNHEALTHY_ROOT) else None
 

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from chanops.condition import Condition, ConditionType
+
 
 class ActionKind(enum.StrEnum):
     CREATE = "create"
@@ -71,14 +73,14 @@ class Guard(enum.StrEnum):
     MASS_DELETE = "mass-delete"
 
 
-# Conditions a connection can be in; shown by `status`, set by the planner/executor.
-AWAITING_MARKETPLACE_SETUP = "AwaitingMarketplaceSetup"
-AWAITING_AUTHORIZATION = "AwaitingAuthorization"
-AWAITING_INITIAL_SYNC = "AwaitingInitialSync"
-SUSPENDED = "Suspended"
-FROZEN = "Frozen"
-SECRET_UNRESOLVED = "SecretUnresolved"  # noqa: S105 (a condition name)
-FAILED = "Failed"
+# The domain conditions the planner and executor decide (`chanops.engine.conditions`
+# holds the rules and the summary conditions Ready, Reconciling and Stalled).
+AWAITING_MARKETPLACE_SETUP = ConditionType.AWAITING_MARKETPLACE_SETUP
+AWAITING_AUTHORIZATION = ConditionType.AWAITING_AUTHORIZATION
+AWAITING_INITIAL_SYNC = ConditionType.AWAITING_INITIAL_SYNC
+SUSPENDED = ConditionType.SUSPENDED
+FROZEN = ConditionType.FROZEN
+SECRET_UNRESOLVED = ConditionType.SECRET_UNRESOLVED
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +170,8 @@ class Plan:
     unmanaged: tuple[Unmanaged, ...] = ()
     ignored: tuple[Ignored, ...] = ()
     errors: tuple[PlanProblem, ...] = ()
-    conditions: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # The domain conditions that hold per name, unstamped (the store stamps them).
+    conditions: Mapping[str, tuple[Condition, ...]] = field(default_factory=dict)
     managed: int = 0  # connections in memory when planned (the guard's base)
     max_delete: int = 1
 
@@ -194,7 +197,9 @@ class Plan:
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        data["conditions"] = {k: list(v) for k, v in sorted(self.conditions.items())}
+        data["conditions"] = {
+            k: [c.to_json() for c in v] for k, v in sorted(self.conditions.items())
+        }
         data["summary"] = self.counts()
         return _plain(data)  # type: ignore[no-any-return]
 
@@ -220,7 +225,11 @@ class Plan:
             unmanaged=tuple(Unmanaged(**u) for u in data.get("unmanaged", ())),
             ignored=tuple(Ignored(**i) for i in data.get("ignored", ())),
             errors=tuple(PlanProblem(**e) for e in data.get("errors", ())),
-            conditions={k: tuple(v) for k, v in data.get("conditions", {}).items()},
+            # A plan saved before conditions were typed holds bare type strings.
+            conditions={
+                k: tuple(Condition.from_json(c) for c in v)
+                for k, v in data.get("conditions", {}).items()
+            },
             managed=int(data.get("managed", 0)),
             max_delete=int(data.get("max_delete", 1)),
         )

@@ -42,6 +42,7 @@ import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from chanops.engine.conditions import Condition, ConditionType, holding
 from chanops.engine.diff import (
     Desired,
     DriverMeta,
@@ -198,7 +199,7 @@ class _Planner:
         self.blocked: list[Blocked] = []
         self.ignored: list[Ignored] = []
         self.errors: list[PlanProblem] = []
-        self.conditions: dict[str, list[str]] = {}
+        self.conditions: dict[str, list[Condition]] = {}
         self.claimed: set[int] = set()  # ids adopted in this plan
         # Failed files by key; store records are keys already (older stores held the
         # path as discovered: `frozen_file` accepts both).
@@ -244,10 +245,11 @@ class _Planner:
     def in_scope(self, name: str) -> bool:
         return in_scope(name, self.desired, self.options)
 
-    def cond(self, name: str, condition: str) -> None:
-        self.conditions.setdefault(name, [])
-        if condition not in self.conditions[name]:
-            self.conditions[name].append(condition)
+    def cond(self, name: str, kind: ConditionType, message: str = "") -> None:
+        """`kind` holds for `name` (the first message given for it is kept)."""
+        held = self.conditions.setdefault(name, [])
+        if all(c.type != kind for c in held):
+            held.append(holding(kind, message))
 
     def run(self) -> Plan:
         # A partial plan (a daemon edit of one name among 10,000) walks just its names.
@@ -293,7 +295,7 @@ class _Planner:
             self.cond(m.name, SUSPENDED)
             return
         if d.secret_error:
-            self.cond(m.name, SECRET_UNRESOLVED)
+            self.cond(m.name, SECRET_UNRESOLVED, d.secret_error)
             self.errors.append(PlanProblem(m.name, d.secret_error))
             return
         match self.find(d, record):
@@ -557,7 +559,7 @@ class _Planner:
         if isinstance(decided, Blocked):
             condition = blocked_condition(decided)
             if condition is not None:
-                self.cond(record.name, condition)
+                self.cond(record.name, condition, decided.reason)
             self.blocked.append(decided)
         elif decided is not None:
             self.actions.append(decided)

@@ -30,12 +30,24 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Mapping, Set
+from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from chanops import errors
+from chanops.engine.conditions import (
+    Condition,
+    ConditionType,
+    decide,
+    find_condition,
+    holding,
+    is_true,
+    merge,
+    timestamp,
+    transitions,
+)
 from chanops.engine.diff import Desired, DriverMeta, Observed, fingerprint, source_key
 from chanops.engine.executor import Context, Executor
 from chanops.engine.outcome import Outcome, describe_changes
@@ -86,7 +98,7 @@ class ReconcileResult:
     outcomes: tuple[Outcome, ...] = ()
     drift: tuple[DriftEntry, ...] = ()
     failed: tuple[str, ...] = ()
-    waiting: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    waiting: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # name -> types
     blocked: tuple[Blocked, ...] = ()
 
     @property
@@ -394,51 +406,81 @@ class Reconciler:
         prepared: Prepared,
         records: dict[str, Record],
     ) -> dict[str, tuple[str, ...]]:
-        """Persist conditions; log a condition only when it is new (no log spam).
+        """Persist each planned name's conditions; log only transitions (no log spam).
 
         `records` (`_current_records`) is kept current with what is written here.
+        Returns the domain conditions names wait on (a person's step, the initial sync).
         """
-        current: dict[str, list[str]] = {k: list(v) for k, v in plan.conditions.items()}
-        for o in outcomes:
-            if o.waiting:
-                bucket = current.setdefault(o.name, [])
-                if o.waiting not in bucket:
-                    bucket.append(o.waiting)
+        domain = _domain_conditions(plan, outcomes)
+        results = _by_name(outcomes)
+        blocked = _by_name(plan.blocked)
+        problems = _by_name(plan.errors)
         touched = {a.name for a in plan.actions}
-        desired = prepared.context.desired
+        now = timestamp(datetime.now(UTC))
         for name in sorted(prepared.planned):
-            conds = tuple(current.get(name, ()))
-            record = records.get(name)
+            held = domain.get(name, [])
+            record = records.get(name) or self._condition_holder(name, held, prepared)
             if record is None:
-                if not conds or name not in desired:
-                    continue
-                m = desired[name].manifest
-                # No connection yet, but remember the condition so it is logged once.
-                record = Record(
-                    name=name,
-                    driver=m.driver,
-                    source_file=source_key(m.source.file, prepared.context.root),
-                    deletion_policy=m.deletion_policy,
-                )
-            elif name not in touched and AWAITING_INITIAL_SYNC in record.conditions:
-                # The executor owns this one; a plan without an update for it keeps it.
-                conds = (*conds, AWAITING_INITIAL_SYNC)
-            merged = tuple(dict.fromkeys(conds))
+                continue
+            syncing = find_condition(record.conditions, AWAITING_INITIAL_SYNC)
+            if name not in touched and syncing is not None and syncing.holds:
+                held = [*held, syncing]  # the executor owns it; a plan without an update keeps it
+            wanted = decide(
+                held, results.get(name, ()), blocked.get(name, ()), problems.get(name, ())
+            )
+            # Merged into what held before this reconcile, not the executor's in-flight
+            # marks: a write refused again leaves Stalled True since the first refusal.
+            before = prepared.memory.get(name)
+            held_before = before.conditions if before is not None else record.conditions
+            merged = merge(held_before, wanted, now)
+            self._log_transitions(record, before.conditions if before else (), merged)
             if merged == record.conditions and name in records:
                 continue
-            for c in merged:
-                if c not in record.conditions:
-                    self.events.emit(
-                        "connection.condition",
-                        "info",
-                        connection=name,
-                        driver=record.driver,
-                        connection_id=record.connection_id,
-                        condition=c,
-                    )
             if not self.store.readonly:
                 records[name] = self.store.put(replace(record, conditions=merged))
-        return {k: tuple(v) for k, v in current.items() if set(v) & WAITING_CONDITIONS}
+        return {
+            name: tuple(c.type.value for c in held)
+            for name, held in domain.items()
+            if any(c.type in WAITING_CONDITIONS for c in held)
+        }
+
+    def _condition_holder(
+        self, name: str, held: list[Condition], prepared: Prepared
+    ) -> Record | None:
+        """A record for a name with no connection yet, so a condition it waits on is kept."""
+        desired = prepared.context.desired
+        if not held or name not in desired:
+            return None
+        m = desired[name].manifest
+        return Record(
+            name=name,
+            driver=m.driver,
+            source_file=source_key(m.source.file, prepared.context.root),
+            deletion_policy=m.deletion_policy,
+        )
+
+    def _log_transitions(
+        self, record: Record, before: tuple[Condition, ...], after: tuple[Condition, ...]
+    ) -> None:
+        """One `connection.condition` per condition whose status changed.
+
+        A domain condition or Stalled coming to hold is news (info); Ready and
+        Reconciling flip with every write, so theirs are debug (consumers of the event
+        sink see them whatever the log level).
+        """
+        for c in transitions(before, after):
+            news = c.holds and c.type not in (ConditionType.READY, ConditionType.RECONCILING)
+            self.events.emit(
+                "connection.condition",
+                "info" if news else "debug",
+                connection=record.name,
+                driver=record.driver,
+                connection_id=record.connection_id,
+                condition=c.type.value,
+                status=c.status.value,
+                reason=c.reason,
+                message=c.message,
+            )
 
     def _current_records(self, prepared: Prepared) -> dict[str, Record]:
         """The records of the planned names as they are after the executor ran.
@@ -488,7 +530,7 @@ class Reconciler:
                 d is not None
                 and not d.manifest.suspend
                 and d.secret_error is None
-                and AWAITING_INITIAL_SYNC not in record.conditions
+                and not is_true(record.conditions, AWAITING_INITIAL_SYNC)
             ):
                 fp = d.fingerprint or fingerprint(d)
             if d is not None:
@@ -499,6 +541,32 @@ class Reconciler:
             # them (10,000 converged records per resync).
             if (version, fp, source) != (record.version, record.fingerprint, record.source_file):
                 self.store.put(replace(record, version=version, fingerprint=fp, source_file=source))
+
+
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+_N = TypeVar("_N", bound=_Named)
+
+
+def _by_name(items: Iterable[_N]) -> dict[str, list[_N]]:
+    out: dict[str, list[_N]] = {}
+    for item in items:
+        out.setdefault(item.name, []).append(item)
+    return out
+
+
+def _domain_conditions(plan: Plan, outcomes: Iterable[Outcome]) -> dict[str, list[Condition]]:
+    """The domain conditions per name: the plan's, and those actions now wait on."""
+    domain = {name: list(held) for name, held in plan.conditions.items()}
+    for o in outcomes:
+        if o.waiting:
+            held = domain.setdefault(o.name, [])
+            if all(c.type != o.waiting for c in held):
+                held.append(holding(ConditionType(o.waiting)))
+    return domain
 
 
 def _plan(

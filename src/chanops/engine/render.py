@@ -10,6 +10,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from chanops.condition import Condition
 from chanops.engine import pointers
 from chanops.engine.plan import Action, ActionKind, FieldChange, Plan
 from chanops.sensitive import SENSITIVE_VALUE as SENSITIVE
@@ -192,8 +193,13 @@ def _conditions(plan: Plan, style: Style) -> list[str]:
     if not plan.conditions:
         return []
     return ["Conditions:"] + [
-        f"  {name}: {', '.join(conds)}" for name, conds in plan.conditions.items()
+        f"  {name}: {_held(conds)}" for name, conds in plan.conditions.items()
     ]
+
+
+def _held(conds: Sequence[Condition]) -> str:
+    """`Type (message)` for each condition; a plan's conditions are the ones that hold."""
+    return "; ".join(f"{c.type.value} ({c.message})" if c.message else c.type.value for c in conds)
 
 
 def _unmanaged(plan: Plan, style: Style) -> list[str]:
@@ -231,7 +237,7 @@ def render_markdown(plan: Plan) -> str:
         out.append("")
     if plan.conditions:
         out += ["#### Conditions", ""]
-        out += [f"- `{n}`: {', '.join(c)}" for n, c in plan.conditions.items()]
+        out += [f"- `{n}`: {_md_escape(_held(c))}" for n, c in plan.conditions.items()]
         out.append("")
     if plan.unmanaged:
         out += [

@@ -39,6 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from chanops.condition import Condition
 from chanops.errors import StoreError, StoreLocked
 from chanops.state.tokens import OAUTH_TABLE_DDL, StoredTokens, load_tokens, save_tokens
 
@@ -119,7 +120,7 @@ class Record:
     last_sync_job: int | None = None
     last_sync_outcome: str | None = None
     last_sync_at: str | None = None
-    conditions: tuple[str, ...] = ()
+    conditions: tuple[Condition, ...] = ()  # typed; older stores' strings read as held
     intent: Intent | None = None  # recorded before a write, cleared after
     updated_at: str = ""
 
@@ -211,10 +212,28 @@ def record_row(record: Record) -> tuple[Any, ...]:
         record.last_sync_job,
         record.last_sync_outcome,
         record.last_sync_at,
-        json.dumps(list(record.conditions)),
+        json.dumps([c.to_json() for c in record.conditions]),
         record.intent.to_json() if record.intent is not None else None,
         record.updated_at,
     )
+
+
+def read_conditions(name: str, text: str, updated_at: str) -> tuple[Condition, ...]:
+    """The `conditions` column: JSON objects, or an older store's bare type strings.
+
+    A string reads as a condition that held since the row was last written; nothing is
+    dropped. A value no type matches is a store written by a newer chanops: an error
+    naming the connection, not a guess.
+    """
+    if text == "[]":
+        return ()
+    since = updated_at.removesuffix("+00:00") + "Z" if updated_at.endswith("+00:00") else updated_at
+    try:
+        return tuple(Condition.from_json(c, legacy_time=since) for c in json.loads(text))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StoreError(
+            f"state store: connection {name!r} has unreadable conditions: {exc}"
+        ) from exc
 
 
 def row_to_record(row: Mapping[str, Any] | sqlite3.Row) -> Record:
@@ -233,7 +252,7 @@ def row_to_record(row: Mapping[str, Any] | sqlite3.Row) -> Record:
         last_sync_job=row["last_sync_job"],
         last_sync_outcome=row["last_sync_outcome"],
         last_sync_at=row["last_sync_at"],
-        conditions=tuple(json.loads(conditions)) if conditions != "[]" else (),
+        conditions=read_conditions(row["name"], conditions, row["updated_at"]),
         intent=Intent.from_json(row["intent"]) if row["intent"] else None,
         updated_at=row["updated_at"],
     )
@@ -461,6 +480,10 @@ class StateStore:
     def hmac(self, value: str) -> str:
         """Keyed digest of a secret: comparable across runs, useless to a reader."""
         return hmac.new(self._key, value.encode("utf-8"), hashlib.sha256).hexdigest()
+
+    def export_key(self) -> bytes:
+        """The HMAC key itself: `chanops state migrate` carries it to the new store."""
+        return self._key
 
     def records(self) -> dict[str, Record]:
         """Every record by manifest name (the planner's memory)."""
