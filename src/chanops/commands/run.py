@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from chanops.notify.config import LoadedNotifications
     from chanops.observability.metrics import Metrics
     from chanops.platform.api import PlatformAPI
+    from chanops.platform.auth import OAuthSession
     from chanops.sources.git import GitSource
     from chanops.sources.options import GitOptions
     from chanops.state.protocol import Store
@@ -52,7 +53,7 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
         seconds = parse_flag_duration(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
-    if param.name in ("resync", "min_sync_interval") and seconds <= 0:
+    if param.name in ("resync", "min_sync_interval", "auth_recheck") and seconds <= 0:
         raise click.BadParameter("must be longer than 0s, e.g. 5m")
     return seconds
 
@@ -133,6 +134,15 @@ def _header_name(ctx: click.Context, param: click.Parameter, value: str | None) 
     help="Recreate a connection when an immutable field (driver) changes.",
 )
 @click.option(
+    "--auth-recheck",
+    default="5m",
+    show_default=True,
+    metavar="DURATION",
+    callback=_duration,
+    help="With --client-id, after the platform refused the refresh token: how often to "
+    "try it again (a login is noticed within seconds either way).",
+)
+@click.option(
     "--ui-password-file",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
@@ -160,6 +170,7 @@ def command(
     min_sync_interval: float,
     max_delete: int | None,
     allow_recreate: bool,
+    auth_recheck: float,
     ui_password_file: Path | None,
     ui_trusted_header: str | None,
     no_ui: bool,
@@ -183,6 +194,7 @@ def command(
         min_sync_interval=min_sync_interval,
         max_delete=max_delete,
         allow_recreate=allow_recreate,
+        auth_recheck=auth_recheck,
         ui=UIFlags(not no_ui, ui_password_file, ui_trusted_header),
         lease=lease,
         notifications=notifications,
@@ -228,6 +240,7 @@ class RunFlags:
     min_sync_interval: float
     max_delete: int | None
     allow_recreate: bool
+    auth_recheck: float = 300.0  # --auth-recheck (OAuth, docs/core1.md)
     lease: LeaseFlags | None = None  # replicas on a PostgreSQL store (docs/ha.md)
     ui: UIFlags = UIFlags()
     notifications: LoadedNotifications | None = None
@@ -235,7 +248,7 @@ class RunFlags:
 
 async def _main(settings: Any, git: GitOptions | None, logcfg: Any, flags: RunFlags) -> int:
     """Open the state store and the platform, build the daemon, run it: the exit code."""
-    from chanops.commands.platform import open_platform
+    from chanops.commands.platform import oauth_from, open_platform
     from chanops.errors import ChanopsError
     from chanops.events import EventSink
     from chanops.observability.logging import describe_error
@@ -267,6 +280,8 @@ async def _main(settings: Any, git: GitOptions | None, logcfg: Any, flags: RunFl
             concurrency=max(flags.concurrency, 8),
             on_request=metrics.on_request,
             events=events,
+            oauth=oauth_from(settings, store, recheck_s=flags.auth_recheck),
+            auth_events=events,
         )
     except ChanopsError as exc:
         store.close()
@@ -283,6 +298,7 @@ async def _main(settings: Any, git: GitOptions | None, logcfg: Any, flags: RunFl
                 metrics=metrics,
                 logcfg=logcfg,
                 events=events,
+                auth=client.auth,
             )
             return await (daemon.once() if flags.once else daemon.run())
     except ChanopsError as exc:
@@ -367,7 +383,9 @@ def _daemon(
     metrics: Metrics,
     logcfg: Any,
     events: EventSink,
+    auth: OAuthSession | None = None,
 ) -> Daemon:
+    from chanops.daemon.auth import AuthGate
     from chanops.daemon.service import Daemon, DaemonOptions
     from chanops.engine.reconciler import EngineOptions, Reconciler
 
@@ -393,6 +411,7 @@ def _daemon(
         notifications=flags.notifications,
         leader=edge.leader,
         ui=_ui_options(flags.ui),
+        auth=AuthGate(auth) if auth is not None else None,
     )
     if edge.source is not None:
         edge.source.events = events  # fetch failures reach notifications and /status

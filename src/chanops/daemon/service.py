@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from chanops.daemon.auth import AuthGate, auth_readiness, watch_auth, with_auth
 from chanops.daemon.backoff import Backoff
 from chanops.daemon.cache import ObservedCache, RecordCache
 from chanops.daemon.gitsource import GitSourceCollector
@@ -96,6 +97,7 @@ class DaemonOptions:
     standby_refresh: float = 5.0
     # This replica's leadership when the store is shared (PostgreSQL); None: SQLite.
     leader: Leadership | None = None
+    auth: AuthGate | None = None  # an OAuth client: readiness, /status, resuming (daemon/auth.py)
     # The status page under /ui/ and who may read it (docs/ui.md); None: the defaults.
     ui: UIOptions | None = None
 
@@ -209,6 +211,7 @@ class Daemon:
         self._install_signals(loop)
         self._serve_http()
         self._announce()
+        self._auth = watch_auth(self.options.auth, self._stop, self.intake.request_full)
         follower: asyncio.Task[None] | None = None
         if self.leader is not None:
             reconciling = asyncio.create_task(self._replica(), name="replica")
@@ -503,10 +506,10 @@ class Daemon:
     def _readiness(self) -> tuple[bool, list[str]]:
         if self.leader is not None and self.leader.term is None:
             return True, []  # a standby serves /status and takes webhooks from the start
-        return self.status.readiness()
+        return auth_readiness(self.options.auth, self.status.readiness())
 
     def _status_document(self) -> dict[str, Any]:
-        document = self.status.document()
+        document = with_auth(self.options.auth, self.status.document())
         if self.leader is not None:
             document["role"] = self.leader.role
             document["leader"] = self.leader.describe()

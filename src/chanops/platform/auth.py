@@ -306,6 +306,11 @@ class OAuthSession:
     def awaiting_reason(self) -> str | None:
         return self._awaiting.reason if self._awaiting is not None else None
 
+    @property
+    def awaiting_since(self) -> float | None:
+        """Since when (unix time) a login has been awaited."""
+        return self._awaiting.since if self._awaiting is not None else None
+
     def secrets(self) -> tuple[str, ...]:
         """Every secret this session holds now, for redacting answers and errors."""
         tokens = self._tokens

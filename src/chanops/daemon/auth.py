@@ -1,0 +1,93 @@
+"""The daemon's side of OAuth: what a refused grant means for readiness and /status,
+and resuming once someone has run `chanops login`.
+
+The platform client's session (`chanops.platform.auth.OAuthSession`) announces the
+refusal (`auth.reauthorization_required`, once per streak) and from then on fails every
+call at once (`ReauthorizationRequired`, an outage of the platform to the daemon: no
+reconcile goes on trying). This module adds, while the session awaits a login:
+
+- `/readyz` 503 with the reason;
+- an `AwaitingAuthorization` condition on every connection of `/status`;
+- a watch that looks at the state store every `POLL_S` (a local read, no platform
+  call; the session itself tries the token endpoint at most every `--auth-recheck`)
+  and asks for a full resync as soon as the session has a token set again, so the
+  daemon resumes without a restart (`auth.restored`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from chanops.condition import Condition, ConditionStatus, ConditionType
+from chanops.platform.auth import OAuthSession
+
+POLL_S = 2.0  # how often a waiting daemon reads the store for a new login
+REASON = "ReauthorizationRequired"
+
+
+class AuthGate:
+    """The OAuth session of the daemon's platform client, as the daemon sees it."""
+
+    def __init__(self, session: OAuthSession, *, poll_s: float = POLL_S) -> None:
+        self.session = session
+        self.poll_s = poll_s
+
+    @property
+    def awaiting(self) -> bool:
+        return self.session.awaiting_authorization
+
+    def condition(self) -> Condition:
+        since = self.session.awaiting_since or 0.0
+        stamp = datetime.fromtimestamp(since, UTC).isoformat(timespec="seconds")
+        return Condition(
+            ConditionType.AWAITING_AUTHORIZATION,
+            ConditionStatus.TRUE,
+            REASON,
+            f"chanops is not authorised on the platform: {self.session.awaiting_reason}",
+            stamp.replace("+00:00", "Z"),
+        )
+
+    async def watch(self, stopping: asyncio.Event, on_restored: Callable[[str], None]) -> None:
+        """Until `stopping`: while awaiting a login, re-check; on success, `on_restored`
+        (the daemon's full-resync request) with the reason."""
+        while not stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), self.poll_s)
+            if self.awaiting and not stopping.is_set() and await self.session.recheck():
+                on_restored("authorization restored")
+
+
+def auth_readiness(gate: AuthGate | None, ready: tuple[bool, list[str]]) -> tuple[bool, list[str]]:
+    """Readiness with the authorisation's reason added while a login is awaited."""
+    if gate is None or not gate.awaiting:
+        return ready
+    reasons = [*ready[1], f"awaiting authorization: {gate.session.awaiting_reason}"]
+    return False, reasons
+
+
+def with_auth(gate: AuthGate | None, document: dict[str, Any]) -> dict[str, Any]:
+    """The /status document with AwaitingAuthorization on every connection while a
+    login is awaited (it replaces a connection's own condition of that type)."""
+    if gate is None or not gate.awaiting:
+        return document
+    condition = gate.condition().to_json()
+    document["ready"] = False
+    document["reasons"] = auth_readiness(gate, (False, list(document.get("reasons", ()))))[1]
+    for connection in document.get("connections", ()):
+        kept = [c for c in connection.get("conditions", ()) if c.get("type") != condition["type"]]
+        connection["conditions"] = [*kept, condition]
+    document["authorization"] = {"awaiting": True, "reason": condition["message"]}
+    return document
+
+
+def watch_auth(
+    gate: AuthGate | None, stopping: asyncio.Event, on_restored: Callable[[str], None]
+) -> asyncio.Task[None] | None:
+    """Start the gate's watch (a task that ends with `stopping`), if there is a gate."""
+    if gate is None:
+        return None
+    return asyncio.create_task(gate.watch(stopping, on_restored), name="auth watch")
