@@ -10,6 +10,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from chanops.condition import Condition, ConditionStatus, ConditionType
 from chanops.errors import StoreError
 from chanops.state.factory import is_postgres, open_store
 from chanops.state.store import Intent, Record
@@ -26,6 +27,15 @@ def _record(**changes: object) -> Record:
         applied_spec={"settings": {"klarna": True}},
         secret_hmacs={"/credentials/x": "ab"},
         version=3,
+        conditions=(
+            Condition(
+                ConditionType.STALLED,
+                ConditionStatus.TRUE,
+                "UnknownValue",
+                "422 unknown_value: settings.defaultLanguage",
+                "2026-12-01T10:00:00Z",
+            ),
+        ),
         intent=Intent("create", idempotency_key="k-1", display_name="A"),
     )
     return replace(base, **changes)  # type: ignore[arg-type]
