@@ -7,9 +7,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import pytest
 import httpx
 import psycopg
+import pytest
 from starlette.applications import Starlette
 
 from chanops.daemon.leader import FencedPlatform, Leadership, NotLeader
@@ -31,12 +31,6 @@ def _leadership(dsn: str, store: PostgresStore, seen: list[Event]) -> Leadership
     )
 
 
-async def _until(check: object, timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not check():  # type: ignore[operator]
-            await asyncio.sleep(0.02)
-
-
 def test_a_push_to_a_standby_is_fetched_by_the_leader(pg_dsn: str, tmp_path: Path) -> None:
     secret = tmp_path / "webhook-secret"
     secret.write_text("hook-secret-123\n")
@@ -44,7 +38,13 @@ def test_a_push_to_a_standby_is_fetched_by_the_leader(pg_dsn: str, tmp_path: Pat
     seen: list[Event] = []
     leader, standby = (_leadership(pg_dsn, s, seen) for s in stores)
     fetches: list[str] = []
-    leader.on_webhook = lambda: fetches.append("fetch")
+    fetched = asyncio.Event()
+
+    def fetch() -> None:
+        fetches.append("fetch")
+        fetched.set()
+
+    leader.on_webhook = fetch
 
     async def scenario() -> None:
         stop = asyncio.Event()
@@ -60,7 +60,8 @@ def test_a_push_to_a_standby_is_fetched_by_the_leader(pg_dsn: str, tmp_path: Pat
                 "/hooks/git", headers={"X-Gitlab-Token": "hook-secret-123"}, content=b"{}"
             )
         assert answer.status_code == 202
-        await _until(lambda: fetches == ["fetch"])
+        await asyncio.wait_for(fetched.wait(), 10)
+        assert fetches == ["fetch"]
         stop.set()
         await asyncio.gather(first, second)
         await leader.release()
@@ -94,7 +95,7 @@ def test_a_leader_that_cannot_renew_refuses_platform_writes_at_its_deadline(
         assert await platform.update_connection(1, {}) == "written"
         leadership.dsn = "postgresql://postgres@127.0.0.1:1/unreachable"  # renewals fail
         await leadership._close()
-        await _until(leadership.lost.is_set)
+        await asyncio.wait_for(leadership.lost.wait(), 10)
         # It gave up while the server still counts the lease as its: nobody else could
         # have taken it yet, so there was never a moment with two writers.
         with psycopg.connect(pg_dsn, autocommit=True) as conn:
