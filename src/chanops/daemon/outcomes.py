@@ -88,6 +88,7 @@ class Outcomes:
         self.observed = parts.observed
         self._ready = ready
         self.platform_retry = Backoff()
+        self.metrics.watch_queue(self.queue.depth)
         self.outage_since: float | None = None
         self.platform_ok = False
         self.first_done = False

@@ -228,6 +228,14 @@ class WorkQueue:
         self._kick()
         return retries
 
+    def depth(self) -> dict[str, int]:
+        """Names waiting, by lane (`chanops_queue_depth`): urgent, resync, delayed retries."""
+        return {
+            "urgent": len(self._urgent),
+            "resync": len(self._resync),
+            "delayed": len(self._delayed),
+        }
+
     # -- control ---------------------------------------------------------------------------
 
     def pause(self) -> None:

@@ -7,12 +7,20 @@ A registry per `Metrics` (not the process-global default) keeps tests independen
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from chanops.events import Event
+from chanops.observability.eventmetrics import EventMetrics
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 
@@ -20,13 +28,10 @@ _RECONCILE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 
 _API_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _SYNC_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 2700, 3600, 7200)
 
-
-def _reauthorization_gauge(registry: CollectorRegistry) -> Gauge:
-    return Gauge(
-        "chanops_auth_reauthorization_required",
-        "1 while the platform refuses chanops's authorisation until `chanops login`.",
-        registry=registry,
-    )
+_QUEUE_HELP = (
+    "Connection names waiting in the daemon's work queue, by lane (urgent: edits and due "
+    "retries; resync; delayed: retries not yet due)."
+)
 
 
 class Metrics:
@@ -101,7 +106,9 @@ class Metrics:
             registry=r,
         )
         self.ready = Gauge("chanops_ready", "1 when /readyz answers 200.", registry=r)
-        self.reauthorization_required = _reauthorization_gauge(r)
+        self.queue_depth = Gauge("chanops_queue_depth", _QUEUE_HELP, ["lane"], registry=r)
+        self.from_events = EventMetrics(r)
+        ProcessCollector(registry=r)  # process_resident_memory_bytes, process_cpu_seconds_total
         self._zero_series()
 
     def _zero_series(self) -> None:
@@ -131,10 +138,14 @@ class Metrics:
         """
         if event.name == "platform.retry":
             self.retries.labels(kind="api").inc()
-        elif event.name == "auth.reauthorization_required":
-            self.reauthorization_required.set(1)
-        elif event.name == "auth.restored":
-            self.reauthorization_required.set(0)
+        self.from_events.on_event(event)
+
+    def watch_queue(self, depth: Callable[[], Mapping[str, int]]) -> None:
+        """Read the work queue's depth at scrape time (`depth()`: lane -> names)."""
+        for lane in ("urgent", "resync", "delayed"):
+            self.queue_depth.labels(lane=lane).set_function(
+                lambda lane=lane: float(depth().get(lane, 0))  # type: ignore[misc]
+            )
 
     def set_connections(self, by_status: Mapping[str, int]) -> None:
         for status in ("active", "inactive", "missing", "frozen", "deleting"):
