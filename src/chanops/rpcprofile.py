@@ -239,7 +239,7 @@ class Profile:
 
     # -- the client's side ------------------------------------------------------------
 
-    def request(self, name: str, **arguments: Any) -> dict[str, Any]:
+    def request(self, name: str, /, **arguments: Any) -> dict[str, Any]:
         """The body of operation `name` for `arguments` (chanops names and values).
 
         `patch` is a mapping of connection fields; `filter` a mapping of job field to
