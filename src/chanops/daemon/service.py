@@ -407,6 +407,8 @@ class Daemon:
             self.logging.revision.value = revision.sha
             self.logging.revision.subject = revision.subject
         try:
+            if self.leader is not None:
+                return await self._once_leading(self.leader)
             return await self._once()
         except Exception as exc:  # what `_supervise` catches for `run`: not a traceback
             self.sink.emit(
@@ -502,6 +504,27 @@ class Daemon:
         error = None if reconciling.cancelled() else reconciling.exception()
         if error is not None:
             raise error
+
+    async def _once_leading(self, leader: Leadership) -> int:
+        """`--once` on a shared store: take the lease, reconcile once, hand it back."""
+        election = asyncio.create_task(leader.run(self._stop), name="election")
+        try:
+            wait = leader.lease_seconds + 2 * leader.renew_seconds
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(leader.elected.wait(), timeout=wait)
+            if not leader.elected.is_set():
+                self.sink.emit(
+                    "daemon.failed",
+                    "error",
+                    error=f"another replica holds the lease (waited {wait:g}s)",
+                )
+                return 1
+            return await self._once()
+        finally:
+            self._stop.set()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await election
+            await leader.release()
 
     def _readiness(self) -> tuple[bool, list[str]]:
         if self.leader is not None and self.leader.term is None:
