@@ -9,11 +9,14 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from click.testing import CliRunner
 
+from chanops.commands.emulator import command
 from chanops.rpcprofile import load_profile
 from support.emulator import start_emulator
 
@@ -222,3 +225,50 @@ def test_rpc_calls_are_counted_by_method(http: httpx.Client) -> None:
     ok(rpc(http, "Connections.getList", {"start": 0, "limit": 1}))
     stats = ok(http.get(f"{API}/testing/stats"))
     assert stats[f"POST {NS}.Connections.getList"] == 2
+
+
+def test_an_emulator_serves_an_overridden_profile(tmp_path: Path) -> None:
+    override = tmp_path / "profile.yaml"
+    override.write_text(
+        "operations:\n"
+        "  list_connections: {method: Acme.Channels.Connection.list}\n"
+        "records:\n"
+        "  connection: {name: title}\n",
+        encoding="utf-8",
+    )
+    with (
+        start_emulator(tmp_path, extra_args=["--rpc-profile", str(override)]) as emu,
+        httpx.Client(base_url=emu.url, headers={"Authorization": f"Bearer {emu.token}"}) as c,
+    ):
+        # create keeps its shipped request keys; the record comes back renamed
+        body = {"name": "n", "driver": "shopware6", "credentials": SW6}
+        created = c.post(f"{NS}.Connections.create", json=body)
+        assert created.status_code == 200 and created.json()["data"]["title"] == "n"
+        renamed = c.post(f"{NS}.Connections.save", json={"id": 1, "title": "t"})
+        assert renamed.status_code == 200 and renamed.json()["data"]["title"] == "t"
+        unknown = c.post(f"{NS}.Connections.save", json={"id": 1, "name": "t"})
+        assert unknown.status_code == 400 and unknown.json()["field"] == "name"
+        listed = c.post("/Acme.Channels.Connection.list", json={"start": 0, "limit": 5})
+        assert listed.status_code == 200 and listed.json()["data"][0]["title"] == "t"
+        old = c.post(f"{NS}.Connections.getList", json={"start": 0, "limit": 5})
+        assert old.status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (None, "cannot read it (No such file or directory)"),
+        ("operations: [", "cannot read it (ParserError)"),
+        ("operations: {list_connections: {method: nope}}", "'nope' is not <Namespace>"),
+    ],
+)
+def test_a_bad_rpc_profile_is_one_line_naming_it(
+    tmp_path: Path, text: str | None, message: str
+) -> None:
+    path = tmp_path / "profile.yaml"
+    if text is not None:
+        path.write_text(text, encoding="utf-8")
+    res = CliRunner().invoke(command, ["--token", "t", "--rpc-profile", str(path)])
+    assert res.exit_code == 2
+    assert message in res.output and str(path) in res.output
+    assert "Traceback" not in res.output

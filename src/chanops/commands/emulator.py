@@ -7,10 +7,12 @@ import os
 import sys
 
 import click
+import yaml
 
 from chanops.emulator.oauth import OAuthClient, OAuthConfig, parse_client
 from chanops.emulator.rules import ALL_DRIVERS
 from chanops.manifests.durations import parse_flag_duration
+from chanops.rpcprofile import Profile, ProfileError, load_profile
 
 DEFAULT_DB = ".chanops/emulator.db"
 
@@ -36,6 +38,22 @@ def _clients(
             raise click.BadParameter(f"client id {client.client_id!r} is given twice")
         clients.append(client)
     return clients
+
+
+def _profile(ctx: click.Context, param: click.Parameter, value: str | None) -> Profile | None:
+    """The core1 profile with the override in FILE merged over it (None: as shipped)."""
+    if value is None:
+        return None
+    try:
+        with open(value, encoding="utf-8") as f:
+            override = yaml.safe_load(f)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        problem = exc.strerror if isinstance(exc, OSError) else type(exc).__name__
+        raise click.BadParameter(f"{value}: cannot read it ({problem})") from None
+    try:
+        return load_profile(override, source=value)
+    except ProfileError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def _duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
@@ -117,6 +135,13 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
     help="How long a rotated refresh token stays valid after its successor is issued.",
 )
 @click.option(
+    "--rpc-profile",
+    metavar="FILE",
+    callback=_profile,
+    help="YAML merged over the shipped core1 profile (as chanops.yaml's override is): "
+    "serve the RPC methods under other names.",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -141,6 +166,7 @@ def command(
     access_token_ttl: float,
     rotate_refresh_tokens: bool,
     refresh_grace: float,
+    rpc_profile: Profile | None,
     log_level: str,
     log_format: str | None,
 ) -> None:
@@ -178,6 +204,7 @@ def command(
             faults=faults,
             drivers=driver_list,
             oauth=oauth,
+            profile=rpc_profile,
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None

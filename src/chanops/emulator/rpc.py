@@ -24,7 +24,6 @@ from chanops.emulator import rules
 from chanops.emulator.parse import (
     MAX_ID,
     MAX_LIMIT,
-    bad_request,
     check_create,
     check_ids,
     check_int,
@@ -207,12 +206,11 @@ async def rpc_call(request: Request) -> Response:
     try:
         key = idempotency_key(request)
         body = await json_object(request)
-        try:
-            args = profile.arguments(op.name, body)
-        except RequestError as exc:
-            raise bad_request(exc.message, exc.field) from None
+        args = profile.arguments(op.name, body)
         call = _Call(request.app.state.platform, args, key, f"RPC {method} {rules.canonical(body)}")
         parts, replayed = _CALLS[op.name](call)
+    except RequestError as exc:  # the body's own key: already Core1's name
+        return error_response(400, "bad_request", exc.message, exc.field)
     except Problem as exc:
         v = exc.violation
         field = v.field if v.field == "Idempotency-Key" else _core1_field(profile, op, v.field)
