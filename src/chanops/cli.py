@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "export": "export",
     "emulator": "emulator",
     "login": "login",
+    "doctor": "doctor",
     "schema": "schema",
     "state": "state",
     "notify": "notify",

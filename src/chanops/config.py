@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     # `--help` do not need.
     from chanops.manifests.secrets import OperatorCredential
     from chanops.notify.config import LoadedNotifications
+    from chanops.rpcprofile import Profile
 
 DEFAULT_MANIFESTS = "connections.d"
 ENV_PREFIX = "CHANOPS_"
@@ -47,6 +48,9 @@ class PlatformSettings:
     # set lives in the state store.
     client_id: str | None = None
     client_secret: str | None = field(default=None, repr=False)  # never logged
+    # --profile core1: Core1's RPC convention, the shipped mapping with chanops.yaml's
+    # `core1Profile:` over it; None: the REST contract.
+    profile: Profile | None = None
 
     @property
     def is_local(self) -> bool:
@@ -208,6 +212,7 @@ def load_settings(  # noqa: PLR0913 (one keyword per flag of the common options)
     credentials: Sequence[OperatorCredential] = (),
     client_id: str | None = None,
     client_secret_file: str | None = None,
+    profile: str | None = None,
 ) -> Settings:
     """Settings from flags, environment and config file, checked (ConfigError).
 
@@ -256,13 +261,33 @@ def load_settings(  # noqa: PLR0913 (one keyword per flag of the common options)
         manifests=manifests_path,
         state=state_path,
         platform=PlatformSettings(
-            url=url, token=tok, client_id=oauth_id, client_secret=oauth_secret
+            url=url,
+            token=tok,
+            client_id=oauth_id,
+            client_secret=oauth_secret,
+            profile=_profile(profile, cfg, config),
         ),
         secrets_dirs=dirs,
         insecure_http=insecure,
         warnings=tuple(warnings),
         state_dsn=state_dsn,
     )
+
+
+PROFILES = ("rest", "core1")
+
+
+def _profile(flag: str | None, cfg: Mapping[str, Any], config: str | None) -> Profile | None:
+    """--profile (CHANOPS_PROFILE, `profile:`): None for REST, else the loaded profile."""
+    from chanops.rpcprofile import load_profile
+
+    name = pick(flag, "PROFILE", cfg, "profile") or "rest"
+    if name not in PROFILES:
+        raise ConfigError(f"profile {name[:40]!r}: expected one of {', '.join(PROFILES)}")
+    if name == "rest":
+        return None
+    source = f"{config or CONFIG_FILE}: core1Profile"
+    return load_profile(cfg.get("core1Profile"), source=source)
 
 
 # Core1's rule for the client id of an app registration.

@@ -125,8 +125,15 @@ def _leaks(daemon: DaemonProcess, state: Path, tokens: Tokens) -> list[str]:
     return find_leaks([CLIENT_SECRET, SECRET, *tokens.seen], artefacts)
 
 
-def _run_edits(tmp: Path, emu: EmulatorProcess, seconds: float, min_refreshes: int) -> None:
-    daemon, root, state = _started(tmp, emu, extra=["--log-level", "debug"])
+def run_edits(
+    tmp: Path,
+    emu: EmulatorProcess,
+    seconds: float,
+    min_refreshes: int,
+    extra: tuple[str, ...] | list[str] = (),
+) -> None:
+    """The rotation proof: edits for `seconds`, each on the platform before the next."""
+    daemon, root, state = _started(tmp, emu, extra=["--log-level", "debug", *extra])
     tokens = Tokens(state)
     try:
         before = oauth_stats(emu).get("refreshes", 0)
@@ -142,12 +149,12 @@ def _run_edits(tmp: Path, emu: EmulatorProcess, seconds: float, min_refreshes: i
 
 
 def test_edits_reach_the_platform_while_tokens_rotate(tmp_path: Path, emu: EmulatorProcess) -> None:
-    _run_edits(tmp_path, emu, seconds=15, min_refreshes=5)
+    run_edits(tmp_path, emu, seconds=15, min_refreshes=5)
 
 
 @pytest.mark.slow
 def test_two_minutes_of_edits_while_tokens_rotate(tmp_path: Path, emu: EmulatorProcess) -> None:
-    _run_edits(tmp_path, emu, seconds=120, min_refreshes=30)
+    run_edits(tmp_path, emu, seconds=120, min_refreshes=30)
 
 
 def test_a_revoked_grant_waits_for_a_login_and_resumes_without_a_restart(

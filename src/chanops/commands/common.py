@@ -24,8 +24,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def common_options(func: F) -> F:
-    """--manifests, --platform, --token, --token-file, --client-id, --client-secret-file,
-    --state, --secrets-dir, --config."""
+    """--manifests, --platform, --token, --token-file, --client-id, --profile,
+    --client-secret-file, --state, --secrets-dir, --config."""
     decorators = [
         click.option(
             "--manifests",
@@ -60,6 +60,14 @@ def common_options(func: F) -> F:
             help="OAuth client id of chanops's app registration on Core1, instead of a "
             "token: the token set `chanops login` stored in --state is used and kept "
             "fresh [env CHANOPS_CLIENT_ID].",
+        ),
+        click.option(
+            "--profile",
+            type=click.Choice(["rest", "core1"]),
+            default=None,
+            help="The platform's API: rest (the contract of the emulator) or core1 (Core1's "
+            "RPC methods, mapped by the shipped profile, overridable with core1Profile in "
+            "chanops.yaml) [env CHANOPS_PROFILE; default rest].",
         ),
         click.option(
             "--client-secret-file",
@@ -114,6 +122,7 @@ def settings_from(
     insecure_http: bool | None = None,
     client_id: str | None = None,
     client_secret_file: str | None = None,
+    profile: str | None = None,
 ) -> Settings:
     """Build Settings from the common options, turning config problems into usage errors.
 
@@ -139,6 +148,7 @@ def settings_from(
             credentials=_git_credentials(),
             client_id=client_id,
             client_secret_file=client_secret_file,
+            profile=profile,
         )
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None

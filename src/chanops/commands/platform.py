@@ -26,6 +26,7 @@ from chanops.platform.client import OnRequest, PlatformClient, open_client
 
 if TYPE_CHECKING:
     from chanops.config import Settings
+    from chanops.rpcprofile import Profile
     from chanops.state.protocol import Store
     from chanops.state.tokens import StoredTokens
 
@@ -121,13 +122,19 @@ def open_platform(
     events: EventSink | None = None,
     oauth: OAuthClient | None = None,
     auth_events: EventSink | None = None,
+    profile: Profile | None = None,
 ) -> PlatformClient:
     """`open_client(url, token, ...)`, with `local:PATH` served by the bundled emulator.
 
     `oauth`: bearer tokens from the state store's token set instead of `token`;
     `auth_events`: where the session announces `auth.*` (the daemon's sink; a one-shot
-    command reports the error itself).
+    command reports the error itself); `profile`: Core1's RPC convention instead of REST.
     """
+    if profile is not None and url.startswith("local:"):
+        raise errors.ConfigError(
+            "--profile core1 needs a remote platform (--platform https://...): the "
+            "embedded emulator is reached over REST"
+        )
     if oauth is not None and url.startswith("local:"):
         raise errors.ConfigError(
             "--client-id needs a remote platform (--platform https://...): the embedded "
@@ -145,6 +152,7 @@ def open_platform(
             on_request=on_request,
             events=events,
             auth=auth,
+            profile=profile,
         )
     path = url[len("local:") :]
     if not path:

@@ -282,6 +282,7 @@ async def _main(settings: Any, git: GitOptions | None, logcfg: Any, flags: RunFl
             events=events,
             oauth=oauth_from(settings, store, recheck_s=flags.auth_recheck),
             auth_events=events,
+            profile=settings.platform.profile,
         )
     except ChanopsError as exc:
         store.close()

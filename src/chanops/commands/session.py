@@ -111,6 +111,7 @@ async def open_session(
             on_request=on_request,
             # Read-only commands refresh too: the token set is saved outside the lock.
             oauth=oauth_from(settings, store),
+            profile=settings.platform.profile,
         )
         async with client:
             yield Session(

@@ -307,6 +307,11 @@ class OAuthSession:
         return self._awaiting.reason if self._awaiting is not None else None
 
     @property
+    def current(self) -> TokenSet | None:
+        """The token set in use (None before the first call)."""
+        return self._tokens
+
+    @property
     def awaiting_since(self) -> float | None:
         """Since when (unix time) a login has been awaited."""
         return self._awaiting.since if self._awaiting is not None else None

@@ -68,6 +68,7 @@ from chanops.platform.shapes import (
     job_from,
     page_from,
 )
+from chanops.rpcprofile import Profile
 
 PAGE_SIZE = 500
 BACKOFF_BASE_S = 0.1
@@ -534,8 +535,10 @@ def open_client(  # noqa: PLR0913 (one keyword per setting of the client)
     on_request: OnRequest | None = None,
     events: EventSink | None = None,
     auth: OAuthSession | None = None,
+    profile: Profile | None = None,
 ) -> PlatformClient:
-    """A client for a remote platform (`https://...`); `auth`: OAuth instead of `token`.
+    """A client for a remote platform (`https://...`); `auth`: OAuth instead of `token`;
+    `profile`: Core1's RPC convention (`chanops.platform.rpc`) instead of REST.
 
     `local:PATH` belongs to the command line: `chanops.commands.platform.open_platform`
     serves the bundled emulator in process and hands it to `open_in_process`.
@@ -561,15 +564,19 @@ def open_client(  # noqa: PLR0913 (one keyword per setting of the client)
         base_url=url.rstrip("/"),
         limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
     )
-    return PlatformClient(
-        http,
-        concurrency=concurrency,
-        rate_limit=rate_limit,
-        max_retries=max_retries,
-        on_request=on_request,
-        events=events,
-        auth=auth,
-    )
+    settings: dict[str, Any] = {
+        "concurrency": concurrency,
+        "rate_limit": rate_limit,
+        "max_retries": max_retries,
+        "on_request": on_request,
+        "events": events,
+        "auth": auth,
+    }
+    if profile is not None:
+        from chanops.platform.rpc import RpcPlatformClient
+
+        return RpcPlatformClient(http, profile=profile, **settings)
+    return PlatformClient(http, **settings)
 
 
 def _implements_protocol(client: PlatformClient) -> PlatformAPI:
