@@ -22,6 +22,10 @@ from chanops.emulator.parse import (
     MAX_ID,
     MAX_LIMIT,
     bad_request,
+    check_create,
+    check_ids,
+    check_job_state,
+    check_patch,
     decode_cursor,
     encode_cursor,
     idempotency_key,
@@ -33,14 +37,10 @@ from chanops.emulator.parse import (
     query_int,
     require_str,
 )
-from chanops.emulator.store import Platform, Problem, encode_json, problem
+from chanops.emulator.store import Platform, Problem, encode_json
 
 API = "/api/v1"
 TESTING = f"{API}/testing/"
-
-# The fields a connection is written with, by POST and PATCH.
-_CONNECTION_FIELDS = ("name", "driver", "credentials", "settings", "automation")
-_JOB_STATES = ("queued", "running", "succeeded", "failed")
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -122,11 +122,7 @@ async def connections_create(request: Request) -> Response:
     platform = _platform(request)
     key = idempotency_key(request)
     body = await json_object(request)
-    only_keys(body, _CONNECTION_FIELDS)
-    require_str(body, "name")
-    require_str(body, "driver", max_len=64)
-    optional_object(body, "credentials")
-    optional_object(body, "automation")
+    check_create(body)
     status, out, replayed = platform.idempotent(
         key,
         "POST /connections " + rules.canonical(body),
@@ -147,13 +143,7 @@ async def connection_patch(request: Request) -> Response:
     key = idempotency_key(request)
     version = if_match(request)
     body = await json_object(request)
-    only_keys(body, _CONNECTION_FIELDS)
-    if "name" in body:
-        require_str(body, "name")
-    if "driver" in body and not isinstance(body["driver"], str):
-        raise bad_request("driver must be a string", "driver")
-    for key_name in ("credentials", "settings", "automation"):
-        optional_object(body, key_name)
+    check_patch(body)
     status, out, replayed = platform.idempotent(
         key,
         f"PATCH /connections/{cid} {version} {rules.canonical(body)}",
@@ -182,18 +172,7 @@ def bulk(status_value: str) -> Handler:
         key = idempotency_key(request)
         body = await json_object(request)
         only_keys(body, ("ids",))
-        ids = body.get("ids")
-        if (
-            not isinstance(ids, list)
-            or not ids
-            or len(ids) > MAX_LIMIT
-            or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
-        ):
-            raise bad_request(f"ids must be a list of 1 to {MAX_LIMIT} integers", "ids")
-        unique = list(dict.fromkeys(int(i) for i in ids))
-        for i in unique:
-            if not 1 <= i <= MAX_ID:
-                raise problem(404, "not_found", f"connection {i} does not exist", "ids")
+        unique = check_ids(body.get("ids"))
         status, out, replayed = platform.idempotent(
             key,
             f"POST /connections/{status_value} {unique}",
@@ -220,9 +199,7 @@ async def jobs_list(request: Request) -> Response:
     limit = query_int(request, "limit", 1, MAX_LIMIT, DEFAULT_LIMIT)
     assert limit is not None
     connection_id = query_int(request, "connection_id", 0, MAX_ID, None)
-    state = request.query_params.get("state")
-    if state is not None and state not in _JOB_STATES:
-        raise bad_request("state must be queued, running, succeeded or failed", "state")
+    state = check_job_state(request.query_params.get("state"))
     items, last = _platform(request).list_jobs(
         connection_id=connection_id, state=state, after=decode_cursor(request), limit=limit
     )
