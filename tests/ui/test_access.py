@@ -76,3 +76,17 @@ def test_a_bad_password_file_stops_startup_with_one_line(world: World, tmp_path:
         failed = [line for line in done.stdout.decode().splitlines() if "daemon.failed" in line]
         assert len(failed) == 1 and expected in failed[0], done.stdout.decode()
         assert "Traceback" not in done.stderr.decode()
+
+
+def test_once_serves_no_page_and_reads_no_password_file(world: World, tmp_path: Path) -> None:
+    daemon = DaemonProcess(
+        tmp_path,
+        manifests=tmp_path / "none.d",
+        platform=world.emu.url,
+        token=world.emu.token,
+        extra=["--once", "--ui-password-file", str(tmp_path / "missing")],
+        name="once",
+    )
+    done = subprocess.run(daemon.cmd, env=daemon.env, capture_output=True, timeout=60)
+    assert "ui-password-file" not in done.stdout.decode()
+    assert done.returncode == 0, done.stdout.decode()[-2000:]

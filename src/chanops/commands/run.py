@@ -411,7 +411,7 @@ def _daemon(
         after_startup=gc.freeze,
         notifications=flags.notifications,
         leader=edge.leader,
-        ui=_ui_options(flags.ui),
+        ui=_ui_options(flags.ui) if flags.listen is not None else None,  # --once: no page
         auth=AuthGate(auth) if auth is not None else None,
     )
     if edge.source is not None:
