@@ -71,7 +71,7 @@ def test_openapi_is_served_without_a_token(emu: EmulatorProcess) -> None:
     assert "/api/v1/connections/{id}" in spec["paths"]
 
 
-def test_drivers_lists_all_seven_by_default(emu: EmulatorProcess) -> None:
+def test_drivers_lists_all_eight_by_default(emu: EmulatorProcess) -> None:
     items = call(emu, "GET", "/drivers").json()["items"]
     by_name = {d["name"]: d for d in items}
     assert set(by_name) == {
@@ -82,6 +82,7 @@ def test_drivers_lists_all_seven_by_default(emu: EmulatorProcess) -> None:
         "magento2",
         "tradebyte",
         "actindo-pos",
+        "bigcommerce",
     }
     assert by_name["shopify"]["creatable"] is False
     assert by_name["amazon"]["oauth_fields"] == ["accessToken"]
@@ -124,8 +125,18 @@ def test_rejected_create_creates_nothing(emu: EmulatorProcess) -> None:
 
 
 def test_sfcc_production_required_only_in_production_mode(emu: EmulatorProcess) -> None:
-    staging = {"url": "https://st.example.com", "clientId": "c", "clientPassword": "p"}
+    staging = {
+        "url": "https://st.example.com",
+        "clientId": "c",
+        "clientPassword": "p",
+        "username": "u@example.com",
+        "userPassword": "up",
+        "accessToken": "t",
+    }
     created(emu, driver="sfcc", credentials={"staging": staging})
+    # the access token is needed beside the client ID and password
+    r = create(emu, driver="sfcc", credentials={"staging": {**staging, "accessToken": None}})
+    assert error(r) == (422, "invalid_credentials", "credentials.staging.accessToken")
     r = create(emu, driver="sfcc", credentials={"productionMode": True, "staging": staging})
     assert error(r) == (422, "invalid_credentials", "credentials.production")
     r = create(

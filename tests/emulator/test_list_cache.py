@@ -46,12 +46,21 @@ def seed(platform: Platform) -> dict[str, int]:
     create("sw6", {"name": name, "driver": "shopware6", "credentials": SW6})
     sfcc = {
         "productionMode": True,
-        "staging": {"url": "https://s.example.com", "clientId": "c", "clientPassword": "p"},
+        "staging": {
+            "url": "https://s.example.com",
+            "clientId": "c",
+            "clientPassword": "p",
+            "username": "u@example.com",
+            "userPassword": "up",
+            "accessToken": "t",
+        },
         "production": {
             "url": "https://p.example.com",
             "clientId": "c",
             "clientPassword": "p",
             "username": "u@example.com",
+            "userPassword": "up",
+            "accessToken": "t",
         },
     }
     create("sfcc", {"name": "sfcc", "driver": "sfcc", "credentials": sfcc})
@@ -60,7 +69,15 @@ def seed(platform: Platform) -> dict[str, int]:
     authorized = create("amazon2", {"name": "amz2", "driver": "amazon", "credentials": amazon})
     run(platform, lambda now: platform.authorize(authorized, now))
     create("shopify", {"name": "shop", "driver": "shopify", "credentials": {}}, marketplace=True)
-    tradebyte = {"merchantNumber": "1", "restUsername": "r", "restPassword": "x", "testApi": True}
+    tradebyte = {
+        "merchantNumber": "1",
+        "shopName": "shop",
+        "restUsername": "r",
+        "restPassword": "x",
+        "sftpUsername": "s",
+        "sftpPassword": "y",
+        "testApi": True,
+    }
     tb = create(
         "tb",
         {

@@ -83,10 +83,14 @@ async def test_create_then_settings_converges_and_costs_nothing_after(env: Env) 
 
 
 async def test_one_field_edit_costs_one_read_and_one_write(env: Env) -> None:
-    ms = [manifest(n, settings={"klarna": False}) for n in ("one", "two", "three")]
+    # (not Klarna: turning it on is followed by a sync, tests/drivers)
+    ms = [
+        manifest(n, settings={"orders": {"importAboveNumber": "1"}})
+        for n in ("one", "two", "three")
+    ]
     rec = env.reconciler()
     assert (await rec.reconcile(load_result(ms))).converged
-    edited = [replace(ms[0], settings={"klarna": True}), *ms[1:]]
+    edited = [replace(ms[0], settings={"orders": {"importAboveNumber": "2"}}), *ms[1:]]
     env.emu.admin.reset_stats()
     result = await rec.reconcile(load_result(edited), only={"one"})
     assert result.converged
@@ -95,7 +99,9 @@ async def test_one_field_edit_costs_one_read_and_one_write(env: Env) -> None:
         "GET /api/v1/connections/{id}": 1,
         "PATCH /api/v1/connections/{id}": 1,
     }
-    assert env.emu.admin.connection(env.ids()["one"])["settings"] == {"klarna": True}
+    assert env.emu.admin.connection(env.ids()["one"])["settings"] == {
+        "orders": {"importAboveNumber": "2"}
+    }
 
 
 async def test_settings_waiting_for_the_first_sync_are_applied_after_it(env: Env) -> None:

@@ -45,7 +45,7 @@ EXPECTED: dict[str, list[str]] = {
     "unknown-driver.yaml": [
         '{f}:6:11: error: spec.driver: unknown driver "shopwre6"; did you mean "shopware6"? '
         '(expected one of: "shopware6", "shopify", "sfcc", "amazon", "magento2", '
-        '"tradebyte", "actindo-pos")'
+        '"tradebyte", "actindo-pos", "bigcommerce")'
     ],
     "missing-credential.yaml": [
         '{f}:8:5: error: spec.credentials: missing required field "secretAccessKey" '

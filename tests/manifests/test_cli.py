@@ -31,7 +31,7 @@ def chanops(
 def test_validate_default_root_is_connections_d() -> None:
     done = chanops("validate")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout.strip() == "valid: 7 manifests in 6 files, 0 errors, 0 warnings"
+    assert done.stdout.strip() == "valid: 8 manifests in 7 files, 0 errors, 0 warnings"
 
 
 def test_validate_env_root_and_invalid_exit_1(tmp_path: Path) -> None:
@@ -87,6 +87,8 @@ def test_check_secrets_lists_missing_never_values(tmp_path: Path) -> None:
     for file in [
         "magento-b2b-password",
         "sfcc-eu-client-password",
+        "sfcc-eu-access-token",
+        "bigcommerce-us-access-token",
         "tradebyte-rest-password",
         "tradebyte-sftp-password",
     ]:
@@ -126,7 +128,16 @@ def test_schema_command() -> None:
     bundle = json.loads(chanops("schema").stdout)
     assert set(bundle["$defs"]) == {
         f"driver-{n}"
-        for n in ("shopware6", "shopify", "sfcc", "amazon", "magento2", "tradebyte", "actindo-pos")
+        for n in (
+            "shopware6",
+            "shopify",
+            "sfcc",
+            "amazon",
+            "magento2",
+            "tradebyte",
+            "actindo-pos",
+            "bigcommerce",
+        )
     }
     amazon = json.loads(chanops("schema", "--driver", "amazon").stdout)
     assert amazon["properties"]["credentials"]["properties"]["accessToken"]["x-chanops-oauth"]

@@ -32,6 +32,7 @@ def test_driver_metadata_from_x_chanops_keywords() -> None:
         "magento2",
         "tradebyte",
         "actindo-pos",
+        "bigcommerce",
     )
     amazon = driver_info("amazon")
     assert amazon.title == "Amazon" and amazon.creatable
@@ -80,6 +81,7 @@ def test_sfcc_production_required_only_in_production_mode() -> None:
         "clientPassword": "p",
         "username": "a@b.de",
         "userPassword": "u",
+        "accessToken": "t",
     }
     doc = {
         "apiVersion": "chanops/v1",

@@ -254,6 +254,37 @@ async def testing_order_errors(request: Request) -> Response:
     return respond(status, out)
 
 
+def _string_list(body: Mapping[str, Any], key: str) -> list[str] | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise bad_request(f"{key} must be a list of non-empty strings", key)
+    return list(value)
+
+
+@handles_problems
+async def testing_account(request: Request) -> Response:
+    """GET: the account's installed plugins and DataHub languages; POST sets either."""
+    platform = _platform(request)
+    if request.method == "GET":
+        return respond(200, platform.account_state())
+    body = await json_object(request)
+    only_keys(body, ("plugins", "languages"))
+    plugins = _string_list(body, "plugins")
+    return respond(200, platform.set_account(plugins, _string_list(body, "languages")))
+
+
+@handles_problems
+async def testing_shop_languages(request: Request) -> Response:
+    """The languages a shop (by its URL) uses, as the shop's own admin would set them."""
+    body = await json_object(request)
+    only_keys(body, ("url", "languages"))
+    require_str(body, "url")
+    languages = _string_list(body, "languages") or []
+    return respond(200, _platform(request).set_shop_languages(body["url"], languages))
+
+
 async def testing_stats(request: Request) -> Response:
     stats: Counter[str] = request.app.state.stats
     return JSONResponse(dict(sorted(stats.items())))
@@ -283,6 +314,8 @@ def routes() -> list[Route]:
         Route(f"{TESTING}marketplace-install", testing_install, methods=["POST"]),
         Route(f"{TESTING}authorize/{{id:int}}", testing_authorize, methods=["POST"]),
         Route(f"{TESTING}order-errors/{{id:int}}", testing_order_errors, methods=["POST"]),
+        Route(f"{TESTING}account", testing_account, methods=["GET", "POST"]),
+        Route(f"{TESTING}shop-languages", testing_shop_languages, methods=["POST"]),
         Route(f"{TESTING}stats", testing_stats, methods=["GET"]),
         Route(f"{TESTING}stats/reset", testing_stats_reset, methods=["POST"]),
     ]

@@ -52,6 +52,12 @@ class DriverRules:
     model_settings: tuple[str, ...] = ()
     # settings lists whose items lock once a sync has succeeded with them
     locking_settings: tuple[str, ...] = ()
+    # every setting waits for the first sync (Magento 2), not only `model_settings`
+    all_settings_after_sync: bool = False
+    # boolean settings offered only when the account has these plugins installed
+    plugin_settings: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # boolean settings that may be true only while another one is (setting -> its lock)
+    locked_unless: Mapping[str, str] = field(default_factory=dict)
     how_created: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -65,9 +71,10 @@ def _sfcc_instance(required: bool) -> CredField:
             CredField("url", required=True, fmt="https-url"),
             CredField("clientId", required=True),
             CredField("clientPassword", secret=True, required=True),
-            CredField("username", fmt="email"),
-            CredField("userPassword", secret=True),
-            CredField("accessToken", secret=True),
+            CredField("username", required=True, fmt="email"),
+            CredField("userPassword", secret=True, required=True),
+            # needed beside the client ID and password; expires after one year
+            CredField("accessToken", secret=True, required=True),
         ),
     )
 
@@ -84,25 +91,16 @@ DRIVERS: dict[str, DriverRules] = {
                 CredField("accessKeyId", required=True),
                 CredField("secretAccessKey", secret=True, required=True),
             ),
-            model_settings=(
-                "defaultLanguage",
-                "taxClasses",
-                "orders.importStatuses",
-                "orders.stateAfterImport",
-                "orders.stateAfterShipped",
-            ),
+            # the API cannot detect the shop's default language
+            model_settings=("defaultLanguage",),
             locking_settings=("priceRules",),
+            plugin_settings={"klarna": ("klarna", "shopware"), "ratepay": ("ratepay", "shopware")},
         ),
         DriverRules(
             "shopify",
             "Shopify",
             False,
             (CredField("shopUrl", fmt="host"), CredField("apiKey", secret=True)),
-            model_settings=(
-                "orderImport.defaultTaxClass",
-                "offerImport.defaultTaxClass",
-                "offerImport.collectionsByTaxClass",
-            ),
             how_created="Shopify connections are created by installing the Actindo app "
             "from the Shopify app store; adopt the existing connection instead",
         ),
@@ -115,7 +113,6 @@ DRIVERS: dict[str, DriverRules] = {
                 _sfcc_instance(True),
                 _sfcc_instance(False),
             ),
-            model_settings=("taxClasses", "defaultLanguage"),
         ),
         DriverRules(
             "amazon",
@@ -137,7 +134,10 @@ DRIVERS: dict[str, DriverRules] = {
                 CredField("password", secret=True, required=True),
                 CredField("accessToken", secret=True),
             ),
-            model_settings=("storeViewLanguages", "taxClasses", "defaultLanguage", "orderStates"),
+            all_settings_after_sync=True,
+            locked_unless={
+                "orderStates.notifyCustomerAboutInvoice": "orderStates.createInvoiceWhenPaid"
+            },
         ),
         DriverRules(
             "tradebyte",
@@ -145,14 +145,14 @@ DRIVERS: dict[str, DriverRules] = {
             True,
             (
                 CredField("merchantNumber", required=True),
-                CredField("shopName"),
+                CredField("shopName", required=True),
                 CredField("restUsername", required=True),
                 CredField("restPassword", secret=True, required=True),
-                CredField("sftpUsername"),
-                CredField("sftpPassword", secret=True),
+                CredField("sftpUsername", required=True),
+                CredField("sftpPassword", secret=True, required=True),
                 CredField("testApi", type="boolean"),
             ),
-            model_settings=("languages",),
+            model_settings=("salesChannels", "languages"),
         ),
         DriverRules(
             "actindo-pos",
@@ -161,6 +161,17 @@ DRIVERS: dict[str, DriverRules] = {
             (),
             how_created="Actindo POS connections are created by creating a POS store in "
             "Actindo; adopt the existing connection instead",
+        ),
+        # Created by hand, or by the vendor's app from the BigCommerce App Store (a
+        # marketplace install here); either way one connection per store hash.
+        DriverRules(
+            "bigcommerce",
+            "BigCommerce",
+            True,
+            (
+                CredField("storeHash", required=True),
+                CredField("accessToken", secret=True, required=True),
+            ),
         ),
     )
 }
@@ -399,7 +410,16 @@ def check_model_settings(
 ) -> RuleViolation | None:
     if synced:
         return None
-    for dotted in DRIVERS[driver].model_settings:
+    rules = DRIVERS[driver]
+    if rules.all_settings_after_sync and after != before:
+        changed = sorted(k for k in {*before, *after} if before.get(k) != after.get(k))
+        return _bad(
+            "unknown_value",
+            f"settings.{changed[0]}: {rules.title} settings can be configured only after the "
+            "connection is established and synchronised (the first successful sync)",
+            f"settings.{changed[0]}",
+        )
+    for dotted in rules.model_settings:
         value = get_path(after, dotted)
         if value is not None and value != get_path(before, dotted):
             return _bad(
@@ -429,6 +449,36 @@ def check_locked(
                     "created its price attribute",
                     f"settings.{dotted}",
                 )
+    return None
+
+
+def check_plugins(
+    driver: str, before: Mapping[str, Any], after: Mapping[str, Any], installed: Sequence[str]
+) -> RuleViolation | None:
+    """A plugin integration turned on while the account lacks one of its plugins."""
+    for dotted, plugins in DRIVERS[driver].plugin_settings.items():
+        if get_path(after, dotted) is not True or get_path(before, dotted) is True:
+            continue
+        missing = [p for p in plugins if p not in installed]
+        if missing:
+            return _bad(
+                "plugin_not_installed",
+                f"settings.{dotted} is offered only when the account has the "
+                f"{' and '.join(plugins)} plugins installed; missing: {', '.join(missing)}",
+                f"settings.{dotted}",
+            )
+    return None
+
+
+def check_locked_unless(driver: str, after: Mapping[str, Any]) -> RuleViolation | None:
+    """A setting set true while the setting that unlocks it is not (Magento 2's invoices)."""
+    for dotted, unlock in DRIVERS[driver].locked_unless.items():
+        if get_path(after, dotted) is True and get_path(after, unlock) is not True:
+            return _bad(
+                "locked_setting",
+                f"settings.{dotted} is locked unless settings.{unlock} is true",
+                f"settings.{dotted}",
+            )
     return None
 
 

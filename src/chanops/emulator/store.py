@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
-from chanops.emulator import rules
+from chanops.emulator import account, rules
 from chanops.emulator.database import open_database
 from chanops.emulator.rules import RuleViolation
 from chanops.emulator.wire import DURATIONS, JobView, connection_wire, encode_json
@@ -86,6 +86,7 @@ class Platform:
         self.drivers: tuple[str, ...] = tuple(drivers) if drivers else rules.ALL_DRIVERS
         self.clock = clock
         self.conn = open_database(db)
+        account.create_tables(self.conn)
         self._wire_cache: dict[int, tuple[tuple[Any, ...], bytes]] = {}
 
     def close(self) -> None:
@@ -380,6 +381,9 @@ class Platform:
             bad = rules.validate_credentials(driver, creds)
             if bad:
                 raise Problem(bad)
+        bad = account.check(self.conn, driver, creds, None, marketplace=marketplace)
+        if bad:
+            raise Problem(bad)
         has_oauth = any(f.oauth for f in d.credentials)
         cur = self.conn.execute(
             "INSERT INTO connections (name, driver, status, created_at, updated_at, version, "
@@ -467,14 +471,22 @@ class Platform:
                 if credentials != before.credentials
                 else None
             )
+            bad = bad or account.check(self.conn, driver, credentials, cid, marketplace=False)
             if bad:
                 raise Problem(bad)
         settings = before.settings
         if "settings" in patch:
             settings = rules.merge_patch(before.settings, patch["settings"])
-            bad = rules.check_model_settings(
-                driver, before.settings, settings, self._synced(cid, now)
-            ) or rules.check_locked(driver, settings, self._locked(cid, driver, now))
+            bad = (
+                rules.check_model_settings(
+                    driver, before.settings, settings, self._synced(cid, now)
+                )
+                or rules.check_locked(driver, settings, self._locked(cid, driver, now))
+                or rules.check_locked_unless(driver, settings)
+                or rules.check_plugins(
+                    driver, before.settings, settings, account.read(self.conn).plugins
+                )
+            )
             if bad:
                 raise Problem(bad)
         automation = before.automation
@@ -486,6 +498,21 @@ class Platform:
             automation = {**rules.DEFAULT_AUTOMATION, **automation}
         name = patch.get("name", before.name)
         return _Editable(name, credentials, settings, automation)
+
+    def account_state(self) -> dict[str, Any]:
+        with self.tx():
+            return account.read(self.conn).wire()
+
+    def set_account(
+        self, plugins: Sequence[str] | None, languages: Sequence[str] | None
+    ) -> dict[str, Any]:
+        with self.tx():
+            return account.write(self.conn, plugins=plugins, languages=languages).wire()
+
+    def set_shop_languages(self, url: str, languages: Sequence[str]) -> dict[str, Any]:
+        with self.tx():
+            account.set_shop_languages(self.conn, url, languages)
+        return {"url": url, "languages": list(languages)}
 
     def set_status(self, ids: Sequence[int], status: str, now: float) -> tuple[int, Any]:
         rows = [self._row(i) for i in ids]

@@ -454,6 +454,26 @@ def _secret_ref_errors(error: Any) -> list[Any]:
     return [e for e in error.context if e.schema_path and e.schema_path[0] == 1]
 
 
+def _locked(error: Any, path: _DocPath, root: Any) -> SchemaProblem:
+    """A field set while the field that unlocks it is not true, both named by label.
+
+    The schema says it as `if <unlock> is not true then <field>: {const: false}`; the
+    labels are those of the object the `if` sits on.
+    """
+    field = str(path[-1])
+    unlock = str(error.schema["x-chanops-locked-unless"])
+    schema_path = list(error.absolute_schema_path)
+    node = root
+    for part in schema_path[: schema_path.index("then")] if "then" in schema_path else []:
+        node = node[part]
+    props = node.get("properties", {}) if isinstance(node, dict) else {}
+    return SchemaProblem(
+        path,
+        f'"{field}"{_label(props.get(field))} is locked unless "{unlock}"'
+        f"{_label(props.get(unlock))} is true; set {unlock}: true or remove {field}",
+    )
+
+
 def _one_message(error: Any, path: _DocPath, secret: bool) -> SchemaProblem:
     """The one problem of an error with a single message: ours, else jsonschema's."""
     wording = _WORDINGS.get(error.validator)
@@ -473,6 +493,8 @@ def _messages(error: Any, secret: bool, root: Any) -> Iterator[SchemaProblem]:
         yield from _missing(error, path, root)
     elif kind == "additionalProperties" and isinstance(error.instance, dict):
         yield from _unknown(error, path)
+    elif kind == "const" and error.schema.get("x-chanops-locked-unless"):
+        yield _locked(error, path, root)
     elif kind == "anyOf" and (inner := _secret_ref_errors(error)):
         for sub in inner:
             yield from _messages(sub, True, root)
