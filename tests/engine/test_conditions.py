@@ -12,11 +12,14 @@ from chanops.condition import Condition, ConditionStatus, ConditionType
 from chanops.engine.conditions import (
     FALSE,
     TRUE,
+    UNKNOWN,
     Reason,
     camel,
+    decide,
     find_condition,
     holding,
     is_true,
+    mark_in_flight,
     merge,
     remove_condition,
     set_condition,
@@ -24,6 +27,8 @@ from chanops.engine.conditions import (
     timestamp,
     transitions,
 )
+from chanops.engine.outcome import ErrorInfo, Outcome
+from chanops.engine.plan import ActionKind, Blocked, Guard, PlanProblem
 
 T0 = "2026-12-01T10:00:00Z"
 T1 = "2026-12-01T11:00:00Z"
@@ -222,3 +227,63 @@ def test_transition_time_changes_iff_status_changes(
         assert [c for c in after_all if c.type != kind] == [c for c in conds if c.type != kind]
         conds = after_all
     assert all(c.last_transition_time for c in conds)
+
+
+def _failed(name: str, code: str, *, refusal: bool, retryable: bool = False) -> Outcome:
+    info = ErrorInfo(code, retryable, refusal, f"422 {code}: no")
+    return Outcome(name, "update", False, info.message, 1, 1.0, info=info)
+
+
+def test_decide_a_refusal_is_stalled_and_wins_over_a_domain_condition() -> None:
+    out = decide(
+        (holding(ConditionType.AWAITING_AUTHORIZATION),),
+        [Outcome("a", "create", True), _failed("a", "unknown_value", refusal=True)],
+    )
+    assert [(c.type, c.status, c.reason) for c in out] == [
+        (ConditionType.AWAITING_AUTHORIZATION, TRUE, "AwaitingAuthorization"),
+        (ConditionType.READY, FALSE, "UnknownValue"),
+        (ConditionType.STALLED, TRUE, "UnknownValue"),
+    ]
+
+
+def test_decide_a_transient_failure_and_a_plan_problem_are_retried() -> None:
+    out = decide((), [_failed("a", "server_error", refusal=False, retryable=True)])
+    assert _kinds(out) == {
+        ConditionType.READY: ("False", "ServerError"),
+        ConditionType.RECONCILING: ("True", "ProgressingWithRetry"),
+    }
+    problem = PlanProblem("a", "2 unmanaged shopify connections are named 'Twin'")
+    out = decide((), problems=[problem])
+    assert _kinds(out) == {
+        ConditionType.READY: ("False", "PlanFailed"),
+        ConditionType.RECONCILING: ("True", "ProgressingWithRetry"),
+    }
+    assert out[0].message == problem.message
+    # A secret that does not resolve is its own reason, not a failed plan.
+    held = (holding(ConditionType.SECRET_UNRESOLVED, "secretRef env X is not set"),)
+    out = decide(held, problems=[PlanProblem("a", "secretRef env X is not set")])
+    assert _kinds(out)[ConditionType.READY] == ("False", "SecretUnresolved")
+    assert ConditionType.RECONCILING not in _kinds(out)
+
+
+def test_decide_a_blocked_action_names_its_guard() -> None:
+    blocked = Blocked(ActionKind.DELETE, "a", "mass-delete guard: 3 of 4", 1, Guard.MASS_DELETE)
+    out = decide((), blocked=[blocked])
+    assert _kinds(out) == {ConditionType.READY: ("False", "MassDelete")}
+    assert _kinds(decide((), [Outcome("a", "update", True)])) == {
+        ConditionType.READY: ("True", "ReconciliationSucceeded")
+    }
+
+
+def test_mark_in_flight_is_unknown_and_reconciling_and_clears_stalled() -> None:
+    before = (
+        Condition(ConditionType.READY, FALSE, "UnknownValue", "", T0),
+        Condition(ConditionType.STALLED, TRUE, "UnknownValue", "", T0),
+        Condition(ConditionType.SUSPENDED, TRUE, "Suspended", "", T0),
+    )
+    out = mark_in_flight(before, "update in flight", T1)
+    assert [(c.type, c.status, c.last_transition_time) for c in out] == [
+        (ConditionType.READY, UNKNOWN, T1),
+        (ConditionType.SUSPENDED, TRUE, T0),
+        (ConditionType.RECONCILING, TRUE, T1),
+    ]

@@ -231,10 +231,11 @@ def decide(
 ) -> tuple[Condition, ...]:
     """Every condition a connection should have after a reconcile: `domain` and its summary.
 
-    A failed action the platform refused is Stalled (its code the reason); any other
-    failure is retried (Reconciling). A plan problem (an ambiguous adoption, a
-    `spec.connectionId` that does not exist) needs a person as much as a refusal does,
-    unless a domain condition already says why (a secret that does not resolve).
+    A failed action the platform refused is Stalled (its code the reason): the daemon
+    parks it until the manifest changes. Any other failure is retried (Reconciling), and
+    so is a plan problem (an ambiguous adoption, a `spec.connectionId` that does not
+    exist: the platform may change), unless a domain condition already says why (a
+    secret that does not resolve).
     """
     refusal: tuple[str, str] | None = None
     failure: tuple[str, str] | None = None
@@ -247,8 +248,8 @@ def decide(
             refusal = refusal or (code, message)
         else:
             failure = failure or (code, message)
-    if refusal is None and problems and not any(c.holds for c in domain):
-        refusal = ("plan_failed", problems[0].message)
+    if failure is None and problems and not any(c.holds for c in domain):
+        failure = ("plan_failed", problems[0].message)
     held = (blocked[0].rule.value, blocked[0].reason) if blocked else None
     return (*domain, *summary(domain, refusal=refusal, failure=failure, blocked=held))
 
