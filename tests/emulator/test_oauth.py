@@ -28,8 +28,8 @@ from support.emulator import EmulatorProcess, start_emulator
 CLIENT_ID = "chanops_test"
 SECRET = "s3cret:with-colon"  # a secret may hold the separator
 REDIRECT = "http://127.0.0.1:53682/callback"
-TTL_S = 1.0
-GRACE_S = 1.0
+TTL_S = 2.0  # short, with a margin for a loaded machine between issue and use
+GRACE_S = 2.0
 LIST = "/api/v1/connections"
 RPC_LIST = "/Actindo.Modules.Actindo.Channels.Connections.getList"
 TESTING = "/api/v1/testing/oauth"
