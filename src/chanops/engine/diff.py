@@ -36,6 +36,8 @@ class DriverMeta:
     secret_paths: frozenset[str] = frozenset()
     immutable_paths: frozenset[str] = frozenset()
     oauth_paths: frozenset[str] = frozenset()
+    # pointer -> "change" | "enable": a write that changes it is followed by a sync
+    sync_after_change: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

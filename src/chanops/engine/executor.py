@@ -52,6 +52,7 @@ from chanops.engine.plan import (
     FieldChange,
     NewState,
 )
+from chanops.engine.syncjob import run_sync
 from chanops.events import EventSink
 from chanops.platform.api import PlatformAPI
 from chanops.platform.models import Connection, Job
@@ -252,18 +253,13 @@ class Executor:
         elif a.kind == ActionKind.ORPHAN:
             self.store.forget(a.name)
         elif a.kind == ActionKind.SYNC:
-            assert cid is not None
-            job = await self._limited(self.client.trigger_sync(cid))
-            self.store.update(
-                a.name, lambda r: replace(r, last_sync_job=job.id, last_sync_outcome=job.state)
-            )
+            return await run_sync(self, a, cid or created.get(a.name), start)
         elif a.kind == ActionKind.DELETE:
             assert cid is not None
             await self._delete(a.name, cid, disable_first=False)
         ms = (self.clock() - start) * 1000
-        event = "sync.triggered" if a.kind == ActionKind.SYNC else f"connection.{_PAST[a.kind]}"
         self.events.emit(
-            event,
+            f"connection.{_PAST[a.kind]}",
             "info",
             connection=a.name,
             driver=a.driver,

@@ -45,6 +45,7 @@ class Cause(enum.StrEnum):
     IMMUTABLE = "immutable"  # an immutable field changed: delete and create (recreate)
     REMOVED = "removed"  # the manifest is gone: its deletionPolicy applies
     GONE = "gone"  # the connection no longer exists on the platform: forget it
+    PROCEDURE = "procedure"  # the vendor's procedure requires a sync after the change
 
 
 class Guard(enum.StrEnum):

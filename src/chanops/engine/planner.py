@@ -77,6 +77,7 @@ from chanops.engine.plan import (
     PlanProblem,
     Unmanaged,
 )
+from chanops.engine.procedures import sync_actions
 from chanops.manifests.model import Manifest
 from chanops.platform.models import Connection
 from chanops.state.store import Record
@@ -262,6 +263,7 @@ class _Planner:
         for name in remembered:
             if name not in self.desired and self.in_scope(name):
                 self.plan_removed(self.memory[name])
+        self.actions += sync_actions(self.actions, self.desired, self.meta)
         self.guard()
         unmanaged: tuple[Unmanaged, ...] = ()
         if self.observed.scope is None and self.options.only is None:

@@ -131,6 +131,7 @@ def driver_meta(driver: str) -> DriverMeta:
         secret_paths=info.secret_paths,
         immutable_paths=info.immutable_paths,
         oauth_paths=info.oauth_paths,
+        sync_after_change=info.sync_after_change,
     )
 
 
