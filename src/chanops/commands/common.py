@@ -23,6 +23,33 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+# OAuth with Core1 instead of a token, and its API (docs/core1.md).
+OAUTH_OPTIONS = (
+    click.option(
+        "--client-id",
+        metavar="ID",
+        default=None,
+        help="OAuth client id of chanops's app registration on Core1, instead of a "
+        "token: the token set `chanops login` stored in --state is used and kept "
+        "fresh [env CHANOPS_CLIENT_ID].",
+    ),
+    click.option(
+        "--profile",
+        type=click.Choice(["rest", "core1"]),
+        default=None,
+        help="The platform's API: rest (the contract of the emulator) or core1 (Core1's "
+        "RPC methods, mapped by the shipped profile, overridable with core1Profile in "
+        "chanops.yaml) [env CHANOPS_PROFILE; default rest].",
+    ),
+    click.option(
+        "--client-secret-file",
+        metavar="FILE",
+        default=None,
+        help="File holding the OAuth client secret [env CHANOPS_CLIENT_SECRET_FILE].",
+    ),
+)
+
+
 def common_options(func: F) -> F:
     """--manifests, --platform, --token, --token-file, --client-id, --profile,
     --client-secret-file, --state, --secrets-dir, --config."""
@@ -53,28 +80,7 @@ def common_options(func: F) -> F:
             default=None,
             help="File holding the platform token [env CHANOPS_PLATFORM_TOKEN_FILE].",
         ),
-        click.option(
-            "--client-id",
-            metavar="ID",
-            default=None,
-            help="OAuth client id of chanops's app registration on Core1, instead of a "
-            "token: the token set `chanops login` stored in --state is used and kept "
-            "fresh [env CHANOPS_CLIENT_ID].",
-        ),
-        click.option(
-            "--profile",
-            type=click.Choice(["rest", "core1"]),
-            default=None,
-            help="The platform's API: rest (the contract of the emulator) or core1 (Core1's "
-            "RPC methods, mapped by the shipped profile, overridable with core1Profile in "
-            "chanops.yaml) [env CHANOPS_PROFILE; default rest].",
-        ),
-        click.option(
-            "--client-secret-file",
-            metavar="FILE",
-            default=None,
-            help="File holding the OAuth client secret [env CHANOPS_CLIENT_SECRET_FILE].",
-        ),
+        *OAUTH_OPTIONS,
         click.option(
             "--state",
             metavar="PATH",

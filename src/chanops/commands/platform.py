@@ -110,6 +110,20 @@ def oauth_session(
     )
 
 
+def _local_only(oauth: OAuthClient | None, profile: Profile | None) -> None:
+    """The embedded emulator is reached over REST with its own token: refuse the rest."""
+    if profile is not None:
+        raise errors.ConfigError(
+            "--profile core1 needs a remote platform (--platform https://...): the "
+            "embedded emulator is reached over REST"
+        )
+    if oauth is not None:
+        raise errors.ConfigError(
+            "--client-id needs a remote platform (--platform https://...): the embedded "
+            "emulator takes no OAuth"
+        )
+
+
 def open_platform(
     url: str,
     token: str | None,
@@ -130,17 +144,9 @@ def open_platform(
     `auth_events`: where the session announces `auth.*` (the daemon's sink; a one-shot
     command reports the error itself); `profile`: Core1's RPC convention instead of REST.
     """
-    if profile is not None and url.startswith("local:"):
-        raise errors.ConfigError(
-            "--profile core1 needs a remote platform (--platform https://...): the "
-            "embedded emulator is reached over REST"
-        )
-    if oauth is not None and url.startswith("local:"):
-        raise errors.ConfigError(
-            "--client-id needs a remote platform (--platform https://...): the embedded "
-            "emulator takes no OAuth"
-        )
-    if not url.startswith("local:"):
+    if url.startswith("local:"):
+        _local_only(oauth, profile)
+    else:
         auth = oauth_session(url, oauth, events=auth_events, timeout=timeout) if oauth else None
         return open_client(
             url,
