@@ -41,7 +41,7 @@ from typing import Any, Literal
 
 from chanops.condition import Condition
 from chanops.errors import StoreError, StoreLocked
-from chanops.state.tokens import OAUTH_TABLE_DDL, StoredTokens, load_tokens, save_tokens
+from chanops.state.tokens import OAUTH_TABLE_DDL, TokenTable
 
 SCHEMA_VERSION = 2
 
@@ -308,7 +308,7 @@ def tighten_modes(path: Path) -> list[str]:
     return changed
 
 
-class StateStore:
+class StateStore(TokenTable):  # tokens(), save_tokens(): chanops.state.tokens
     """Open with `StateStore.open(path)` (writer, locked) or `open(path, readonly=True)`."""
 
     def __init__(
@@ -575,15 +575,6 @@ class StateStore:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
-
-    # -- the OAuth token set: its own connection, outside the writer lock ------------
-
-    def tokens(self) -> StoredTokens | None:
-        return load_tokens(self.path)
-
-    def save_tokens(self, tokens: StoredTokens, *, login: bool = False) -> StoredTokens:
-        """Durable before it returns (chanops.state.tokens), read-only store or not."""
-        return save_tokens(self.path, tokens, login=login)
 
     # -- closing ---------------------------------------------------------------
 

@@ -177,3 +177,17 @@ def refresh_lock(path: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing releases the flock
+
+
+class TokenTable:
+    """The token set's methods of the SQLite store (`StateStore` inherits them): its own
+    connection, outside the writer lock, so a read-only store saves a refresh too."""
+
+    path: Path
+
+    def tokens(self) -> StoredTokens | None:
+        return load_tokens(self.path)
+
+    def save_tokens(self, tokens: StoredTokens, *, login: bool = False) -> StoredTokens:
+        """Durable before it returns, read-only store or not."""
+        return save_tokens(self.path, tokens, login=login)
