@@ -9,8 +9,9 @@ it was in flight are fresher than what it returns, so `replace_all` keeps them.
 
 `RecordCache`: a copy of the state store's records (reading all 10,000 rows costs about
 0.2 s, too much for every batch). Filled once at startup, then kept current by the
-workers, which re-read the rows of their batch's names after every batch; the store is
-written by those batches (and by the scheduler's last-sync fields, which no plan reads).
+workers, which re-read after every batch the rows it wrote (`ReconcileResult.written`;
+every row of the batch when it failed); the store is written by those batches (and by
+the scheduler's last-sync fields, which no plan reads).
 """
 
 from __future__ import annotations

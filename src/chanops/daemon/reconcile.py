@@ -15,8 +15,8 @@ What a batch observes depends on its lane:
   than duplicate).
 
 Both plan with the daemon's copy of the store's records (`RecordCache`), current for the
-batch's names because a name is in one batch at a time and every batch re-reads its
-names' rows when it ends.
+batch's names because a name is in one batch at a time and every batch re-reads the
+rows it wrote when it ends (all of its names' rows when it failed).
 
 Adoption by name must see every connection together with who owns it. A connection
 another batch is creating at that moment is on the platform before its owner is in the
@@ -164,7 +164,9 @@ class BatchRunner:
             if tally.kind == "partial":
                 self.outcomes.failed(tally, error)
             return
-        await self._reread_records(batch.names)
+        # Only the rows this reconcile wrote: a converged resync batch writes none, and
+        # re-reading 1,000 rows per batch cost a fifth of a resync's CPU.
+        await self._reread_records(batch.names if result.written is None else result.written)
         await self._observe_after(batch, prepared, result)
         self._on_success(batch, result, tally)
 
@@ -199,7 +201,10 @@ class BatchRunner:
         return False
 
     async def _reread_records(self, names: Iterable[str]) -> None:
-        rows = await asyncio.to_thread(self.records.read, list(names))
+        names = list(names)
+        if not names:
+            return
+        rows = await asyncio.to_thread(self.records.read, names)
         self.index.note_records(self.records.apply(rows))
 
     async def _observe_after(

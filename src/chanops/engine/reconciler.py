@@ -100,6 +100,9 @@ class ReconcileResult:
     failed: tuple[str, ...] = ()
     waiting: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # name -> types
     blocked: tuple[Blocked, ...] = ()
+    # The names whose store records this reconcile wrote, so a caller keeping a copy of
+    # the store re-reads just those (None: not known, re-read every planned name).
+    written: frozenset[str] | None = None
 
     @property
     def converged(self) -> bool:
@@ -272,8 +275,10 @@ class Reconciler:
         )
         outcomes = await executor.run(plan.actions, prepared.context)
         records = self._current_records(prepared)
+        before = dict(records)
         waiting = self._record_conditions(plan, outcomes, prepared, records)
-        self._refresh_memory(prepared, records)
+        written = {a.name for a in plan.actions} | self._refresh_memory(prepared, records)
+        written |= {name for name, record in records.items() if before.get(name) is not record}
         failed = sorted({o.name for o in outcomes if not o.ok} | {e.name for e in plan.errors})
         drift = tuple(
             DriftEntry(a.name, a.connection_id, tuple(describe_changes(a.changes)), a.reason)
@@ -287,6 +292,7 @@ class Reconciler:
             failed=tuple(failed),
             waiting=waiting,
             blocked=plan.blocked,
+            written=frozenset(written),
         )
 
     def prefetch(self) -> None:
@@ -503,14 +509,16 @@ class Reconciler:
                 records[name] = record
         return records
 
-    def _refresh_memory(self, prepared: Prepared, records: Mapping[str, Record]) -> None:
+    def _refresh_memory(self, prepared: Prepared, records: Mapping[str, Record]) -> set[str]:
         """Remember version and fingerprint of connections found converged.
 
         So old drift is not re-detected and the planner's fast path (same fingerprint,
-        same version: skip the diff) applies from the next plan on. Store writes only.
+        same version: skip the diff) applies from the next plan on. Store writes only;
+        returns the names written.
         """
+        written: set[str] = set()
         if self.store.readonly:
-            return
+            return written
         plan = prepared.plan
         acted = {a.name for a in plan.actions} | {b.name for b in plan.blocked}
         acted |= {e.name for e in plan.errors}
@@ -542,6 +550,8 @@ class Reconciler:
             # them (10,000 converged records per resync).
             if (version, fp, source) != (record.version, record.fingerprint, record.source_file):
                 self.store.put(replace(record, version=version, fingerprint=fp, source_file=source))
+                written.add(name)
+        return written
 
 
 class _Named(Protocol):
