@@ -52,6 +52,7 @@ TEMPLATES = {
       clientPassword: {{secretRef: {{file: sfcc-{i}-client}}}}
       username: api-{i}@example.com
       userPassword: {{secretRef: {{file: sfcc-{i}-user}}}}
+      accessToken: {{secretRef: {{file: sfcc-{i}-token}}}}
   settings:
     priceBooks: [{{id: eur-{i}, currency: EUR}}]
     uploadMode: {{mode: delayed, delayMinutes: 10}}
