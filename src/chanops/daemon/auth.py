@@ -78,10 +78,22 @@ def with_auth(gate: AuthGate | None, document: dict[str, Any]) -> dict[str, Any]
     document["ready"] = False
     document["reasons"] = auth_readiness(gate, (False, list(document.get("reasons", ()))))[1]
     for connection in document.get("connections", ()):
-        kept = [c for c in connection.get("conditions", ()) if c.get("type") != condition["type"]]
+        kept = [
+            _not_ready(c, condition) if c.get("type") == ConditionType.READY.value else c
+            for c in connection.get("conditions", ())
+            if c.get("type") != condition["type"]
+        ]
         connection["conditions"] = [*kept, condition]
     document["authorization"] = {"awaiting": True, "reason": condition["message"]}
     return document
+
+
+def _not_ready(ready: dict[str, Any], awaiting: dict[str, str]) -> dict[str, Any]:
+    """A connection is not Ready while chanops cannot reach it on the platform's behalf."""
+    if ready.get("status") == ConditionStatus.FALSE.value:
+        return ready
+    changed = {key: awaiting[key] for key in ("reason", "message", "lastTransitionTime")}
+    return {**ready, **changed, "status": ConditionStatus.FALSE.value}
 
 
 def watch_auth(
