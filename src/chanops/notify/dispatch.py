@@ -11,7 +11,9 @@ only its own thread (and only for its `timeout`).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import fnmatch
 import queue
 import threading
 import time
@@ -173,6 +175,7 @@ class Notifier:
         self._scrub = scrub or (lambda value: value)
         self._clock = clock
         self._lock = threading.Lock()  # events may come from more than one thread
+        self._closed = False
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -183,6 +186,9 @@ class Notifier:
 
     def close(self, timeout: float = 5.0) -> None:
         """Deliver what is queued for up to `timeout` seconds, then stop retrying."""
+        if self._closed:
+            return
+        self._closed = True
         deadline = time.monotonic() + timeout
         for outbox in self.outboxes.values():
             with contextlib.suppress(queue.Full):
@@ -226,8 +232,6 @@ class Notifier:
 
     def route(self, notice: Notice) -> frozenset[str]:
         """The providers whose routes take this notice."""
-        import fnmatch
-
         chosen: set[str] = set()
         for route in self.config.routes:
             if _RANK[notice.severity] < _RANK[route.severity]:
@@ -338,4 +342,7 @@ def start_notifier(loaded: LoadedNotifications | None, daemon: DaemonParts) -> N
     )
     daemon.sink.subscribe(notifier.on_event)
     notifier.start()
+    # `run` closes it on its way out; this covers `--once` and every other exit, so a
+    # queued message (a crash's) is delivered rather than lost with the daemon threads.
+    atexit.register(notifier.close, 5.0)
     return notifier
