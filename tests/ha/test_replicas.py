@@ -235,3 +235,46 @@ def test_twenty_failovers_under_faults_lose_and_double_nothing(tmp_path: Path, p
             assert names == set(last.values())  # nothing lost
         finally:
             group.kill_all()
+
+
+@pytest.mark.slow
+def test_connections_killed_under_load_lose_nothing_and_no_replica_exits(
+    replicas: Replicas, emu: EmulatorProcess
+) -> None:
+    """pg_terminate_backend every 0.3 s while 30 connections are created and 10 edited."""
+    import threading
+
+    root = replicas.root
+    for i in range(30):
+        write_atomic(root / f"c{i}.yaml", manifest(f"c{i}", display=f"C{i} one"))
+    replicas.extra = QUICK_LEASE
+    group = replicas.start(2)
+    done = threading.Event()
+    killed: list[int] = []
+
+    def terminate() -> None:
+        while not done.is_set():
+            killed.append(terminate_backends(replicas.dsn))
+            time.sleep(0.3)
+
+    killer = threading.Thread(target=terminate, daemon=True)
+    killer.start()
+    try:
+        time.sleep(2.0)
+        for i in range(10):
+            write_atomic(root / f"c{i}.yaml", manifest(f"c{i}", display=f"C{i} two"))
+            time.sleep(0.3)
+        time.sleep(2.0)
+    finally:
+        done.set()
+        killer.join(timeout=10)
+    assert sum(killed) > 0
+    replicas.leader(timeout=20)
+    want = sorted([f"C{i} two" for i in range(10)] + [f"C{i} one" for i in range(10, 30)])
+    wait_until(
+        lambda: sorted(c["name"] for c in emu.admin.connections()) == want,
+        timeout=60,
+        what="every create and edit, each once",
+    )
+    for d in group:
+        assert d.proc is not None and d.proc.poll() is None, "a replica exited"

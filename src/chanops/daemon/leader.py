@@ -225,12 +225,12 @@ class Leadership:
             "leader.lost", "warning", holder=term.holder, epoch=term.epoch, reason=reason
         )
 
-    async def release(self) -> None:
-        """On a clean stop: hand the lease over now instead of at its expiry."""
+    async def release(self, reason: str = "stopping") -> None:
+        """Hand the lease over now instead of at its expiry (a clean stop, a failed term)."""
         term = self.term
         if term is None:
             return
-        self._lose("stopping")
+        self._lose(reason)
         with contextlib.suppress(psycopg.Error, OSError, TimeoutError):
             conn = await self._connection()
             await asyncio.wait_for(lease.arelease(conn, term), timeout=self.renew_seconds)

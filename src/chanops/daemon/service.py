@@ -52,7 +52,7 @@ from chanops.daemon.scheduler import SyncOutcome, SyncScheduler, Target, utc_iso
 from chanops.daemon.status import EventLog, LivenessGate, Status
 from chanops.daemon.watcher import ManifestWatcher
 from chanops.engine.reconciler import Reconciler, ReconcileResult
-from chanops.errors import ChanopsError
+from chanops.errors import ChanopsError, StoreError
 from chanops.events import Event
 from chanops.manifests.schedule import MIN_SYNC_INTERVAL_SECONDS
 from chanops.notify.dispatch import start_notifier
@@ -502,7 +502,12 @@ class Daemon:
         await _stop_follower(follower, self.source is not None)
         leader.on_webhook = None
         error = None if reconciling.cancelled() else reconciling.exception()
-        if error is not None:
+        if isinstance(error, StoreError):
+            # The shared store failed under the term (the database went away): nothing
+            # more can be written safely. Hand the lease back and stand by; the election
+            # goes on, and the next term starts again from the store.
+            await leader.release(f"the state store failed: {error}")
+        elif error is not None:
             raise error
 
     async def _once_leading(self, leader: Leadership) -> int:
@@ -532,7 +537,12 @@ class Daemon:
         return auth_readiness(self.options.auth, self.status.readiness())
 
     def _status_document(self) -> dict[str, Any]:
-        document = with_auth(self.options.auth, self.status.document())
+        try:
+            document = with_auth(self.options.auth, self.status.document())
+        except StoreError as exc:
+            if self.leader is None:
+                raise
+            document = {"error": str(exc)}  # the shared store is unreachable for now
         if self.leader is not None:
             document["role"] = self.leader.role
             document["leader"] = self.leader.describe()

@@ -25,6 +25,7 @@ of a newer version is refused with one line.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import secrets
@@ -336,6 +337,10 @@ class PostgresStore:
             except psycopg.OperationalError as exc:
                 if attempt == ATTEMPTS or not _connection_lost(exc):
                     raise StoreError(f"state store {self.location}: {first_line(exc)}") from None
+                # The server ended sessions (a restart, pg_terminate_backend): the other
+                # idle connections are likely dead too; replace them before the retry.
+                with contextlib.suppress(psycopg.Error, PoolTimeout):
+                    self._pool.check()
             except PoolTimeout:
                 raise StoreError(
                     f"state store {self.location}: no database connection available"
