@@ -12,8 +12,9 @@ import os
 import shutil
 import signal
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -35,13 +36,17 @@ class World:
     daemon: DaemonProcess
     root: Path  # the manifests root
     secrets: list[str]  # every secret value the world uses: none may reach a page
+    client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=10))
 
     @property
     def base(self) -> str:
         return f"http://127.0.0.1:{self.daemon.port}"
 
-    def get(self, path: str, **kw: object) -> httpx.Response:
-        return httpx.get(self.base + path, timeout=10, **kw)  # type: ignore[arg-type]
+    def get(self, path: str, **kw: Any) -> httpx.Response:
+        return self.client.get(self.base + path, **kw)
+
+    def request(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        return self.client.request(method, self.base + path, **kw)
 
 
 def write_world(tmp: Path) -> tuple[Path, list[str]]:
@@ -73,7 +78,7 @@ def write_world(tmp: Path) -> tuple[Path, list[str]]:
     return root, values
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     tmp = tmp_path_factory.mktemp("ui")
     root, secrets = write_world(tmp)
@@ -86,9 +91,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             token=PLATFORM_TOKEN,
             env={"UI_TEST_SECRET": ENV_SECRET},
         )
+        world = World(emu, daemon, root, secrets)
         try:
             daemon.start()
-            world = World(emu, daemon, root, secrets)
             drift_ignored_field(world)
             # The first full resync has listed the platform: the plan page has a plan.
             wait_until(
@@ -102,6 +107,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             yield world
         finally:
             daemon.stop()
+            world.client.close()
 
 
 def drift_ignored_field(world: World) -> None:
@@ -149,13 +155,20 @@ def exposed_daemon(world: World, tmp: Path, *extra: str) -> DaemonProcess:
     return daemon.start()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def guarded(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
-    """An exposed daemon whose page asks for the password in a file."""
+    """An exposed daemon whose page takes the password in a file or the proxy's header."""
     tmp = tmp_path_factory.mktemp("guarded")
     password_file = tmp / "ui-password"
     password_file.write_text(UI_PASSWORD + "\n", encoding="utf-8")
-    daemon = exposed_daemon(world, tmp, "--ui-password-file", str(password_file))
+    daemon = exposed_daemon(
+        world,
+        tmp,
+        "--ui-password-file",
+        str(password_file),
+        "--ui-trusted-header",
+        "X-Forwarded-Email",
+    )
     try:
         yield daemon
     finally:

@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 
 import httpx
+import pytest
 
 from daemon.helpers import DaemonProcess
 from ui.conftest import UI_PASSWORD, World, exposed_daemon
@@ -25,6 +26,12 @@ def test_off_loopback_the_page_asks_for_the_password(guarded: DaemonProcess) -> 
         assert httpx.get(url(guarded, path), timeout=10).status_code == 401, path
     ok = httpx.get(url(guarded, "/ui/"), auth=("ops", UI_PASSWORD), timeout=10)
     assert ok.status_code == 200 and "Overview" in ok.text
+    # The proxy's header lets in too (the daemon was given both); its value is escaped.
+    headers = {"X-Forwarded-Email": "<b>ops</b>@example.com"}
+    proxied = httpx.get(url(guarded, "/ui/"), headers=headers, timeout=10)
+    assert proxied.status_code == 200
+    assert "&lt;b&gt;ops&lt;/b&gt;@example.com" in proxied.text
+    assert httpx.get(url(guarded, "/ui/"), headers={"X-Forwarded-Email": ""}).status_code == 401
     # The JSON endpoints keep their own rules.
     assert httpx.get(url(guarded, "/status"), timeout=10).status_code == 200
     assert httpx.get(url(guarded, "/healthz"), timeout=10).status_code == 200
@@ -45,39 +52,7 @@ def test_off_loopback_without_credentials_configured_the_page_is_locked(
         daemon.stop()
 
 
-def test_a_trusted_proxy_header_lets_in(world: World, tmp_path: Path) -> None:
-    daemon = exposed_daemon(world, tmp_path, "--ui-trusted-header", "X-Forwarded-Email")
-    try:
-        assert httpx.get(url(daemon, "/ui/"), timeout=10).status_code == 401
-        headers = {"X-Forwarded-Email": "<b>ops</b>@example.com"}
-        page = httpx.get(url(daemon, "/ui/"), headers=headers, timeout=10)
-        assert page.status_code == 200
-        assert "&lt;b&gt;ops&lt;/b&gt;@example.com" in page.text  # the user, escaped
-    finally:
-        daemon.stop()
-
-
-def test_a_bad_password_file_stops_startup_with_one_line(world: World, tmp_path: Path) -> None:
-    (tmp_path / "empty-password").write_text("\n", encoding="utf-8")
-    for given, expected in (
-        (tmp_path / "missing", "cannot read --ui-password-file"),
-        (tmp_path / "empty-password", "is empty"),
-    ):
-        daemon = DaemonProcess(
-            tmp_path,
-            manifests=tmp_path / "none.d",
-            platform=world.emu.url,
-            token="t",
-            extra=["--ui-password-file", str(given)],
-            name=f"bad-{given.name}",
-        )
-        done = subprocess.run(daemon.cmd, env=daemon.env, capture_output=True, timeout=30)
-        assert done.returncode == 1
-        failed = [line for line in done.stdout.decode().splitlines() if "daemon.failed" in line]
-        assert len(failed) == 1 and expected in failed[0], done.stdout.decode()
-        assert "Traceback" not in done.stderr.decode()
-
-
+@pytest.mark.slow  # the rule is tested in-process (test_auth.py, test_run_flags.py)
 def test_once_serves_no_page_and_reads_no_password_file(world: World, tmp_path: Path) -> None:
     daemon = DaemonProcess(
         tmp_path,

@@ -167,6 +167,7 @@ def test_script_in_a_display_name_and_a_label_shows_as_text(
     page.close()
 
 
+@pytest.mark.slow  # the quick form: test_http.py reads the same pages and the stream
 def test_no_secret_in_any_page_the_browser_shows(browser: Any, world: World) -> None:
     page = browser.new_page()
     page.goto(world.base + "/ui/connections?size=500")

@@ -46,9 +46,9 @@ def test_no_route_changes_anything(world: World) -> None:
     paths = [*PAGES, "/ui/live", "/ui/static/ui.js", "/ui/unmanaged/1", "/ui/connections/x"]
     for path in paths:
         for method in ("POST", "PUT", "PATCH", "DELETE"):
-            response = httpx.request(method, world.base + path, timeout=10, content=b"{}")
+            response = world.request(method, path, content=b"{}")
             assert response.status_code == 405, (method, path, response.status_code)
-    assert httpx.head(world.base + "/ui/", timeout=10).status_code == 200
+    assert world.request("HEAD", "/ui/").status_code == 200
     after = world.get("/status").json()["connections"]
     assert [c["observed"] for c in after] == [c["observed"] for c in before]
 
@@ -67,13 +67,14 @@ def test_manifest_text_is_escaped_and_inline_script_is_forbidden(world: World) -
     assert detail.count("&lt;script&gt;") >= 2
 
 
-def read_stream(world: World, seconds: float, into: list[bytes]) -> None:
+def read_stream(world: World, seconds: float, into: list[bytes], until: bytes = b"") -> None:
+    """Read /ui/live into `into` for `seconds`, or until `until` has been read."""
     try:
         with httpx.stream("GET", world.base + "/ui/live", timeout=seconds + 5) as response:
             deadline = time.monotonic() + seconds
             for chunk in response.iter_bytes():
                 into.append(chunk)
-                if time.monotonic() > deadline:
+                if time.monotonic() > deadline or (until and until in b"".join(into)):
                     return
     except httpx.HTTPError:
         return
@@ -81,8 +82,9 @@ def read_stream(world: World, seconds: float, into: list[bytes]) -> None:
 
 def test_no_secret_reaches_a_page_or_the_stream(world: World) -> None:
     stream: list[bytes] = []
-    reader = threading.Thread(target=read_stream, args=(world, 3.0, stream))
+    reader = threading.Thread(target=read_stream, args=(world, 10.0, stream, b"event: change"))
     reader.start()
+    wait_until(lambda: stream, timeout=5, what="the stream's hello")
     # An edit while the stream is open: its events go by on the stream too.
     edited = world.root / "shopware-de.yaml"
     write_atomic(edited, edited.read_text().replace("Shopware DE", "Shopware DE edited"))
@@ -106,7 +108,7 @@ def test_no_secret_reaches_a_page_or_the_stream(world: World) -> None:
 
 def test_the_stream_says_when_something_changed(world: World) -> None:
     stream: list[bytes] = []
-    reader = threading.Thread(target=read_stream, args=(world, 4.0, stream))
+    reader = threading.Thread(target=read_stream, args=(world, 10.0, stream, b"event: change"))
     reader.start()
     wait_until(lambda: stream, timeout=5, what="the stream's hello")
     edited = world.root / "tradebyte.yaml"
