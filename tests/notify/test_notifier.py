@@ -114,6 +114,23 @@ def test_a_failure_streak_is_one_message_and_its_recovery_one_more(
     assert metric(registry, "chanops_notifications_sent_total", provider="hook") == 2
 
 
+def test_connection_failures_during_an_outage_are_not_messages_of_their_own(
+    tmp_path: Path, receiver: HttpReceiver
+) -> None:
+    notifier, sink, _ = notifier_for(load(tmp_path, receiver))
+    sink.emit("platform.unreachable", "error", error="ConnectError: refused")
+    for name in ("a", "b", "c"):
+        sink.emit("connection.failed", "error", connection=name, action="update", error="x")
+    sink.emit("platform.reachable", "info", outage_ms=900)
+    sink.emit("connection.failed", "error", connection="a", action="update", error="422")
+    notifier.close()
+    assert [h.json()["type"] for h in receiver.on("/hook")] == [
+        "platform.unreachable",
+        "platform.reachable",
+        "connection.failed",
+    ]
+
+
 def test_the_webhook_signature_verifies(tmp_path: Path, receiver: HttpReceiver) -> None:
     notifier, sink, _ = notifier_for(load(tmp_path, receiver))
     sink.emit("platform.unreachable", "error", error="ConnectError: refused", retry_in_s=1)
@@ -138,9 +155,9 @@ def test_routes_by_severity_event_type_and_labels(tmp_path: Path, receiver: Http
     )
     labels = {"emea-shop": {"team": "emea"}, "apac-shop": {"team": "apac"}}
     notifier, sink, _ = notifier_for(load(tmp_path, receiver, routes=routes), labels=labels)
-    sink.emit("platform.unreachable", "error", error="down")
     sink.emit("connection.failed", "error", connection="emea-shop", action="create", error="x")
     sink.emit("connection.failed", "error", connection="apac-shop", action="create", error="x")
+    sink.emit("platform.unreachable", "error", error="down")
     sink.emit("sync.stuck", "warning", connection="apac-shop", job_id=7)
     sink.emit("sync.failed", "warning", connection="apac-shop", job_id=7, error="job failed")
     sink.emit("guard.blocked", "warning", connection="a", rule="mass-delete", action="delete")

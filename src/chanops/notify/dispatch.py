@@ -224,6 +224,8 @@ class Notifier:
             return [(told, self._notice(kind, event, recovery=True))]
         if kind.role == "open" and self.streaks.is_open(kind.key):
             return []  # the same streak: its first event was the message
+        if kind.type == "connection.failed" and self.streaks.is_open("platform"):
+            return []  # the outage's message covers every write it fails
         notice = self._notice(kind, event, recovery=False)
         providers = self.route(notice)
         if kind.role == "open":
