@@ -131,3 +131,18 @@ def test_a_store_of_a_newer_schema_is_refused_in_one_line(store_location: str | 
         with pytest.raises(StoreError, match="schema version 99, newer than this chanops") as err:
             open_store(store_location, readonly=readonly)
         assert "\n" not in str(err.value)
+
+
+def test_get_many_reads_the_named_records_and_none_for_the_rest(
+    store_location: str | Path,
+) -> None:
+    store = open_store(store_location)
+    try:
+        store.put(_record())
+        store.put(Record(name="b", driver="d", connection_id=2))
+        got = store.get_many(["a", "missing", "b"])
+        assert list(got) == ["a", "missing", "b"]
+        assert got["missing"] is None
+        assert got["a"] == store.get("a") and got["b"] == store.get("b")
+    finally:
+        store.close()

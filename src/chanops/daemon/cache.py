@@ -84,7 +84,7 @@ class RecordCache(Mapping[str, Record]):
 
     def read(self, names: Iterable[str]) -> dict[str, Record | None]:
         """The named records as the store has them now (a thread may run this)."""
-        return {name: self._store.get(name) for name in names}
+        return self._store.get_many(names)
 
     def apply(self, rows: Mapping[str, Record | None]) -> dict[str, Record | None]:
         """Take rows from `read`; returns every record that changed (None: gone).

@@ -29,7 +29,7 @@ import contextlib
 import hashlib
 import hmac
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -192,6 +192,14 @@ class PostgresStore:
     def get(self, name: str) -> Record | None:
         rows = self._run(lambda c: _rows(c, "SELECT * FROM connections WHERE name = %s", (name,)))
         return row_to_record(rows[0]) if rows else None
+
+    def get_many(self, names: Iterable[str]) -> dict[str, Record | None]:
+        wanted = list(names)
+        rows = self._run(
+            lambda c: _rows(c, "SELECT * FROM connections WHERE name = ANY(%s)", (wanted,))
+        )
+        found = {row["name"]: row_to_record(row) for row in rows}
+        return {name: found.get(name) for name in wanted}
 
     # -- writing -------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ from the `--state` value.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -32,6 +32,10 @@ class Store(Protocol):
     def records(self) -> dict[str, Record]: ...
 
     def get(self, name: str) -> Record | None: ...
+
+    def get_many(self, names: Iterable[str]) -> dict[str, Record | None]:
+        """The named records, None where there is none (one round trip on PostgreSQL)."""
+        ...
 
     def put(self, record: Record) -> Record: ...
 
