@@ -102,9 +102,7 @@ def test_a_database_without_permissions_is_one_line(pg_dsn: str) -> None:
         admin.execute(f'CREATE ROLE "{role}" LOGIN')
         admin.execute(f'REVOKE CREATE ON SCHEMA public FROM "{role}", PUBLIC')
     try:
-        dsn = with_database(pg_dsn, pg_dsn.rsplit("/", 1)[1]).replace(
-            "postgres@", f"{role}@", 1
-        )
+        dsn = with_database(pg_dsn, pg_dsn.rsplit("/", 1)[1]).replace("postgres@", f"{role}@", 1)
         assert role in dsn, f"the test needs a DSN with a user name: {server_dsn()}"
         with pytest.raises(StoreError, match="permission denied for schema public") as err:
             PostgresStore.open(dsn)
