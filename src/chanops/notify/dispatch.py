@@ -96,6 +96,7 @@ class _Outbox:
         self.queue: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_SIZE)
         self.sent_at: deque[float] = deque()
         self.stopping = threading.Event()
+        self.last_error = ""  # the last failed attempt, one line (never a credential)
         self.thread = threading.Thread(
             target=self._drain, name=f"notify {provider.name}", daemon=True
         )
@@ -144,8 +145,6 @@ class _Outbox:
             return True
         self.metrics.dropped.labels(provider=name, reason="failed").inc()
         return False
-
-    last_error: str = ""
 
 
 class Notifier:

@@ -1,6 +1,6 @@
 """Which events need a person, and what to tell them: one message per streak.
 
-The event sink carries everything chanops does; `Rules.classify` keeps what needs a
+The event sink carries everything chanops does; `classify` keeps what needs a
 person and says whether it *opens* a failure streak (`connection.failed`,
 `platform.unreachable`, ...), *closes* one (the connection written again, the platform
 answering), or stands alone (`daemon.crashed`). `Streaks` remembers the open ones: the
