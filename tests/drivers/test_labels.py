@@ -12,8 +12,10 @@ from __future__ import annotations
 import pytest
 
 from chanops.emulator import rules as platform_rules
+from chanops.engine.export import export_manifest
 from chanops.manifests import schemas
 from chanops.manifests.drivers import DRIVER_NAMES, driver_info, field_docs
+from chanops.platform.models import Connection
 
 DRIVER_TITLES = {
     "shopware6": "Shopware 6",
@@ -244,6 +246,22 @@ def test_labels_reach_driver_info_for_export_comments() -> None:
     assert driver_info("sfcc").labels["/credentials/production/accessToken"] == (
         "Access token (Production)"
     )
+
+
+def test_export_comments_show_the_ui_labels() -> None:
+    conn = Connection(
+        id=7,
+        name="BC",
+        driver="bigcommerce",
+        status="active",
+        version=1,
+        credentials={"storeHash": "abc", "accessToken": None},
+        settings={"orderFilters": {"importArchived": True}},
+    )
+    text = export_manifest(conn, "bc")
+    assert "    storeHash: abc  # Store hash\n" in text
+    assert "# Access token (secret: provide it)" in text
+    assert "      importArchived: true  # Import archived orders\n" in text
 
 
 def _required(driver: str) -> set[str]:
