@@ -176,7 +176,16 @@ def test_every_dashboard_query_names_an_exported_metric(exported: set[str]) -> N
             unknown = set(_NAME.findall(query)) - exported
             assert not unknown, f"panel {panel['title']!r} queries {unknown}, not exported"
     titles = " ".join(p["title"] for p in panels).lower()
-    for subject in ("reconciles", "actions", "histogram", "queue", "platform", "sync", "rss", "cpu"):
+    for subject in (
+        "reconciles",
+        "actions",
+        "histogram",
+        "queue",
+        "platform",
+        "sync",
+        "rss",
+        "cpu",
+    ):
         assert subject in titles, subject
 
 

@@ -263,3 +263,20 @@ notifications:
         assert metric(registry, "chanops_notifications_sent_total", provider="mail") == 2
     finally:
         smtp.stop()
+
+
+def test_each_git_revision_is_told_once_at_info(tmp_path: Path, receiver: HttpReceiver) -> None:
+    routes = "    - {providers: [hook], severity: info, events: [git.revision, sync.*]}\n"
+    notifier, sink, _ = notifier_for(load(tmp_path, receiver, routes=routes))
+    sha = "9f2c1e0d4b5a69788766554433221100aabbccdd"
+    for _ in range(3):
+        sink.emit("reconcile.started", "info", kind="full", revision=sha, subject="Add shop")
+    sink.emit("reconcile.started", "info", kind="partial")  # no revision: a directory root
+    sink.emit("sync.failed", "warning", connection="a", job_id=3, error="job failed")
+    sink.emit("sync.completed", "info", connection="a", job_id=4)
+    notifier.close()
+    hooks = [h.json() for h in receiver.on("/hook")]
+    assert [h["type"] for h in hooks] == ["git.revision", "sync.failed", "sync.recovered"]
+    assert hooks[0]["title"] == "Applying git revision 9f2c1e0d4b5a"
+    assert hooks[0]["text"].endswith(f"{sha[:12]}: Add shop")
+    assert hooks[0]["severity"] == "info"

@@ -175,6 +175,7 @@ class Notifier:
         self._clock = clock
         self._lock = threading.Lock()  # events may come from more than one thread
         self._closed = False
+        self._last_revision = ""  # the git revision last told (git.revision)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -218,18 +219,24 @@ class Notifier:
             ]
         if kind.role == "close":
             told = self.streaks.close(kind.key)
-            if not told:
-                return []
-            return [(told, self._notice(kind, event, recovery=True))]
-        if kind.role == "open" and self.streaks.is_open(kind.key):
-            return []  # the same streak: its first event was the message
-        if kind.type == "connection.failed" and self.streaks.is_open("platform"):
-            return []  # the outage's message covers every write it fails
+            return [(told, self._notice(kind, event, recovery=True))] if told else []
+        if self._suppressed(kind):
+            return []
         notice = self._notice(kind, event, recovery=False)
         providers = self.route(notice)
         if kind.role == "open":
             self.streaks.open(kind.key, providers)
         return [(providers, notice)] if providers else []
+
+    def _suppressed(self, kind: Classified) -> bool:
+        """Whether a failure (or a revision) was told already."""
+        if kind.type == "git.revision":
+            told, self._last_revision = kind.key == self._last_revision, kind.key
+            return told
+        if kind.role == "open" and self.streaks.is_open(kind.key):
+            return True  # the same streak: its first event was the message
+        # The outage's message covers every write it fails.
+        return kind.type == "connection.failed" and self.streaks.is_open("platform")
 
     def route(self, notice: Notice) -> frozenset[str]:
         """The providers whose routes take this notice."""

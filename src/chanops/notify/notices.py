@@ -40,6 +40,7 @@ EVENT_TYPES = (
     "auth.reauthorization_required",
     "auth.restored",
     "daemon.crashed",
+    "git.revision",
 )
 
 # Events that say a connection was written successfully: its failure streak is over.
@@ -102,38 +103,66 @@ class Classified:
     key: str = ""
 
 
-def classify(name: str, fields: Mapping[str, Any]) -> Classified | None:  # noqa: PLR0911, C901
-    """The notification meaning of an event, or None when it needs nobody."""
+_FIXED = {
+    "platform.unreachable": Classified("platform.unreachable", "open", "platform"),
+    "platform.reachable": Classified("platform.reachable", "close", "platform"),
+    "git.fetch_failed": Classified("git.fetch_failed", "open", "git"),
+    "git.follow_failed": Classified("git.fetch_failed", "open", "git"),
+    "git.fetch_recovered": Classified("git.fetch_recovered", "close", "git"),
+    "auth.reauthorization_required": Classified("auth.reauthorization_required", "open", "auth"),
+    "auth.restored": Classified("auth.restored", "close", "auth"),
+    "daemon.crashed": Classified("daemon.crashed", "once"),
+}
+# event -> (type, role, streak family): one streak per connection and family
+_PER_CONNECTION: dict[str, tuple[str, Literal["open", "close"], str]] = {
+    "connection.failed": ("connection.failed", "open", "connection"),
+    "connection.parked": ("connection.failed", "open", "connection"),
+    "sync.failed": ("sync.failed", "open", "sync"),
+    "sync.stuck": ("sync.stuck", "open", "sync"),
+    "sync.completed": ("sync.recovered", "close", "sync"),
+    **{name: ("connection.recovered", "close", "connection") for name in _WRITTEN},
+}
+
+
+def _guard(fields: Mapping[str, Any]) -> Classified:
+    rule = str(fields.get("rule") or "")
     conn = str(fields.get("connection") or "")
-    if name in _WRITTEN and conn:
-        return Classified("connection.recovered", "close", f"connection:{conn}")
-    if name in ("connection.failed", "connection.parked") and conn:
-        return Classified("connection.failed", "open", f"connection:{conn}")
-    if name == "guard.blocked":
-        rule = str(fields.get("rule") or "")
-        key = f"guard:{rule}" if rule in _ROOT_GUARDS else f"guard:{rule}:{conn}"
-        return Classified("guard.blocked", "open", key)
-    if name == "reconcile.completed" and fields.get("kind") == "full":
-        if not fields.get("blocked"):
-            return Classified("guard.released", "close_guards")
-        return None
-    if name in ("platform.unreachable", "platform.reachable"):
-        role: Literal["open", "close"] = "open" if name == "platform.unreachable" else "close"
-        return Classified(name, role, "platform")
-    if name in ("git.fetch_failed", "git.follow_failed"):
-        return Classified("git.fetch_failed", "open", "git")
-    if name == "git.fetch_recovered":
-        return Classified(name, "close", "git")
-    if name in ("sync.failed", "sync.stuck") and conn:
-        return Classified(name, "open", f"sync:{conn}")
-    if name == "sync.completed" and conn:
-        return Classified("sync.recovered", "close", f"sync:{conn}")
-    if name in ("auth.reauthorization_required", "auth.restored"):
-        role = "open" if name == "auth.reauthorization_required" else "close"
-        return Classified(name, role, "auth")
-    if name == "daemon.crashed":
-        return Classified(name, "once")
+    key = f"guard:{rule}" if rule in _ROOT_GUARDS else f"guard:{rule}:{conn}"
+    return Classified("guard.blocked", "open", key)
+
+
+def _full_reconcile(fields: Mapping[str, Any]) -> Classified | None:
+    """A full reconcile that blocked nothing releases every guard."""
+    if fields.get("kind") == "full" and not fields.get("blocked"):
+        return Classified("guard.released", "close_guards")
     return None
+
+
+def _revision(fields: Mapping[str, Any]) -> Classified | None:
+    """A reconcile at a git revision; the notifier tells each revision once."""
+    if not fields.get("revision"):
+        return None
+    return Classified("git.revision", "once", f"revision:{fields['revision']}")
+
+
+_SPECIAL = {
+    "guard.blocked": _guard,
+    "reconcile.completed": _full_reconcile,
+    "reconcile.started": _revision,
+}
+
+
+def classify(name: str, fields: Mapping[str, Any]) -> Classified | None:
+    """The notification meaning of an event, or None when it needs nobody."""
+    fixed = _FIXED.get(name)
+    if fixed is not None:
+        return fixed
+    per = _PER_CONNECTION.get(name)
+    if per is not None:
+        conn = fields.get("connection")
+        return Classified(per[0], per[1], f"{per[2]}:{conn}") if conn else None
+    special = _SPECIAL.get(name)
+    return special(fields) if special is not None else None
 
 
 class Streaks:
@@ -201,7 +230,7 @@ def word(kind: Classified, name: str, fields: Mapping[str, Any]) -> Wording:
             "Nothing: the failure streak is over.",
         )
     if kind.type == "guard.blocked":
-        return _guard(fields, conn)
+        return _guard_wording(fields, conn)
     if kind.type == "guard.released":
         return Wording(
             "info",
@@ -212,7 +241,7 @@ def word(kind: Classified, name: str, fields: Mapping[str, Any]) -> Wording:
     return _other(kind.type, fields, conn, error)
 
 
-def _guard(fields: Mapping[str, Any], conn: str) -> Wording:
+def _guard_wording(fields: Mapping[str, Any], conn: str) -> Wording:
     rule = str(fields.get("rule") or "guard")
     action = str(fields.get("action") or "change")
     reason = str(fields.get("reason") or "")
@@ -284,6 +313,12 @@ _OTHER: dict[str, tuple[Severity, str, str, str]] = {
         "chanops is authorised again and reconciles.",
         "Nothing: the authorisation is renewed.",
     ),
+    "git.revision": (
+        "info",
+        "Applying git revision {revision}",
+        "chanops reconciles the manifests at git revision {revision}: {subject}",
+        "Nothing: for information (the first reconcile of each new commit).",
+    ),
     "daemon.crashed": (
         "error",
         "chanops daemon crashed",
@@ -296,7 +331,10 @@ _OTHER: dict[str, tuple[Severity, str, str, str]] = {
 
 def _other(type_: str, fields: Mapping[str, Any], conn: str, error: str) -> Wording:
     severity, title, text, action = _OTHER[type_]
-    text = text.format(conn=conn)
+    revision = str(fields.get("revision") or "")[:12]
+    subject = str(fields.get("subject") or "")
+    text = text.format(conn=conn, revision=revision, subject=subject)
+    title = title.replace("{revision}", revision)
     if error and severity != "info":
         text = f"{text} Error: {error}"
     return Wording(severity, title.format(conn=conn), text, action)

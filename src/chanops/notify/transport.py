@@ -26,6 +26,7 @@ from chanops.notify.notices import Notice
 __all__ = ["SIGNATURE_HEADER", "DeliveryError", "Transport", "sign"]
 
 SIGNATURE_HEADER = "X-Chanops-Signature"
+_RETRYABLE_4XX = frozenset({httpx.codes.REQUEST_TIMEOUT, httpx.codes.TOO_MANY_REQUESTS})
 _USER_AGENT = f"chanops/{__version__} (notifications)"
 
 
@@ -97,10 +98,11 @@ class Transport:
             )
             body = json.dumps(payload, separators=(",", ":")).encode()
         response = self._client().post(self._credentials.url, content=body, headers=headers)
-        if response.status_code >= 300:  # noqa: PLR2004 (2xx is success)
+        status = response.status_code
+        if not httpx.codes.is_success(status):
             # 4xx other than 408/429 will not get better by asking again.
-            retryable = response.status_code >= 500 or response.status_code in (408, 429)  # noqa: PLR2004
-            raise DeliveryError(f"HTTP {response.status_code}", retryable=retryable)
+            retryable = httpx.codes.is_server_error(status) or status in _RETRYABLE_4XX
+            raise DeliveryError(f"HTTP {status}", retryable=retryable)
 
     # -- SMTP -------------------------------------------------------------------------
 

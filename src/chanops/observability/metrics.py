@@ -7,6 +7,7 @@ A registry per `Metrics` (not the process-global default) keeps tests independen
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 
 from prometheus_client import (
@@ -27,6 +28,11 @@ __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 _RECONCILE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _API_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _SYNC_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 2700, 3600, 7200)
+
+
+def _lane(depth: Callable[[], Mapping[str, int]], lane: str) -> float:
+    return float(depth().get(lane, 0))
+
 
 _QUEUE_HELP = (
     "Connection names waiting in the daemon's work queue, by lane (urgent: edits and due "
@@ -143,9 +149,7 @@ class Metrics:
     def watch_queue(self, depth: Callable[[], Mapping[str, int]]) -> None:
         """Read the work queue's depth at scrape time (`depth()`: lane -> names)."""
         for lane in ("urgent", "resync", "delayed"):
-            self.queue_depth.labels(lane=lane).set_function(
-                lambda lane=lane: float(depth().get(lane, 0))  # type: ignore[misc]
-            )
+            self.queue_depth.labels(lane=lane).set_function(functools.partial(_lane, depth, lane))
 
     def set_connections(self, by_status: Mapping[str, int]) -> None:
         for status in ("active", "inactive", "missing", "frozen", "deleting"):
