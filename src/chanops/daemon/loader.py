@@ -36,6 +36,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from chanops.daemon.assembled import Assembled
 from chanops.manifests import (
     Diagnostic,
     Discovered,
@@ -101,6 +102,7 @@ class IncrementalLoader:
         self._lock = threading.Lock()
         # What the last `refresh` re-read or dropped (discovered paths); None after a walk.
         self.refreshed: set[str] | None = None
+        self._assembled: Assembled | None = None  # the last result, for `_patch`
 
     def load(self, changed: Iterable[str] = ()) -> LoadResult:
         """The root's LoadResult after a walk; files in `changed` (real paths) are
@@ -119,6 +121,9 @@ class IncrementalLoader:
             if walk is None or files is None:
                 self.refreshed = None
                 return self._load(set(changed))
+            patched = self._patch(files)
+            if patched is not None:
+                return patched
             outcomes = []
             for file in files:
                 cached = self._cache.get(file)
@@ -132,6 +137,7 @@ class IncrementalLoader:
         if not os.path.isdir(root):
             self._cache.clear()
             self._walk = None
+            self._assembled = None
             missing = Diagnostic("error", root, 1, 1, "path does not exist", code="missing-root")
             return LoadResult(root, (), (missing,), (), frozenset(), False)
         files, problems, readable = discover(root)
@@ -188,6 +194,16 @@ class IncrementalLoader:
         walk.files = files
         return files
 
+    def _patch(self, files: list[str]) -> LoadResult | None:
+        """The last result with only the re-read files' part swapped (an edit of files
+        the last load had), or None: then the whole result is assembled again."""
+        last, changed = self._assembled, self.refreshed or set()
+        if last is None or not changed or len(files) != len(last.result.files):
+            return None
+        if not changed <= last.outcomes.keys():
+            return None  # a file added (or one added and one removed)
+        return last.patch(files, {file: self._read(file) for file in changed})
+
     def _read(self, file: str) -> FileOutcome:
         key = _stat(file)
         outcome = load_file(file, self._options)
@@ -207,7 +223,9 @@ class IncrementalLoader:
         """The LoadResult, by the manifests package's own rules (empty root, failed
         files, duplicates, refused directories): the same as `load_manifests`."""
         found = Discovered.from_walk(self._root, files, problems, readable)
-        return assemble_result(found, outcomes)
+        result = assemble_result(found, outcomes)
+        self._assembled = Assembled.of(found, outcomes, result)
+        return result
 
 
 def _aliases(files: Sequence[str], root: str, real_root: str) -> dict[str, set[str]]:
