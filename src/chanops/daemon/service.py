@@ -47,6 +47,7 @@ from chanops.daemon.outcomes import Outcomes, Tally
 from chanops.daemon.parts import Parts, Sources
 from chanops.daemon.queue import Batch, Lane, WorkQueue
 from chanops.daemon.reconcile import BatchRunner, new_id
+from chanops.daemon.replica import Terms, stop_follower
 from chanops.daemon.resync import Resyncer
 from chanops.daemon.scheduler import SyncOutcome, SyncScheduler, Target, utc_iso
 from chanops.daemon.status import EventLog, LivenessGate, Status
@@ -238,7 +239,7 @@ class Daemon:
         remaining = self.options.shutdown_timeout - (time.monotonic() - started)
         if follower is not None:  # a replica's term stopped its own (`_lead`)
             await self.scheduler.shutdown(grace=min(remaining, 5.0))
-            await _stop_follower(follower, self.source is not None)
+            await stop_follower(follower, self.source is not None)
         if self._http is not None:
             await self._http.stop()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -408,7 +409,7 @@ class Daemon:
             self.logging.revision.subject = revision.subject
         try:
             if self.leader is not None:
-                return await self._once_leading(self.leader)
+                return await Terms(self, self.leader).once()
             return await self._once()
         except Exception as exc:  # what `_supervise` catches for `run`: not a traceback
             self.sink.emit(
@@ -456,80 +457,8 @@ class Daemon:
     # -- replicas of a shared store (docs/ha.md) ---------------------------------------------
 
     async def _replica(self) -> None:
-        """Standby until elected, leader until the lease is lost, standby again."""
-        leader = self.leader
-        assert leader is not None
-        election = asyncio.create_task(leader.run(self._stop), name="election")
-        election.add_done_callback(self._supervise)
-        try:
-            while not self._stop.is_set():
-                await self._standby(leader)
-                if not self._stop.is_set():
-                    await self._lead(leader)
-        finally:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(election, timeout=self.options.shutdown_timeout)
-            await leader.release()
-
-    async def _standby(self, leader: Leadership) -> None:
-        """Until elected: the manifests loaded and the store's records read, for /status."""
-        while not (leader.elected.is_set() or self._stop.is_set()):
-            with contextlib.suppress(ChanopsError):
-                await self.loads.full()
-                self.parts.records.replace(await asyncio.to_thread(self.store.records))
-            await _first_set(leader.elected, self._stop, seconds=self.options.standby_refresh)
-
-    async def _lead(self, leader: Leadership) -> None:
-        """One term: fresh parts, the reconcile loop from a startup resync, until the
-        lease is lost (in-flight work is cancelled: it can write nothing any more) or
-        the daemon stops (in-flight work may finish, as without replicas)."""
-        self._compose()
-        leader.on_webhook = self.source.trigger if self.source is not None else None
-        follower = await self._start_following()
-        self.scheduler.start()
-        reconciling = asyncio.create_task(self._reconcile_loop(), name="reconcile loop")
-        await _first_set(leader.lost, self._stop, task=reconciling)
-        self._term_end.set()
-        self.queue.close()
-        stopping = self._stop.is_set()
-        if stopping and not reconciling.done():
-            await asyncio.wait({reconciling}, timeout=self.options.shutdown_timeout)
-        if not reconciling.done():
-            reconciling.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await reconciling
-        await self.scheduler.shutdown(grace=5.0 if stopping else 0.0)
-        await _stop_follower(follower, self.source is not None)
-        leader.on_webhook = None
-        error = None if reconciling.cancelled() else reconciling.exception()
-        if isinstance(error, StoreError):
-            # The shared store failed under the term (the database went away): nothing
-            # more can be written safely. Hand the lease back and stand by; the election
-            # goes on, and the next term starts again from the store.
-            await leader.release(f"the state store failed: {error}")
-        elif error is not None:
-            raise error
-
-    async def _once_leading(self, leader: Leadership) -> int:
-        """`--once` on a shared store: take the lease, reconcile once, hand it back."""
-        election = asyncio.create_task(leader.run(self._stop), name="election")
-        try:
-            wait = leader.lease_seconds + 2 * leader.renew_seconds
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(leader.elected.wait(), timeout=wait)
-            if not leader.elected.is_set():
-                self.sink.emit(
-                    "daemon.failed",
-                    "error",
-                    error=f"another replica holds the lease (waited {wait:g}s)",
-                )
-                return 1
-            return await self._once()
-        finally:
-            self._stop.set()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await election
-            await leader.release()
+        assert self.leader is not None
+        await Terms(self, self.leader).run()
 
     def _readiness(self) -> tuple[bool, list[str]]:
         if self.leader is not None and self.leader.term is None:
@@ -592,30 +521,6 @@ class Daemon:
                     last_sync_at=at,
                 ),
             )
-
-
-async def _first_set(
-    *events: asyncio.Event, seconds: float | None = None, task: asyncio.Task[None] | None = None
-) -> None:
-    """Wait until one of `events` is set, `task` ends, or `seconds` pass."""
-    waits = [asyncio.ensure_future(e.wait()) for e in events]
-    try:
-        await asyncio.wait(
-            [*waits, *([task] if task is not None else [])],
-            timeout=seconds,
-            return_when=asyncio.FIRST_COMPLETED,
-        )
-    finally:
-        for wait in waits:
-            wait.cancel()
-
-
-async def _stop_follower(follower: asyncio.Task[None], endless: bool) -> None:
-    """Stop the watcher (it ends with the term) or the git follower (`endless`)."""
-    if endless:
-        follower.cancel()  # the fetch loop never ends by itself
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await asyncio.wait_for(follower, timeout=3)
 
 
 async def _until(tasks: Sequence[asyncio.Task[None]], done: Callable[[], bool]) -> None:
