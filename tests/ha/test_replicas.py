@@ -1,8 +1,10 @@
 """Replicas on one PostgreSQL store: one leader, failover, fencing, outages, bad input.
 
 Real processes throughout: the emulator, `chanops run` replicas, the PostgreSQL server.
-The quick forms run by default with a short lease (3 s, renewed every 0.5 s); the slow
-forms (`-m slow`) use the default lease and repeat the failover."""
+The quick forms run by default with a short lease (3 s, renewed every 0.5 s). With
+`-m slow`: twenty failovers under platform faults with the default lease, a database
+outage, and sessions killed under load (a leader that cannot renew stops at its
+deadline is also shown in process, by default: tests/ha/test_leadership.py)."""
 
 from __future__ import annotations
 
@@ -103,6 +105,7 @@ def test_a_paused_leader_wakes_up_fenced_and_follows(
     assert old.proc is not None and old.proc.poll() is None
 
 
+@pytest.mark.slow
 def test_a_database_outage_stops_writes_and_the_election_resumes(
     replicas: Replicas, emu: EmulatorProcess
 ) -> None:
