@@ -31,6 +31,7 @@ class ObservedCache:
         self._clock = itertools.count(1)
         self._touched: dict[int, int] = {}  # id -> tick of its last update (or removal)
         self.complete = False  # a listing has been taken: `snapshot` is the whole platform
+        self._snapshot: Observed | None = None  # until the next change
 
     def tick(self) -> int:
         """A point in time, to pass to `replace_all` when its listing starts."""
@@ -44,21 +45,27 @@ class ObservedCache:
             if cid in self._by_id:
                 by_id[cid] = self._by_id[cid]
         self._by_id = by_id
+        self._snapshot = None
         self._touched = {cid: t for cid, t in self._touched.items() if t > since}
         self.complete = True
 
     def update(self, connections: Iterable[Connection]) -> None:
+        self._snapshot = None
         for conn in connections:
             self._by_id[conn.id] = conn
             self._touched[conn.id] = next(self._clock)
 
     def remove(self, connection_id: int) -> None:
+        self._snapshot = None
         self._by_id.pop(connection_id, None)
         self._touched[connection_id] = next(self._clock)
 
     def snapshot(self) -> Observed:
-        """Every cached connection as a complete observation (scope None)."""
-        return Observed(tuple(self._by_id.values()))
+        """Every cached connection as a complete observation (scope None); the same
+        object until the cache changes, so its index by id is built once per listing."""
+        if self._snapshot is None:
+            self._snapshot = Observed(tuple(self._by_id.values()))
+        return self._snapshot
 
     def get(self, connection_id: int) -> Connection | None:
         return self._by_id.get(connection_id)

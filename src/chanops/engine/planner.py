@@ -194,7 +194,7 @@ class _Planner:
         self.options = options
         self.observed = observed
         self.memory = memory
-        self.by_id = {c.id: c for c in observed.connections}
+        self.by_id = observed.by_id()
         self.managed = sum(1 for r in memory.values() if r.connection_id is not None)
         self.actions: list[Action] = []
         self.blocked: list[Blocked] = []

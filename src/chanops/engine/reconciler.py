@@ -522,7 +522,7 @@ class Reconciler:
         plan = prepared.plan
         acted = {a.name for a in plan.actions} | {b.name for b in plan.blocked}
         acted |= {e.name for e in plan.errors}
-        by_id = {c.id: c for c in prepared.observed.connections}
+        by_id = prepared.observed.by_id()
         desired = prepared.context.desired
         for record in records.values():
             name = record.name
