@@ -33,7 +33,7 @@ import psycopg
 from prometheus_client import Gauge
 
 from chanops.errors import PlatformUnavailable, StoreError
-from chanops.events import EventSink
+from chanops.events import EventSink, Level
 from chanops.observability.metrics import Metrics
 from chanops.platform.api import PlatformAPI
 from chanops.platform.models import Connection, CreateResult, Driver, Job
@@ -221,9 +221,8 @@ class Leadership:
         self.gauge.set(0)
         self.elected.clear()
         self.lost.set()
-        self.events.emit(
-            "leader.lost", "warning", holder=term.holder, epoch=term.epoch, reason=reason
-        )
+        level: Level = "info" if reason == "stopping" else "warning"  # a clean stop is no news
+        self.events.emit("leader.lost", level, holder=term.holder, epoch=term.epoch, reason=reason)
 
     async def release(self, reason: str = "stopping") -> None:
         """Hand the lease over now instead of at its expiry (a clean stop, a failed term)."""
