@@ -18,7 +18,9 @@ transition time the time the row was written.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+import functools
+import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,4 +98,45 @@ class Condition:
         )
 
 
-__all__ = ["Condition", "ConditionStatus", "ConditionType"]
+def encode_conditions(conditions: Iterable[Condition]) -> str:
+    """Conditions as the JSON list a store keeps."""
+    return json.dumps([c.to_json() for c in conditions])
+
+
+def decode_conditions(text: str, *, legacy_time: str = "") -> tuple[Condition, ...]:
+    """A stored JSON list of conditions, or of an older store's bare type strings.
+
+    Raises ValueError for anything else (a type no member matches is a store written
+    by a newer chanops). `legacy_time` is the transition time of a bare string.
+    """
+    if text == "[]":
+        return ()
+    if text.startswith("[{"):
+        return _decode_objects(text)
+    # An old row: its time as RFC 3339 with "Z", like the times chanops writes.
+    since = (
+        legacy_time.removesuffix("+00:00") + "Z" if legacy_time.endswith("+00:00") else legacy_time
+    )
+    try:
+        return tuple(Condition.from_json(c, legacy_time=since) for c in json.loads(text))
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"not a condition: {exc}") from exc
+
+
+# Reading 10,000 rows decodes 10,000 lists, most alike (Ready since the same reconcile):
+# the conditions are immutable, so equal texts share one decoded tuple.
+@functools.lru_cache(maxsize=4096)
+def _decode_objects(text: str) -> tuple[Condition, ...]:
+    try:
+        return tuple(Condition.from_json(c) for c in json.loads(text))
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"not a condition: {exc}") from exc
+
+
+__all__ = [
+    "Condition",
+    "ConditionStatus",
+    "ConditionType",
+    "decode_conditions",
+    "encode_conditions",
+]

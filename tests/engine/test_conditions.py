@@ -8,7 +8,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chanops.condition import Condition, ConditionStatus, ConditionType
+from chanops.condition import (
+    Condition,
+    ConditionStatus,
+    ConditionType,
+    decode_conditions,
+    encode_conditions,
+)
 from chanops.engine.conditions import (
     FALSE,
     TRUE,
@@ -18,6 +24,7 @@ from chanops.engine.conditions import (
     decide,
     find_condition,
     holding,
+    is_converged,
     is_true,
     mark_in_flight,
     merge,
@@ -287,3 +294,25 @@ def test_mark_in_flight_is_unknown_and_reconciling_and_clears_stalled() -> None:
         (ConditionType.SUSPENDED, TRUE, T0),
         (ConditionType.RECONCILING, TRUE, T1),
     ]
+
+
+def test_is_converged_only_for_ready_true_alone() -> None:
+    ready = set_condition((), summary(())[0], T0)
+    assert is_converged(ready)
+    assert not is_converged(())
+    assert not is_converged((*ready, holding(ConditionType.SUSPENDED)))
+    assert not is_converged(set_condition((), summary((), failure=("x", "y"))[0], T0))
+
+
+def test_decode_conditions_reads_objects_and_old_names_and_refuses_the_rest() -> None:
+    conds = (Condition(ConditionType.READY, TRUE, "ReconciliationSucceeded", "ok", T0),)
+    text = encode_conditions(conds)
+    assert decode_conditions(text) == conds
+    assert decode_conditions(text) is decode_conditions(text)  # equal rows share one tuple
+    old = decode_conditions('["Suspended"]', legacy_time="2026-11-30T08:15:00+00:00")
+    assert old == (
+        Condition(ConditionType.SUSPENDED, TRUE, "Suspended", "", "2026-11-30T08:15:00Z"),
+    )
+    for bad in ('["Nope"]', '[{"type": "Ready"}]', "[3]", '[{"type": "Ready", "status": "Maybe"}]'):
+        with pytest.raises(ValueError):
+            decode_conditions(bad)

@@ -71,6 +71,14 @@ _DOMAIN_MESSAGES: dict[ConditionType, str] = {
 }
 
 
+_CONVERGED = (
+    ConditionType.READY,
+    TRUE,
+    Reason.SUCCEEDED.value,
+    "the connection matches its manifest",
+)
+
+
 def holding(kind: ConditionType, message: str = "", reason: str = "") -> Condition:
     """A domain condition that holds (status True), its reason the type unless given."""
     return Condition(kind, TRUE, reason or kind.value, message or _DOMAIN_MESSAGES.get(kind, ""))
@@ -83,6 +91,15 @@ def find_condition(conditions: Iterable[Condition], kind: ConditionType) -> Cond
 def is_true(conditions: Iterable[Condition], kind: ConditionType) -> bool:
     found = find_condition(conditions, kind)
     return found is not None and found.holds
+
+
+def is_converged(conditions: Sequence[Condition]) -> bool:
+    """Only `Ready=True` as a converged connection has it: a reconcile with nothing new
+    for the connection would decide the same again."""
+    if len(conditions) != 1:
+        return False
+    ready = conditions[0]
+    return (ready.type, ready.status, ready.reason, ready.message) == _CONVERGED
 
 
 def set_condition(
@@ -219,8 +236,7 @@ def _settled(domain: Sequence[Condition], blocked: tuple[str, str] | None) -> tu
         return ready, reconciling
     if blocked is not None:
         return (Condition(ConditionType.READY, FALSE, camel(blocked[0]), blocked[1]),)
-    message = "the connection matches its manifest"
-    return (Condition(ConditionType.READY, TRUE, Reason.SUCCEEDED, message),)
+    return (Condition(*_CONVERGED),)
 
 
 def decide(
@@ -269,6 +285,7 @@ __all__ = [
     "decide",
     "find_condition",
     "holding",
+    "is_converged",
     "is_true",
     "mark_in_flight",
     "merge",

@@ -30,36 +30,18 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterable, Mapping, Set
+from collections.abc import Mapping, Set
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
 from chanops import errors
-from chanops.engine.conditions import (
-    Condition,
-    ConditionType,
-    decide,
-    find_condition,
-    holding,
-    is_true,
-    merge,
-    timestamp,
-    transitions,
-)
+from chanops.engine.condition_recorder import ConditionRecorder
+from chanops.engine.conditions import is_true
 from chanops.engine.diff import Desired, DriverMeta, Observed, fingerprint, source_key
 from chanops.engine.executor import Context, Executor
 from chanops.engine.outcome import Outcome, describe_changes
-from chanops.engine.plan import (
-    AWAITING_AUTHORIZATION,
-    AWAITING_INITIAL_SYNC,
-    AWAITING_MARKETPLACE_SETUP,
-    SUSPENDED,
-    Blocked,
-    Cause,
-    Plan,
-)
+from chanops.engine.plan import AWAITING_INITIAL_SYNC, Blocked, Cause, Plan
 from chanops.engine.planner import PlanOptions, in_scope, make_plan
 from chanops.events import EventSink
 from chanops.manifests.model import LoadResult
@@ -67,10 +49,6 @@ from chanops.platform.api import PlatformAPI
 from chanops.platform.models import Connection
 from chanops.state.protocol import Store
 from chanops.state.store import Record
-
-WAITING_CONDITIONS = frozenset(
-    {AWAITING_MARKETPLACE_SETUP, AWAITING_AUTHORIZATION, AWAITING_INITIAL_SYNC, SUSPENDED}
-)
 
 
 @dataclass(frozen=True)
@@ -276,7 +254,9 @@ class Reconciler:
         outcomes = await executor.run(plan.actions, prepared.context)
         records = self._current_records(prepared)
         before = dict(records)
-        waiting = self._record_conditions(plan, outcomes, prepared, records)
+        waiting = ConditionRecorder(self.store, self.events).record(
+            plan, outcomes, prepared.memory, records, planned=prepared.planned, ctx=prepared.context
+        )
         written = {a.name for a in plan.actions} | self._refresh_memory(prepared, records)
         written |= {name for name, record in records.items() if before.get(name) is not record}
         failed = sorted({o.name for o in outcomes if not o.ok} | {e.name for e in plan.errors})
@@ -406,89 +386,6 @@ class Reconciler:
             self._drivers = {name: driver_meta(name) for name in DRIVER_NAMES}
         return self._drivers
 
-    def _record_conditions(
-        self,
-        plan: Plan,
-        outcomes: list[Outcome],
-        prepared: Prepared,
-        records: dict[str, Record],
-    ) -> dict[str, tuple[str, ...]]:
-        """Persist each planned name's conditions; log only transitions (no log spam).
-
-        `records` (`_current_records`) is kept current with what is written here.
-        Returns the domain conditions names wait on (a person's step, the initial sync).
-        """
-        domain = _domain_conditions(plan, outcomes)
-        results = _by_name(outcomes)
-        blocked = _by_name(plan.blocked)
-        problems = _by_name(plan.errors)
-        touched = {a.name for a in plan.actions}
-        now = timestamp(datetime.now(UTC))
-        for name in sorted(prepared.planned):
-            held = domain.get(name, [])
-            record = records.get(name) or self._condition_holder(name, held, prepared)
-            if record is None:
-                continue
-            syncing = find_condition(record.conditions, AWAITING_INITIAL_SYNC)
-            if name not in touched and syncing is not None and syncing.holds:
-                held = [*held, syncing]  # the executor owns it; a plan without an update keeps it
-            wanted = decide(
-                held, results.get(name, ()), blocked.get(name, ()), problems.get(name, ())
-            )
-            # Merged into what held before this reconcile, not the executor's in-flight
-            # marks: a write refused again leaves Stalled True since the first refusal.
-            before = prepared.memory.get(name)
-            held_before = before.conditions if before is not None else record.conditions
-            merged = merge(held_before, wanted, now)
-            self._log_transitions(record, before.conditions if before else (), merged)
-            if merged == record.conditions and name in records:
-                continue
-            if not self.store.readonly:
-                records[name] = self.store.put(replace(record, conditions=merged))
-        return {
-            name: tuple(c.type.value for c in held)
-            for name, held in domain.items()
-            if any(c.type in WAITING_CONDITIONS for c in held)
-        }
-
-    def _condition_holder(
-        self, name: str, held: list[Condition], prepared: Prepared
-    ) -> Record | None:
-        """A record for a name with no connection yet, so a condition it waits on is kept."""
-        desired = prepared.context.desired
-        if not held or name not in desired:
-            return None
-        m = desired[name].manifest
-        return Record(
-            name=name,
-            driver=m.driver,
-            source_file=source_key(m.source.file, prepared.context.root),
-            deletion_policy=m.deletion_policy,
-        )
-
-    def _log_transitions(
-        self, record: Record, before: tuple[Condition, ...], after: tuple[Condition, ...]
-    ) -> None:
-        """One `connection.condition` per condition whose status changed.
-
-        A domain condition or Stalled coming to hold is news (info); Ready and
-        Reconciling flip with every write, so theirs are debug (consumers of the event
-        sink see them whatever the log level).
-        """
-        for c in transitions(before, after):
-            news = c.holds and c.type not in (ConditionType.READY, ConditionType.RECONCILING)
-            self.events.emit(
-                "connection.condition",
-                "info" if news else "debug",
-                connection=record.name,
-                driver=record.driver,
-                connection_id=record.connection_id,
-                condition=c.type.value,
-                status=c.status.value,
-                reason=c.reason,
-                message=c.message,
-            )
-
     def _current_records(self, prepared: Prepared) -> dict[str, Record]:
         """The records of the planned names as they are after the executor ran.
 
@@ -552,32 +449,6 @@ class Reconciler:
                 self.store.put(replace(record, version=version, fingerprint=fp, source_file=source))
                 written.add(name)
         return written
-
-
-class _Named(Protocol):
-    @property
-    def name(self) -> str: ...
-
-
-_N = TypeVar("_N", bound=_Named)
-
-
-def _by_name(items: Iterable[_N]) -> dict[str, list[_N]]:
-    out: dict[str, list[_N]] = {}
-    for item in items:
-        out.setdefault(item.name, []).append(item)
-    return out
-
-
-def _domain_conditions(plan: Plan, outcomes: Iterable[Outcome]) -> dict[str, list[Condition]]:
-    """The domain conditions per name: the plan's, and those actions now wait on."""
-    domain = {name: list(held) for name, held in plan.conditions.items()}
-    for o in outcomes:
-        if o.waiting:
-            held = domain.setdefault(o.name, [])
-            if all(c.type != o.waiting for c in held):
-                held.append(holding(ConditionType(o.waiting)))
-    return domain
 
 
 def _plan(

@@ -39,7 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from chanops.condition import Condition
+from chanops.condition import Condition, decode_conditions, encode_conditions
 from chanops.errors import StoreError, StoreLocked
 from chanops.state.tokens import OAUTH_TABLE_DDL, TokenTable
 
@@ -212,25 +212,18 @@ def record_row(record: Record) -> tuple[Any, ...]:
         record.last_sync_job,
         record.last_sync_outcome,
         record.last_sync_at,
-        json.dumps([c.to_json() for c in record.conditions]),
+        encode_conditions(record.conditions),
         record.intent.to_json() if record.intent is not None else None,
         record.updated_at,
     )
 
 
 def read_conditions(name: str, text: str, updated_at: str) -> tuple[Condition, ...]:
-    """The `conditions` column: JSON objects, or an older store's bare type strings.
-
-    A string reads as a condition that held since the row was last written; nothing is
-    dropped. A value no type matches is a store written by a newer chanops: an error
-    naming the connection, not a guess.
-    """
-    if text == "[]":
-        return ()
-    since = updated_at.removesuffix("+00:00") + "Z" if updated_at.endswith("+00:00") else updated_at
+    """The `conditions` column; an older store's bare names read as held since the row
+    was written. A value no type matches (a newer chanops wrote it) names the row."""
     try:
-        return tuple(Condition.from_json(c, legacy_time=since) for c in json.loads(text))
-    except (ValueError, KeyError, TypeError) as exc:
+        return decode_conditions(text, legacy_time=updated_at)
+    except ValueError as exc:
         raise StoreError(
             f"state store: connection {name!r} has unreadable conditions: {exc}"
         ) from exc
