@@ -62,9 +62,20 @@ class Observed:
 
     connections: tuple[Connection, ...]
     scope: frozenset[int] | None = None
+    # `by_id`, built once: a daemon plans every batch of a resync against one listing.
+    _by_id: dict[int, Connection] | None = field(default=None, compare=False, repr=False)
 
     def saw(self, connection_id: int) -> bool:
         return self.scope is None or connection_id in self.scope
+
+    def by_id(self) -> Mapping[int, Connection]:
+        """The connections by id. Built whole before it is published: planning threads
+        may ask at the same time, and none may see part of it."""
+        index = self._by_id
+        if index is None:
+            index = {c.id: c for c in self.connections}
+            object.__setattr__(self, "_by_id", index)  # a cache, not a change of value
+        return index
 
 
 def source_key(file: str, root: str) -> str:
