@@ -9,10 +9,11 @@ import uuid
 import psycopg
 import pytest
 
-from chanops.errors import StoreError
+from chanops.errors import StoreError, StoreLocked
 from chanops.state import lease
 from chanops.state.postgres import Fenced, PostgresStore, display_dsn
 from chanops.state.store import Record
+from chanops.state.tokens import StoredTokens
 from support.postgres import server_dsn, with_database
 
 
@@ -80,9 +81,14 @@ def test_a_writer_that_does_not_elect_is_refused_while_a_leader_holds_the_lease(
 ) -> None:
     PostgresStore.open(pg_dsn, fenced=True).close()
     asyncio.run(_acquire(pg_dsn, "host:42:abc", 10))
-    with pytest.raises(StoreError, match=r"in use by the leader host:42:abc \(epoch 1\)"):
+    with pytest.raises(StoreLocked, match=r"in use by the leader host:42:abc \(epoch 1\)"):
         PostgresStore.open(pg_dsn)  # what `chanops apply` opens
-    PostgresStore.open(pg_dsn, readonly=True).close()  # readers are welcome
+    reader = PostgresStore.open(pg_dsn, readonly=True)  # readers are welcome, and so is
+    try:  # `chanops login`, which saves the token set beside a running leader
+        saved = reader.save_tokens(StoredTokens("https://p", "cid", "at", "rt", "", 1.0, 2.0))
+        assert saved.generation == 1
+    finally:
+        reader.close()
 
 
 def test_a_wrong_dsn_is_one_line_without_the_password() -> None:

@@ -38,7 +38,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from chanops.errors import StoreError
+from chanops.errors import StoreError, StoreLocked
 from chanops.state import lease
 from chanops.state.store import RECORD_COLUMNS, Record, record_row, row_to_record
 from chanops.state.tokens import StoredTokens
@@ -125,6 +125,21 @@ def first_line(exc: BaseException) -> str:
 
 class Fenced(StoreError):
     """A fenced write by a process that no longer holds the lease's epoch."""
+
+
+class LeaseHeld(StoreLocked):
+    """A writer that does not elect, refused while a replica leads: the shared store's
+    `StoreLocked` (read-only openers and the token set are still welcome)."""
+
+    def __init__(self, where: str, holder: str, epoch: int) -> None:
+        StoreError.__init__(
+            self,
+            f"state store {where} is in use by the leader {holder} (epoch {epoch}); "
+            "is a chanops run replica running?",
+        )
+        self.path = where
+        self.pid = None
+        self.holder = holder
 
 
 class PostgresStore:
@@ -447,10 +462,7 @@ def _migrate(conn: psycopg.Connection[Any], where: str) -> None:
 def _refuse_live_leader(conn: psycopg.Connection[Any], where: str) -> None:
     view = lease.current(conn)
     if view is not None and view.remaining > 0:
-        raise StoreError(
-            f"state store {where} is in use by the leader {view.holder} (epoch {view.epoch}); "
-            "is a chanops run replica running?"
-        )
+        raise LeaseHeld(where, view.holder or "?", view.epoch)
 
 
 def _load_key(conn: psycopg.Connection[Any], *, create: bool) -> bytes:
