@@ -9,6 +9,8 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from chanops.state.tokens import load_tokens
 from daemon.helpers import chanops_launcher, manifest, write_atomic
 from reliability.helpers import SECRET, SECRET_ENV, find_leaks
@@ -60,21 +62,17 @@ def test_one_shot_commands_use_and_refresh_the_stored_tokens(tmp_path: Path) -> 
         root / "cli-one.yaml", manifest("cli-one", display="CLI one", secret_env=SECRET_ENV)
     )
     oauth = ["--client-id", CLIENT_ID, "--client-secret-file", str(secret)]
-    with oauth_emulator(tmp_path, ttl="2s", rotate=True) as emu:
+    with oauth_emulator(tmp_path, ttl="1s", rotate=True) as emu:
         login(emu, state, secret)
         first = load_tokens(state)
         outputs = []
-        for args, code in (
-            (["plan", "--detailed-exitcode"], 2),
-            (["apply", "--yes"], 0),
-            (["status"], 0),
-            (["export", "--out", str(tmp_path / "exported")], 0),
-        ):
-            settle(2.1)  # the access token has lapsed: each command refreshes
+        for args, code in ((["plan", "--detailed-exitcode"], 2), (["apply", "--yes"], 0)):
+            settle(1.1)  # the access token has lapsed: each command refreshes
             done = _chanops(emu, tmp_path, *args, *oauth)
             outputs.append(done.stdout + done.stderr)
             assert done.returncode == code, (args, done.stdout, done.stderr)
         # The same through the environment.
+        settle(1.1)
         env = {"CHANOPS_CLIENT_ID": CLIENT_ID, "CHANOPS_CLIENT_SECRET_FILE": str(secret)}
         done = _chanops(emu, tmp_path, "sync", "cli-one", env=env)
         outputs.append(done.stdout + done.stderr)
@@ -83,13 +81,14 @@ def test_one_shot_commands_use_and_refresh_the_stored_tokens(tmp_path: Path) -> 
         last = load_tokens(state)
         assert first is not None and last is not None
         assert last.refresh_token != first.refresh_token and last.generation > first.generation
-        assert oauth_stats(emu)["refreshes"] >= 4
+        assert oauth_stats(emu)["refreshes"] >= 3
         secrets = [CLIENT_SECRET, SECRET, first.access_token, last.access_token]
         secrets += [first.refresh_token or "", last.refresh_token or ""]
         leaks = find_leaks(secrets, {f"output {i}": o.encode() for i, o in enumerate(outputs)})
         assert leaks == []
 
 
+@pytest.mark.slow
 def test_a_plan_beside_the_daemon_never_spends_its_refresh_token(tmp_path: Path) -> None:
     root, state, secret = (
         tmp_path / "connections.d",

@@ -148,10 +148,7 @@ def run_edits(
         assert daemon.stop() == 0
 
 
-def test_edits_reach_the_platform_while_tokens_rotate(tmp_path: Path, emu: EmulatorProcess) -> None:
-    run_edits(tmp_path, emu, seconds=15, min_refreshes=5)
-
-
+# The quick form of this proof runs over RPC (tests/reliability/test_oauth_core1.py).
 @pytest.mark.slow
 def test_two_minutes_of_edits_while_tokens_rotate(tmp_path: Path, emu: EmulatorProcess) -> None:
     run_edits(tmp_path, emu, seconds=120, min_refreshes=30)
@@ -197,6 +194,7 @@ def test_a_revoked_grant_waits_for_a_login_and_resumes_without_a_restart(
     assert find_leaks([CLIENT_SECRET, *tokens.seen], {"daemon": daemon.output().encode()}) == []
 
 
+@pytest.mark.slow
 def test_a_daemon_started_before_any_login_waits_for_one(
     tmp_path: Path, emu: EmulatorProcess
 ) -> None:
