@@ -35,7 +35,7 @@ from chanops.engine.conditions import (
     transitions,
 )
 from chanops.engine.outcome import ErrorInfo, Outcome
-from chanops.engine.plan import ActionKind, Blocked, Guard, PlanProblem
+from chanops.engine.plan import ActionKind, Blocked, Guard, Plan, PlanProblem
 
 T0 = "2026-12-01T10:00:00Z"
 T1 = "2026-12-01T11:00:00Z"
@@ -316,3 +316,16 @@ def test_decode_conditions_reads_objects_and_old_names_and_refuses_the_rest() ->
     for bad in ('["Nope"]', '[{"type": "Ready"}]', "[3]", '[{"type": "Ready", "status": "Maybe"}]'):
         with pytest.raises(ValueError):
             decode_conditions(bad)
+
+
+def test_a_plan_saved_before_conditions_were_typed_still_reads() -> None:
+    plan = Plan.from_json({"conditions": {"sfy": ["AwaitingMarketplaceSetup"]}})
+    (held,) = plan.conditions["sfy"]
+    assert (held.type, held.status, held.reason) == (
+        ConditionType.AWAITING_MARKETPLACE_SETUP,
+        TRUE,
+        "AwaitingMarketplaceSetup",
+    )
+    again = Plan.from_json(plan.to_json())
+    assert again == plan
+    assert plan.to_json()["conditions"]["sfy"][0]["type"] == "AwaitingMarketplaceSetup"
