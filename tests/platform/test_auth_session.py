@@ -345,3 +345,38 @@ def test_nothing_the_session_emits_holds_a_token_or_the_secret(setup: Setup) -> 
     assert "auth.refreshed" in text
     for secret in (SECRET, "at-1", "rt-1", "at-3", "rt-3", "rt-0"):
         assert secret not in text
+
+
+def test_a_refusal_after_another_process_refreshed_takes_its_set(setup: Setup) -> None:
+    """Two processes spend the same rotating refresh token: the loser takes the set the
+    winner stored instead of asking for a login (a shared store has no refresh lock)."""
+    store, clock, server, events = setup
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == TOKEN_PATH:
+            server.requests.append({})
+            # The other process won the race and stored its set a moment ago.
+            store.save(_set(clock.now, "at-other", "rt-other"))
+            return httpx.Response(400, json={"error": "invalid_grant"})
+        return server(request)
+
+    async def main() -> None:
+        transport = httpx.MockTransport(answer)
+        session = OAuthSession(
+            platform_url=URL,
+            client_id="chanops",
+            client_secret=SECRET,
+            store=store,
+            events=EventSink(events.append),
+            clock=clock,
+            transport=transport,
+        )
+        client = PlatformClient(httpx.AsyncClient(base_url=URL, transport=transport), auth=session)
+        async with client:
+            clock.now += 90
+            await client.list_connections()
+            assert not session.awaiting_authorization
+
+    run(main)
+    assert server.seen_at_use == ["at-other"]
+    assert _names(events) == []

@@ -431,9 +431,20 @@ class OAuthSession:
                     refresh=True,
                 )
             except errors.ReauthorizationRequired as exc:
+                if await self._adopt_newer(current):
+                    return  # another process spent the same refresh token first
                 self._await(str(exc), current)
                 raise
         self.refreshes += 1
+
+    async def _adopt_newer(self, refused: TokenSet) -> bool:
+        """After a refusal: a set stored meanwhile by another process (a replica on a
+        shared store, which has no refresh lock) is ours, and the refusal is moot."""
+        stored = await asyncio.to_thread(self._store.load)
+        if stored is None or not self._ours(stored) or stored.generation <= refused.generation:
+            return False
+        self._tokens = stored
+        return True
 
     async def _persist(self, token: Mapping[str, Any], **_: Any) -> None:
         """authlib's `update_token` hook: store the new set before anyone uses it."""
