@@ -207,16 +207,22 @@ def test_driver_not_installed(tmp_path: Any) -> None:
 
 
 def test_model_settings_wait_for_the_first_sync(emu: EmulatorProcess) -> None:
-    out = created(emu)
-    cid = out["connection"]["id"]
-    r = call(emu, "PATCH", f"/connections/{cid}", json={"settings": {"defaultLanguage": "de-DE"}})
+    # A secret starting "fail-sync" fails every sync: never synced, however slow the
+    # machine (a PATCH racing a short initial sync would not show the rule).
+    never = created(emu, credentials={**SW6, "secretAccessKey": "fail-sync-secret"})
+    nid = never["connection"]["id"]
+    r = call(emu, "PATCH", f"/connections/{nid}", json={"settings": {"defaultLanguage": "de-DE"}})
     assert error(r) == (422, "unknown_value", "settings.defaultLanguage")
     # a setting that does not depend on the data model is fine at once
     assert (
-        call(emu, "PATCH", f"/connections/{cid}", json={"settings": {"klarna": True}}).status_code
+        call(emu, "PATCH", f"/connections/{nid}", json={"settings": {"klarna": True}}).status_code
         == 200
     )
-    wait_job(emu, out["job"]["id"])
+    out = created(emu)
+    cid = out["connection"]["id"]
+    r = call(emu, "PATCH", f"/connections/{cid}", json={"settings": {"klarna": True}})
+    assert r.status_code == 200
+    assert wait_job(emu, out["job"]["id"])["state"] == "succeeded"
     r = call(emu, "PATCH", f"/connections/{cid}", json={"settings": {"defaultLanguage": "de-DE"}})
     assert r.status_code == 200
     assert r.json()["settings"] == {"klarna": True, "defaultLanguage": "de-DE"}

@@ -112,7 +112,9 @@ def _many(root: Path, count: int) -> None:
     for i in range(count):
         # ~500 bytes each, like a real manifest with its comments (the fork threshold
         # of plan is in bytes).
-        write_manifest(root, f"bulk-{i:04d}", settings="    klarna: true\n", extra=PADDING)
+        # (a setting no procedure syncs after: one action per manifest in a plan)
+        settings = "    orders: {importAboveNumber: '1'}\n"
+        write_manifest(root, f"bulk-{i:04d}", settings=settings, extra=PADDING)
 
 
 # -- symlinks out of the root ------------------------------------------------------------
