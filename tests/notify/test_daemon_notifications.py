@@ -142,6 +142,7 @@ def test_an_outage_is_one_message_and_its_recovery_one_more(
             assert "Check the platform URL" in first["action"]
             everything = [r.body for r in http.received] + smtp.raw
             everything.append((tmp_path / "daemon.log").read_bytes())
+            everything.append((tmp_path / "daemon.err").read_bytes())
             for secret in (SW_SECRET, HMAC_KEY, SMTP_PASSWORD, SLACK_TOKEN):
                 assert not any(secret.encode() in body for body in everything), secret
     finally:
