@@ -245,3 +245,40 @@ def test_sigkill_at_random_moments_never_locks_out(tmp_path: Path) -> None:
 def test_twenty_sigkills_never_lock_out(tmp_path: Path) -> None:
     with oauth_emulator(tmp_path, ttl="2s", rotate=True, grace="30s") as emu:
         _kill_and_restart(tmp_path, emu, kills=20, rng=random.Random(1313))
+
+
+@pytest.mark.slow
+def test_without_a_grace_period_a_lockout_is_reported_clearly(tmp_path: Path) -> None:
+    """No grace: a kill between the server's rotation and the store's commit loses the
+    new refresh token. The restarted daemon then either works or says so, once, and a
+    login brings it back."""
+    rng = random.Random(7)
+    with oauth_emulator(tmp_path, ttl="2s", rotate=True, grace="0s") as emu:
+        daemon, root, state = _started(tmp_path, emu)
+        try:
+            for round_ in range(1, 11):
+                settle(rng.uniform(0.2, 2.5))
+                daemon.signal(signal.SIGKILL)
+                daemon.proc.wait()  # type: ignore[union-attr]
+                daemon = oauth_daemon(
+                    tmp_path, emu, root, secret_file(tmp_path), state=state, name=f"g{round_}"
+                )
+                daemon.start(wait_reconciled=False)
+                display = f"{NAMES[1]} round {round_}"
+                _write(root, NAMES[1], display)
+
+                def settled(d: str = display, running: DaemonProcess = daemon) -> str | None:
+                    names = {e["event"] for e in running.events()}
+                    if "auth.reauthorization_required" in names:
+                        return "locked out"
+                    return "works" if d in _displays(emu) else None
+
+                if wait_for(settled, timeout=30, what=display) == "locked out":
+                    refused = [
+                        e for e in daemon.events() if e["event"] == "auth.reauthorization_required"
+                    ]
+                    assert len(refused) == 1 and "chanops login" in refused[0]["error"]
+                    login(emu, state, secret_file(tmp_path))
+                    wait_for(lambda d=display: d in _displays(emu), timeout=30, what=display)
+        finally:
+            daemon.stop()
