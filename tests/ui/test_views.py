@@ -234,6 +234,23 @@ def test_live_feed_counts_changes_and_keeps_reconciles_scrubbed() -> None:
     assert last["result"] == "failed" and feed.next_resync
 
 
+def test_live_feed_names_what_changed() -> None:
+    feed = LiveFeed(scrub=dict, revision=lambda: None, resync_seconds=60)
+    feed(Event("connection.updated", "info", {"connection": "a"}))
+    feed(Event("sync.completed", "info", {"connection": "b", "job_id": 7}))
+    feed(Event("reconcile.completed", "info", {"kind": "partial"}))
+    assert feed.changed_since(0) == "a b"
+    assert feed.changed_since(1) == "b"
+    assert feed.last_sync["b"]["job"] == 7 and feed.last_sync["b"]["outcome"] == "completed"
+    assert feed.take_changes() == ({"a", "b"}, False)
+    assert feed.take_changes() == (set(), False)
+    feed(Event("reconcile.completed", "info", {"kind": "full"}))
+    assert feed.changed_since(3) == "*"
+    assert feed.take_changes() == (set(), True)
+    feed(Event("manifest.invalid", "error", {"file": "x.yaml"}))
+    assert feed.take_changes() == (set(), True)
+
+
 def test_live_stream_reports_a_change_and_ends_when_the_daemon_stops() -> None:
     async def scenario() -> list[str]:
         feed = LiveFeed(scrub=dict, revision=lambda: None, resync_seconds=60)
@@ -250,5 +267,5 @@ def test_live_stream_reports_a_change_and_ends_when_the_daemon_stops() -> None:
 
     hello, change, *rest = asyncio.run(scenario())
     assert hello.startswith("retry: ") and "event: hello\ndata: 0" in hello
-    assert change == "event: change\ndata: 1\n\n"
+    assert change == "event: change\ndata: 1 a\n\n"
     assert rest == ["event: bye\ndata: stopping\n\n"]

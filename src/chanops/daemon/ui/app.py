@@ -11,7 +11,7 @@ fetches the page again when something changed.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
@@ -101,23 +101,29 @@ class Pages:
     async def overview(self, request: Request) -> Response:
         snap = self.data.snapshot()
         feed = self.data.feed
-        view = views.overview(
-            snap.doc,
-            snap.rows,
-            reconciles=list(feed.reconciles),
-            reconciling=bool(feed.running),
-            next_resync=feed.next_resync,
+        view = snap.memo(
+            "overview",
+            lambda: views.overview(
+                snap.doc,
+                snap.rows,
+                reconciles=list(feed.reconciles),
+                reconciling=bool(feed.running),
+                next_resync=feed.next_resync,
+            ),
         )
         return self.render(request, "overview.html", view=view, version=snap.version)
 
     async def connections(self, request: Request) -> Response:
         snap = self.data.snapshot()
         query = views.Query.parse(request.query_params)
+        # Filtered and sorted once per snapshot and query; each page is a slice of it.
+        key = ("list", replace(query, page=1, size=views.PAGE_SIZE))
+        selected = snap.memo(key, lambda: views.select(snap.rows, query))
         return self.render(
             request,
             "connections.html",
             query=query,
-            listing=views.listing(snap.rows, query),
+            listing=views.listing(snap.rows, query, selected),
             facets=snap.facets,
             version=snap.version,
         )

@@ -1,8 +1,9 @@
 """Live updates: one subscriber on the event sink, one server-sent event stream per page.
 
-Every domain event moves `version` on; a stream tells its page "something changed"
-(`event: change`, the version as data, nothing else: no event content ever leaves this
-way), and the page fetches itself again. Changes are coalesced: at most one message per
+Every domain event moves `version` on; a stream tells its page what changed
+(`event: change`, data: the version and the names of the connections concerned, or `*`
+when the change concerns no single connection; no other event content leaves this
+way), and a page that shows it fetches itself again. Changes are coalesced: at most one message per
 `MIN_GAP` seconds per stream, so a resync of 10,000 connections costs a page a refresh
 a second, not 10,000.
 
@@ -34,6 +35,10 @@ PING_SECONDS = 30.0
 RETRY_MS = 2000  # the browser reconnects this long after a dropped stream
 MAX_STREAMS = 128  # open streams at once; past that a page is served without live updates
 RECONCILES_KEPT = 10
+CHANGES_KEPT = 4096  # changes a stream can name since its last message
+MAX_NAMES_SENT = 50  # more changed connections than this are sent as `*`
+_SYNC_ENDS = frozenset({"sync.completed", "sync.failed", "sync.stuck", "sync.skipped"})
+_EVERY_ROW = ("manifest", "platform.", "daemon.", "git.", "root.", "leader.")
 _RECONCILE_FIELDS = (
     "reconcile_id",
     "kind",
@@ -75,6 +80,12 @@ class LiveFeed:
         self.reconciles: deque[dict[str, Any]] = deque(maxlen=RECONCILES_KEPT)
         self.running: dict[str, dict[str, Any]] = {}  # reconcile id -> its start
         self.next_resync = ""
+        self.last_sync: dict[str, dict[str, Any]] = {}  # name -> the last sync's outcome
+        # What changed since the snapshot last took it: names, or everything.
+        self._names: set[str] = set()
+        self._everything = False
+        # (version, name) per change for the streams; None: not one connection's change.
+        self._log: deque[tuple[int, str | None]] = deque(maxlen=CHANGES_KEPT)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: int | None = None
         self._bell: asyncio.Event | None = None
@@ -83,6 +94,15 @@ class LiveFeed:
 
     def __call__(self, event: Event) -> None:
         self.version += 1
+        name = event.fields.get("connection")
+        if isinstance(name, str):
+            self._names.add(name)
+            self._log.append((self.version, name))
+            if event.name in _SYNC_ENDS:
+                self._synced(name, event)
+        elif _touches_every_row(event):
+            self._everything = True
+            self._log.append((self.version, None))
         if event.name == "reconcile.started":
             rid = str(event.fields.get("reconcile_id", ""))
             self.running[rid] = {"kind": event.fields.get("kind"), "since": _now_iso()}
@@ -103,6 +123,34 @@ class LiveFeed:
         if fields.get("kind") == "full":
             due = datetime.now(UTC) + timedelta(seconds=self.resync_seconds)
             self.next_resync = due.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def _synced(self, name: str, event: Event) -> None:
+        job = event.fields.get("job_id")
+        self.last_sync[name] = {
+            "job": job or None,
+            "outcome": event.name.removeprefix("sync."),
+            "at": _now_iso(),
+        }
+
+    def take_changes(self) -> tuple[set[str], bool]:
+        """The names changed since the last call, and whether every row may have."""
+        names, everything = self._names, self._everything
+        self._names, self._everything = set(), False
+        return names, everything
+
+    def changed_since(self, seen: int) -> str:
+        """What changed after version `seen`: connection names, or `*` for anything else."""
+        log = self._log
+        if not log or log[0][0] > seen + 1:
+            return "*"  # older than the log reaches: assume everything
+        names: set[str] = set()
+        for version, name in reversed(log):
+            if version <= seen:
+                break
+            if name is None or len(names) >= MAX_NAMES_SENT:
+                return "*"
+            names.add(name)
+        return " ".join(sorted(names)) or "-"
 
     def _ring(self) -> None:
         loop = self._loop
@@ -154,12 +202,21 @@ class LiveFeed:
                 # Coalesce a burst: wait out the gap since the last message, then report
                 # where the burst got to.
                 await asyncio.sleep(max(0.0, sent + MIN_GAP - time.monotonic()))
+                what = self.changed_since(seen)
                 seen = self.version
                 sent = time.monotonic()
-                yield f"event: change\ndata: {seen}\n\n"
+                yield f"event: change\ndata: {seen} {what}\n\n"
             yield "event: bye\ndata: stopping\n\n"
         finally:
             self.streams -= 1
+
+
+def _touches_every_row(event: Event) -> bool:
+    """An event of no single connection that may change every row (a resync's listing,
+    a manifest file that fails, the platform's reachability): the snapshot is rebuilt."""
+    if event.name in ("reconcile.completed", "reconcile.failed"):
+        return event.fields.get("kind") == "full"
+    return event.name.startswith(_EVERY_ROW)
 
 
 def _result(event: Event) -> str:

@@ -310,10 +310,17 @@ def _sort_key(sort: str) -> Any:
     return lambda r: (r.name, r.connection_id or 0)
 
 
-def listing(rows: Sequence[Row], query: Query) -> dict[str, Any]:
-    """One page of the rows the query selects, sorted, with the paging around it."""
+def select(rows: Sequence[Row], query: Query) -> list[Row]:
+    """The rows the query selects, sorted (paging aside: the same for every page)."""
     selected = [r for r in rows if query.matches(r)]
     selected.sort(key=_sort_key(query.sort), reverse=query.desc)
+    return selected
+
+
+def listing(rows: Sequence[Row], query: Query, selected: list[Row] | None = None) -> dict[str, Any]:
+    """One page of the rows the query selects, sorted, with the paging around it."""
+    if selected is None:
+        selected = select(rows, query)
     pages = max(1, math.ceil(len(selected) / query.size))
     page = min(query.page, pages)
     start = (page - 1) * query.size

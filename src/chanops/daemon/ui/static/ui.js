@@ -86,7 +86,14 @@
     }
   });
   source.addEventListener("change", function (e) {
-    wanted = parseInt(e.data, 10) || wanted;
+    // data: "VERSION NAME NAME ..." (the connections concerned) or "VERSION *".
+    var parts = String(e.data).split(" ");
+    var main = document.getElementById("content");
+    var mine = main ? main.getAttribute("data-connection") : null;
+    if (mine && parts.indexOf("*") < 0 && parts.slice(1).indexOf(mine) < 0) {
+      return; // a connection's page: another connection changed
+    }
+    wanted = parseInt(parts[0], 10) || wanted;
     refresh();
   });
   source.addEventListener("bye", function () {

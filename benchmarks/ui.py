@@ -1,0 +1,221 @@
+"""The status page at 10,000 connections (issue 15): page latency, live pages at idle.
+
+Whole processes: `chanops emulator` and `chanops run` on loopback, 10,000 shopware6
+manifests converged first. One run measures:
+
+1. page latency: `--requests` sequential GETs (one keep-alive client) of the overview
+   (`/ui/`), a 100-row page of the list (`/ui/connections?page=37`), a filtered and
+   sorted list page and one connection's page, from the snapshot (nothing changed);
+   p50 and p95 per page, wall time at the client;
+2. the first page after a change: edit a manifest, wait for its write, then GET the
+   overview (the snapshot is rebuilt), `--edits` times; p50 and p95;
+3. idle CPU of the daemon (/proc/<pid>/stat) over `--idle-window` seconds with no page
+   open, then with `--pages` live pages open: each holds the /ui/live stream and, on
+   every `change`, fetches its page again like ui.js does;
+4. edit-to-write latency (the `connection.updated` timestamp minus the wall time just
+   after the atomic save), `--edits` edits with no page open and `--edits` with the
+   live pages open (each of which then refetches its page).
+
+    .venv/bin/python benchmarks/ui.py --connections 10000 --runs 3
+
+The platform is converged once; each run is then a new `chanops run` process on that
+state (its startup resync makes no write), so the runs measure the daemon, not the
+10,000 creates.
+
+Targets (issue 15): overview and a 100-row list page p95 < 100 ms; the live pages add
+less than 2 % of a core at idle and do not slow edit-to-write latency measurably.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from daemon.helpers import DaemonProcess, wait_until
+from reliability.helpers import converged_full, cpu_share, edit_manifest, start_daemon
+from reliability.helpers import write_manifests as write_root
+from support.emulator import EmulatorProcess
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))
+    return ordered[index]
+
+
+def timed_gets(client: httpx.Client, path: str, count: int) -> list[float]:
+    client.get(path).raise_for_status()  # warm: the snapshot is built
+    samples = []
+    for _ in range(count):
+        t = time.perf_counter()
+        client.get(path).raise_for_status()
+        samples.append((time.perf_counter() - t) * 1000)
+    return samples
+
+
+def edit_and_wait(d: DaemonProcess, root: Path, name: str, display: str) -> float:
+    """Rename one connection; ms from the save to its `connection.updated`."""
+    mark = d.mark()
+    edit_manifest(root, name, f"{display} {time.time_ns()}")  # new in every run
+    saved = time.time()
+    event = d.wait_event(
+        lambda e: e["event"] == "connection.updated" and e.get("connection") == name,
+        after=mark,
+        timeout=120,
+    )
+    return (datetime.fromisoformat(event["timestamp"]).timestamp() - saved) * 1000
+
+
+class LivePages:
+    """`count` browsers-in-spirit: each follows /ui/live and refetches its page on change."""
+
+    def __init__(self, base: str, paths: list[str]) -> None:
+        self.base = base
+        self.paths = paths
+        self.refetches = 0
+        self.open = 0
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._tasks: list[asyncio.Future[None]] = []
+
+    def start(self) -> None:
+        self._thread.start()
+        self._tasks = [
+            asyncio.run_coroutine_threadsafe(self._page(p), self._loop) for p in self.paths
+        ]
+        wait_until(lambda: self.open == len(self.paths), timeout=30, what="live pages open")
+
+    async def _page(self, path: str) -> None:
+        async with (
+            httpx.AsyncClient(base_url=self.base, timeout=None) as client,
+            client.stream("GET", "/ui/live") as stream,
+        ):
+            self.open += 1
+            async for line in stream.aiter_lines():
+                if line.startswith("event: change"):
+                    await client.get(path)
+                    self.refetches += 1
+
+    def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+
+
+def runs(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Converge 10,000 connections once; each run is a new daemon process on that state
+    (its startup resync writes nothing), measured from scratch."""
+    out = []
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        root = tmp / "connections.d"
+        names = write_root(root, args.connections)
+        emu = EmulatorProcess(tmp / "emu", time_scale=0.001)
+        emu.start()
+        try:
+            for r in range(args.runs):
+                d = start_daemon(tmp, emu, root, resync="1h", name=f"daemon{r}")
+                try:
+                    wait_until(lambda d=d: converged_full(d.events()), timeout=3600, what="ok")
+                    result = measure(args, d, root, names)
+                    assert d.stop(timeout=120) == 0
+                finally:
+                    d.kill()
+                out.append(result)
+                print(json.dumps({"run": r + 1, **result}), flush=True)
+        finally:
+            emu.stop()
+    return out
+
+
+def measure(
+    args: argparse.Namespace, d: DaemonProcess, root: Path, names: list[str]
+) -> dict[str, Any]:
+    assert d.proc is not None
+    base = f"http://127.0.0.1:{d.port}"
+    out: dict[str, Any] = {"connections": args.connections}
+    with httpx.Client(base_url=base, timeout=30) as client:
+        pages = {
+            "overview": "/ui/",
+            "list_100_rows": "/ui/connections?page=37",
+            "list_filtered_sorted": "/ui/connections?q=c0&label=&sort=id&order=desc&page=2",
+            "connection": f"/ui/connections/{names[len(names) // 3]}",
+        }
+        for key, path in pages.items():
+            samples = timed_gets(client, path, args.requests)
+            out[f"{key}_p50_ms"] = round(percentile(samples, 50), 2)
+            out[f"{key}_p95_ms"] = round(percentile(samples, 95), 2)
+        rebuilt = []
+        for n in range(args.edits):
+            edit_and_wait(d, root, names[(n * 7919) % len(names)], f"ui rebuild {n}")
+            time.sleep(0.6)  # past the rebuild gap: the next page rebuilds the snapshot
+            t = time.perf_counter()
+            client.get("/ui/").raise_for_status()
+            rebuilt.append((time.perf_counter() - t) * 1000)
+        out["overview_after_change_p50_ms"] = round(percentile(rebuilt, 50), 2)
+        out["overview_after_change_p95_ms"] = round(percentile(rebuilt, 95), 2)
+    pid = d.proc.pid
+    time.sleep(2)
+    out["idle_cpu_pct_no_pages"] = round(cpu_share(pid, args.idle_window) * 100, 3)
+    alone = [
+        edit_and_wait(d, root, names[(n * 104729) % len(names)], f"ui alone {n}")
+        for n in range(args.edits)
+    ]
+    paths = [f"/ui/connections/{names[i * 97 % len(names)]}" for i in range(args.pages - 1)]
+    paths.append("/ui/")
+    live = LivePages(base, paths)
+    live.start()
+    try:
+        time.sleep(2)
+        out["idle_cpu_pct_with_pages"] = round(cpu_share(pid, args.idle_window) * 100, 3)
+        watched = [
+            edit_and_wait(d, root, names[(n * 15485863) % len(names)], f"ui watched {n}")
+            for n in range(args.edits)
+        ]
+        time.sleep(1)
+        out["page_refetches"] = live.refetches
+    finally:
+        live.stop()
+    out["live_pages"] = args.pages
+    out["idle_cpu_pct_added"] = round(
+        out["idle_cpu_pct_with_pages"] - out["idle_cpu_pct_no_pages"], 3
+    )
+    out["edit_to_write_p50_ms_no_pages"] = round(percentile(alone, 50), 1)
+    out["edit_to_write_p50_ms_with_pages"] = round(percentile(watched, 50), 1)
+    out["edit_to_write_p95_ms_no_pages"] = round(percentile(alone, 95), 1)
+    out["edit_to_write_p95_ms_with_pages"] = round(percentile(watched, 95), 1)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--connections", type=int, default=10_000)
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--edits", type=int, default=10)
+    parser.add_argument("--pages", type=int, default=50)
+    parser.add_argument("--idle-window", type=float, default=15.0)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    results = runs(args)
+    keys = [k for k, v in results[0].items() if isinstance(v, (int, float))]
+    median = {k: statistics.median(r[k] for r in results) for k in keys}
+    print(json.dumps({"median": median, "runs": len(results), "cpus": os.cpu_count()}))
+
+
+if __name__ == "__main__":
+    main()
