@@ -63,3 +63,14 @@ def test_a_failing_or_unknown_provider_is_exit_1_with_one_line(tmp_path: Path) -
             f"Error: no provider named 'pager' in {config}; configured: slack, hook"
         ]
         assert http.received == []
+
+
+def test_a_bad_section_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    config = tmp_path / "chanops.yaml"
+    config.write_text("notifications:\n  providers:\n    - {name: s, kind: slack, urlFile: gone}\n")
+    done = notify_test(config)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(f"Error: {config}:3:39: notifications.providers[0].urlFile: ")
+    assert "cannot read the webhook URL file" in lines[0]

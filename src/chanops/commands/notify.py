@@ -7,11 +7,9 @@ of chanops.yaml at start: a bad section is one line on stderr and exit 1.
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
-
-from chanops.commands.common import common_options, settings_from
 
 if TYPE_CHECKING:
     from chanops.config import Settings
@@ -36,7 +34,13 @@ def command() -> None:
 
 
 @command.command(name="test")
-@common_options
+@click.option(
+    "--config",
+    "config_file",
+    metavar="FILE",
+    default=None,
+    help="Settings file holding `notifications:` [default ./chanops.yaml].",
+)
 @click.option(
     "--provider",
     "provider",
@@ -44,12 +48,19 @@ def command() -> None:
     metavar="NAME",
     help="Send to this provider only [default: every configured provider].",
 )
-def test(provider: str | None, **common: Any) -> None:
+def test(config_file: str | None, provider: str | None) -> None:
     """Send a test message; exit 0 when every provider took it, 1 otherwise."""
+    from chanops.config import load_settings
+    from chanops.errors import ConfigError
     from chanops.notify.dispatch import Notifier
 
-    settings = settings_from(**common)
-    loaded = notifications_from(common.get("config_file"), settings)
+    try:
+        # For the secrets directories the credential files must stay out of.
+        settings = load_settings(config=config_file)
+    except ConfigError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(1)
+    loaded = notifications_from(config_file, settings)
     if loaded is None or not loaded.config.providers:
         click.echo(
             "Error: no notification providers are configured (notifications: in chanops.yaml)",
@@ -64,7 +75,7 @@ def test(provider: str | None, **common: Any) -> None:
             err=True,
         )
         sys.exit(1)
-    notifier = Notifier(loaded.config, loaded.credentials, scrub=None)
+    notifier = Notifier(loaded.config, loaded.credentials)
     failed = 0
     for name in [provider] if provider else names:
         error = notifier.send_test(name, where=loaded.path)
