@@ -380,3 +380,47 @@ def test_a_refusal_after_another_process_refreshed_takes_its_set(setup: Setup) -
     run(main)
     assert server.seen_at_use == ["at-other"]
     assert _names(events) == []
+
+
+def test_a_refresh_cancelled_while_waiting_for_the_lock_lets_it_go(setup: Setup) -> None:
+    """Another process holds the refresh lock; the waiting refresh is cancelled (the
+    daemon stops): once the lock comes free, this process must not keep it."""
+    import fcntl
+    import os
+    import threading
+
+    from chanops.state.tokens import refresh_lock
+
+    store, clock, server, _events = setup
+    held = threading.Event()
+    release = threading.Event()
+
+    def other_process() -> None:
+        with refresh_lock(Path(store.where)):
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=other_process)
+    holder.start()
+    held.wait(5)
+
+    async def main() -> None:
+        client, _ = _client(*setup)
+        async with client:
+            clock.now += 90
+            call = asyncio.ensure_future(client.list_connections())
+            await asyncio.sleep(0.3)
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+            release.set()
+            await asyncio.to_thread(holder.join, 5)
+            await asyncio.sleep(0.3)  # the waiting thread takes the lock, then lets it go
+
+    run(main)
+    fd = os.open(Path(store.where).with_name("state.db.oauth-lock"), os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises if still held
+    finally:
+        os.close(fd)
+    assert server.requests == []

@@ -511,7 +511,11 @@ def _newer(stored: TokenSet, seen: TokenSet | None) -> bool:
 
 @contextlib.asynccontextmanager
 async def _in_thread(lock: contextlib.AbstractContextManager[None]) -> AsyncIterator[None]:
-    """Enter a blocking lock off the event loop; leave it when the block ends."""
+    """Enter a blocking lock off the event loop; leave it when the block ends.
+
+    Cancelled while waiting, the thread still takes the lock; it is let go when the
+    context manager is collected (its generator's `finally` closes the lock file).
+    """
     await asyncio.to_thread(lock.__enter__)
     try:
         yield
