@@ -71,3 +71,24 @@ def test_a_cache_fed_the_written_rows_equals_the_store(tmp_path: Path) -> None:
         cache.apply(cache.read(result.written))
         assert cache.snapshot() == store.records()
     store.close()
+
+
+def test_a_rotated_secret_is_written_though_the_manifest_object_is_the_same(
+    tmp_path: Path,
+) -> None:
+    """Fingerprints are reused for the same manifest object with the same secret HMACs
+    (a resync of unchanged manifests): a new secret value must still be planned."""
+    platform = FakePlatform()
+    store = StateStore.open(tmp_path / "state.db")
+    environ = dict(ENV)
+    options = EngineOptions(environ=environ, job_timeout=1)
+    rec = Reconciler(client=platform, store=store, options=options)
+    load = load_result([manifest(n) for n in NAMES])
+    asyncio.run(rec.reconcile(load))
+    assert not asyncio.run(rec.reconcile(load, only=set(NAMES))).plan.actions
+
+    environ["SW_SECRET"] = "sw-secret-rotated"
+    rotated = asyncio.run(rec.reconcile(load, only={"c3"}))
+    assert [(a.name, a.kind.value) for a in rotated.plan.actions] == [("c3", "update")]
+    assert [c.path for c in rotated.plan.actions[0].changes] == ["/credentials/secretAccessKey"]
+    store.close()

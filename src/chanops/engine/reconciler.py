@@ -141,6 +141,7 @@ class Reconciler:
         self._prefetch: asyncio.Future[list[Connection]] | None = None
         # The last load's manifests as not-planned Desired entries (`_desired`).
         self._unresolved: tuple[LoadResult | None, dict[str, Desired]] = (None, {})
+        self._fingerprinted: dict[str, Desired] = {}  # the last resolved entry of each name
 
     # -- public --------------------------------------------------------------
 
@@ -339,10 +340,18 @@ class Reconciler:
                 m, secret_hmacs={p: hmac(v) for p, v in secret_values.items()}
             )
         # Fingerprints now: this runs in a thread while the platform list is in flight.
+        # The same manifest object with the same secret HMACs keeps the fingerprint it
+        # had: a resync plans 10,000 unchanged manifests, and hashing them was most of it.
+        last = self._fingerprinted
         for m in planned:
             d = desired[m.name]
-            if d.secret_error is None:
-                desired[m.name] = replace(d, fingerprint=fingerprint(d))
+            if d.secret_error is not None:
+                continue
+            same = last.get(m.name)
+            if same is not None and same.manifest is m and same.secret_hmacs == d.secret_hmacs:
+                desired[m.name] = same
+            else:
+                desired[m.name] = last[m.name] = replace(d, fingerprint=fingerprint(d))
         return desired, values
 
     async def _observe(
