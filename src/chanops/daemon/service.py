@@ -73,7 +73,9 @@ if TYPE_CHECKING:
 
 
 EXIT_CRASHED = 70  # EX_SOFTWARE (sysexits.h): the reconcile loop died of a bug or fault
-RESYNC_BATCH = 1000  # names per resync batch: one plan each (see docs/daemon.md)
+# Names per resync batch: one plan each. Small enough that an edit arriving while a batch
+# plans waits for little of it (docs/daemon.md, "Edits go first").
+RESYNC_BATCH = 250
 
 
 @dataclass(frozen=True, slots=True)
