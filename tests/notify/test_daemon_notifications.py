@@ -1,8 +1,9 @@
 """`chanops run` (a real process) against the emulator, notifying real local receivers.
 
 A small HTTP server stands in for Slack, Teams and the webhook endpoint; aiosmtpd's
-SMTP server (STARTTLS required) receives the email. A platform outage is the failure
-streak: it must give exactly one message per provider, and its recovery one more.
+SMTP server (STARTTLS required) receives the email. Two failure streaks, a platform
+outage and a connection the platform refuses at every try, must each give exactly one
+message per provider, and their recoveries one more each.
 """
 
 from __future__ import annotations
@@ -101,7 +102,25 @@ def outage(emu: EmulatorProcess, d: DaemonProcess) -> None:
     d.wait_event(lambda e: e["event"] == "platform.reachable", after=mark, timeout=60)
 
 
-def test_an_outage_is_one_message_and_its_recovery_one_more(
+def refusal(emu: EmulatorProcess, d: DaemonProcess, root: Path) -> None:
+    """The platform refuses an edit of b (the account lacks the Klarna plugin) at every
+    try, then the edit is reverted: one failure streak and its end."""
+    emu.admin.post("/api/v1/testing/account", json={"plugins": []})
+    mark = d.mark()
+    klarna = manifest("b", secret_env="SW_SECRET", extra_spec="settings: {klarna: true}")
+    write_atomic(root / "b.yaml", klarna)
+    d.wait_event(lambda e: e["event"] == "connection.parked", after=mark, timeout=30)
+    mark = d.mark()
+    d.signal(signal.SIGHUP)  # a full resync retries parked names: refused again
+    d.wait_event(
+        lambda e: e["event"] == "connection.failed" and e.get("connection") == "b", after=mark
+    )
+    d.wait_event(lambda e: e["event"] == "reconcile.completed", after=mark)
+    write_atomic(root / "b.yaml", manifest("b", secret_env="SW_SECRET"))
+    d.wait_event(lambda e: e["event"] == "connection.recovered", after=mark, timeout=30)
+
+
+def test_each_failure_streak_is_one_message_and_its_recovery_one_more(
     tmp_path: Path, emu: EmulatorProcess, make_daemon: Callable[..., DaemonProcess]
 ) -> None:
     smtp = SmtpReceiver(tmp_path / "tls", username="chanops", password=SMTP_PASSWORD).start()
@@ -110,30 +129,33 @@ def test_an_outage_is_one_message_and_its_recovery_one_more(
             config = write_config(tmp_path, http, smtp)
             root = tmp_path / "m"
             write_atomic(root / "a.yaml", manifest("a", secret_env="SW_SECRET"))
+            write_atomic(root / "b.yaml", manifest("b", secret_env="SW_SECRET"))
             d = make_daemon(
                 emu, root, env={"SW_SECRET": SW_SECRET}, extra=["--config", str(config)]
             ).start()
             outage(emu, d)
-            hooks = http.wait("/hook", 2)
-            http.wait(f"/slack/{SLACK_TOKEN}", 2)
-            http.wait("/teams", 2)
-            smtp.wait(2)
-            # A full reconcile after the recovery: still nothing new to say.
-            mark = d.mark()
-            d.signal(signal.SIGHUP)
-            d.wait_event(
-                lambda e: e["event"] == "reconcile.completed" and e.get("kind") == "full",
-                after=mark,
-            )
+            http.wait("/hook", 2)
+            refusal(emu, d, root)
+            hooks = http.wait("/hook", 4)
+            http.wait(f"/slack/{SLACK_TOKEN}", 4)
+            http.wait("/teams", 4)
+            smtp.wait(4)
             assert d.stop() == 0  # the notifier drains its queues before exit
             assert [h.json()["type"] for h in http.on("/hook")] == [
                 "platform.unreachable",
                 "platform.reachable",
+                "connection.failed",
+                "connection.recovered",
             ]
-            assert len(http.on(f"/slack/{SLACK_TOKEN}")) == 2
-            assert len(http.on("/teams")) == 2
-            assert len(smtp.messages) == 2
-            assert smtp.tls_used == [True, True]
+            assert len(http.on(f"/slack/{SLACK_TOKEN}")) == 4
+            assert len(http.on("/teams")) == 4
+            assert len(smtp.messages) == 4
+            assert smtp.tls_used == [True, True, True, True]
+            refused = hooks[2].json()
+            assert refused["connection"] == "b"
+            assert refused["file"] == "b.yaml"
+            assert "plugin_not_installed" in refused["text"]
+            assert "fix the manifest" in refused["action"]
             for request in hooks:
                 signature = hmac.new(HMAC_KEY.encode(), request.body, hashlib.sha256).hexdigest()
                 assert request.headers["X-Chanops-Signature"] == f"sha256={signature}"

@@ -88,6 +88,7 @@ class Outcomes:
         self.observed = parts.observed
         self._ready = ready
         self.platform_retry = Backoff()
+        self.failing: set[str] = set()  # names whose last batch failed (connection.recovered)
         self.metrics.watch_queue(self.queue.depth)
         self.outage_since: float | None = None
         self.platform_ok = False
@@ -109,10 +110,12 @@ class Outcomes:
         self.held |= {b.name for b in result.blocked if b.rule == Guard.UNHEALTHY_ROOT}
         failed = failures(batch, result)
         settled = [n for n in batch.names if n not in failed]
-        # A name that was retrying and now settled ends its failure streak (notifications).
-        recovered = [n for n in settled if n in self.queue.backoff]
         self._requeued(self.queue.done(batch, settled=settled, failed=failed))
-        for name in recovered:
+        # A name that failed (retrying, or parked after a refusal) and now settles, with a
+        # write or with nothing left to do, ends its failure streak (notifications).
+        self.failing.update(failed)
+        for name in self.failing.intersection(settled):
+            self.failing.discard(name)
             self.events.emit("connection.recovered", "info", connection=name)
 
     def batch_failed(self, batch: Batch, error: str, tally: Tally) -> None:
