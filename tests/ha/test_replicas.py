@@ -61,6 +61,11 @@ def test_one_leader_among_three_and_a_killed_leader_is_replaced(
     assert time.monotonic() - killed_at < FAILOVER_BOUND
     successor = replicas.leader(exclude=leader)
     assert successor in standbys
+    # The status page follows the parts the new term composed: the edited connection.
+    wait_until(
+        lambda: "A two" in successor.http("/ui/connections/a").text,
+        what="the successor's status page",
+    )
     samples = sampler.stop()
     assert samples and max(samples) == 1, f"never two leaders at once: {samples}"
     assert len(emu.admin.connections()) == 1  # nothing doubled

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from chanops.errors import ChanopsError, StoreError
 
 if TYPE_CHECKING:
     from chanops.daemon.leader import Leadership
     from chanops.daemon.service import Daemon
+
+
+T = TypeVar("T")
 
 
 class Terms:
@@ -125,3 +129,21 @@ async def stop_follower(follower: asyncio.Task[None], endless: bool) -> None:
         follower.cancel()  # the fetch loop never ends by itself
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await asyncio.wait_for(follower, timeout=3)
+
+
+class _Latest:
+    """Forwards attribute reads to whatever `get()` returns now."""
+
+    __slots__ = ("_get",)
+
+    def __init__(self, get: Callable[[], object]) -> None:
+        self._get = get
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._get(), name)
+
+
+def latest(get: Callable[[], T]) -> T:
+    """A stand-in for the object `get()` returns at each use: a consumer built once (the
+    status page) follows the parts each replica term composes afresh."""
+    return cast(T, _Latest(get))

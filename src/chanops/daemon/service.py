@@ -47,7 +47,7 @@ from chanops.daemon.outcomes import Outcomes, Tally
 from chanops.daemon.parts import Parts, Sources
 from chanops.daemon.queue import Batch, Lane, WorkQueue
 from chanops.daemon.reconcile import BatchRunner, new_id
-from chanops.daemon.replica import Terms, stop_follower
+from chanops.daemon.replica import Terms, latest, stop_follower
 from chanops.daemon.resync import Resyncer
 from chanops.daemon.scheduler import SyncOutcome, SyncScheduler, Target, utc_iso
 from chanops.daemon.status import EventLog, LivenessGate, Status
@@ -277,8 +277,9 @@ class Daemon:
         from chanops.daemon.ui import UIOptions, build_ui
 
         return build_ui(
-            status=self.status,
-            parts=self.parts,
+            # Late-bound: a replica composes its parts afresh for each term.
+            status=latest(lambda: self.status),
+            parts=latest(lambda: self.parts),
             load=lambda: self.loads.current,
             options=self.options.ui or UIOptions(),
             host=self.options.listen[0] if self.options.listen else "127.0.0.1",
