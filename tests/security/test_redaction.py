@@ -197,8 +197,17 @@ def test_a_daemon_refuses_short_secrets_and_its_log_stays_intact(
     assert any("1" in s for e in audit for s in _strings(e)) or any(
         1 in (v for v in e.values() if isinstance(v, int)) for e in audit
     ), audit
-    refusals = [e for e in events if "shorter than" in json.dumps(e)]
-    assert refusals and all(e["level"] in ("error", "warning") for e in refusals)
+    mentions = [e for e in events if "shorter than" in json.dumps(e)]
+    # The refusal itself is an error or a warning; the condition transitions that
+    # carry its message are state records (their level is the condition's).
+    refusals = [e for e in mentions if e["event"] != "connection.condition"]
+    assert refusals and all(e["level"] in ("error", "warning") for e in refusals), refusals
+    transitions = [e for e in mentions if e["event"] == "connection.condition"]
+    # A short secret is a SecretUnresolved condition, and the connection is not Ready.
+    assert {(e["condition"], e["status"]) for e in transitions} == {
+        ("SecretUnresolved", "True"),
+        ("Ready", "False"),
+    }, transitions
     assert REDACTED not in status_text
     assert "short-env" in status_text and "shorter than" in status_text
     assert GOOD_SECRET not in d.output() + status_text

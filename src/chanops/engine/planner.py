@@ -37,7 +37,6 @@ Rules (docs/engine.md, "Reconcile rules"), in the order `make_plan` applies them
 
 from __future__ import annotations
 
-import enum
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -53,6 +52,7 @@ from chanops.engine.diff import (
     fingerprint,
     source_key,
 )
+from chanops.engine.found import SETTLED, UNKNOWN, Adopt, Create, Found, Managed
 from chanops.engine.guards import (
     RootFacts,
     blocked_condition,
@@ -149,38 +149,6 @@ def in_scope(name: str, desired: Mapping[str, Desired], options: PlanOptions) ->
         labels = d.manifest.labels
         return all(labels.get(k) == v for k, v in options.selector.items())
     return True
-
-
-@dataclass(frozen=True, slots=True)
-class Managed:
-    """The connection chanops manages for this manifest."""
-
-    conn: Connection
-
-
-@dataclass(frozen=True, slots=True)
-class Adopt:
-    """An unmanaged connection this manifest takes over, and why."""
-
-    conn: Connection
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Create:
-    """No connection exists for this manifest: create one, and why."""
-
-    reason: str
-
-
-class _Undecided(enum.Enum):
-    UNKNOWN = "unknown"  # a partial read did not cover it: decide next time
-    SETTLED = "settled"  # an error or a person's step was recorded: nothing to plan
-
-
-UNKNOWN = _Undecided.UNKNOWN
-SETTLED = _Undecided.SETTLED
-Found = Managed | Adopt | Create | _Undecided
 
 
 class _Planner:
