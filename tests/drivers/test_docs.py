@@ -41,7 +41,8 @@ def test_check_fails_on_a_stale_copy_and_rewrite_fixes_it(tmp_path: Path) -> Non
     check = subprocess.run([*cmd, "--check", str(stale)], capture_output=True, text=True)
     assert check.returncode == 1
     assert check.stdout.strip() == (
-        f"{stale}: the driver reference is out of step with the schemas; regenerate it"
+        f"{stale}: the driver reference is out of step with the schemas; regenerate it: "
+        "python -m chanops.manifests.driverdocs docs/manifests.md"
     )
     assert subprocess.run([*cmd, str(stale)], check=False).returncode == 0
     fixed = stale.read_text(encoding="utf-8")
@@ -50,3 +51,8 @@ def test_check_fails_on_a_stale_copy_and_rewrite_fixes_it(tmp_path: Path) -> Non
     (tmp_path / "bare.md").write_text("no markers\n", encoding="utf-8")
     bare = subprocess.run([*cmd, str(tmp_path / "bare.md")], capture_output=True, text=True)
     assert bare.returncode == 1 and "markers" in bare.stdout and "Traceback" not in bare.stderr
+    gone = subprocess.run([*cmd, str(tmp_path / "gone.md")], capture_output=True, text=True)
+    assert (gone.returncode, gone.stderr) == (1, "")
+    assert gone.stdout == f"{tmp_path / 'gone.md'}: No such file or directory\n"
+    usage = subprocess.run([*cmd, "--help"], capture_output=True, text=True)
+    assert usage.returncode == 0 and "--check" in usage.stdout

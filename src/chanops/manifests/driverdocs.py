@@ -11,6 +11,7 @@ the rules the schema keywords state (`x-chanops-*`), plus the driver's own rules
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +23,7 @@ __all__ = ["BEGIN", "END", "main", "render_section", "with_section"]
 
 BEGIN = "<!-- BEGIN drivers: generated from the driver schemas by chanops.manifests.driverdocs -->"
 END = "<!-- END drivers -->"
+_FIX = "regenerate it: python -m chanops.manifests.driverdocs docs/manifests.md"
 
 
 def _cell(text: str) -> str:
@@ -69,25 +71,29 @@ def with_section(text: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    check = "--check" in args
-    paths = [a for a in args if a != "--check"]
-    if len(paths) != 1:
-        print("usage: python -m chanops.manifests.driverdocs [--check] docs/manifests.md")
-        return 2
-    path = Path(paths[0])
-    text = path.read_text(encoding="utf-8")
+    parser = argparse.ArgumentParser(
+        prog="python -m chanops.manifests.driverdocs",
+        description="Regenerate the driver reference of docs/manifests.md from the schemas.",
+    )
+    parser.add_argument("path", type=Path, help="the Markdown file (docs/manifests.md)")
+    parser.add_argument(
+        "--check", action="store_true", help="only check: exit 1 if the file is out of step"
+    )
+    args = parser.parse_args(argv)
+    path: Path = args.path
     try:
+        text = path.read_text(encoding="utf-8")
         fresh = with_section(text)
-    except ValueError as exc:
-        print(f"{path}: {exc}")
+        if args.check:
+            if fresh != text:
+                print(f"{path}: the driver reference is out of step with the schemas; {_FIX}")
+                return 1
+            return 0
+        path.write_text(fresh, encoding="utf-8")
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        print(f"{path}: {why}")
         return 1
-    if check:
-        if fresh != text:
-            print(f"{path}: the driver reference is out of step with the schemas; regenerate it")
-            return 1
-        return 0
-    path.write_text(fresh, encoding="utf-8")
     return 0
 
 
