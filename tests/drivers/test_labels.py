@@ -320,3 +320,25 @@ def test_schema_command_shows_the_labels() -> None:
     # `chanops schema --driver X` prints the driver's schema as shipped.
     sfcc = schemas.driver_schema("sfcc")["properties"]["settings"]["properties"]
     assert sfcc["uploadMode"]["properties"]["mode"]["title"] == "Upload mode"
+
+
+def test_the_fields_every_driver_has_carry_their_ui_labels() -> None:
+    """DRIVERS.md's rules for every driver: the name, the driver, the two automations."""
+    spec = schemas.connection_schema()["properties"]["spec"]["properties"]
+    automation = spec["automation"]["properties"]
+    assert {
+        "spec.displayName": spec["displayName"]["title"],
+        "spec.driver": spec["driver"]["title"],
+        "spec.automation.orderDownload": automation["orderDownload"]["title"],
+        "spec.automation.returnDownload": automation["returnDownload"]["title"],
+    } == {
+        "spec.displayName": "Name",
+        "spec.driver": "Driver",
+        "spec.automation.orderDownload": "Download orders automatically",
+        "spec.automation.returnDownload": "Download returns automatically",
+    }
+    documented = ["never", "2m", "5m", "10m", "15m", "20m", "30m", "60m"]
+    for key in ("orderDownload", "returnDownload"):
+        assert automation[key]["enum"] == documented
+        assert automation[key].get("default") == "never"
+    assert sorted(spec["driver"]["enum"]) == sorted(DRIVER_TITLES)

@@ -158,18 +158,36 @@ def test_tradebyte_sales_channels_and_languages_wait_for_the_initial_sync(
 
 
 def test_values_typed_in_by_hand_need_no_sync(emu: EmulatorProcess) -> None:
-    """SFCC tax classes and default language, Shopify tax classes: no sync gate."""
-    sfcc = created(emu, "sfcc", {"staging": SFCC_STAGING})["connection"]["id"]
-    settings = {"taxClasses": [{"code": "standard", "actindoId": 1}], "defaultLanguage": "de"}
+    """SFCC tax classes and default language, Shopify tax classes: no sync gate.
+
+    On connections whose syncs all fail ("fail-sync" credentials), so none has synced:
+    the same connection state on which Shopware 6's default language is refused.
+    """
+    sw6 = created(emu, "shopware6", {**SW6, "secretAccessKey": "fail-sync-key"})
+    r = patch(emu, sw6["connection"]["id"], {"defaultLanguage": "de-DE"})
+    assert error(r) == (422, "unknown_value", "settings.defaultLanguage")
+    staging = {**SFCC_STAGING, "clientPassword": "fail-sync-pw"}
+    sfcc = created(emu, "sfcc", {"staging": staging})["connection"]["id"]
+    settings = {
+        "taxClasses": [{"code": "standard", "actindoId": 1}],
+        "defaultLanguage": "de",
+        "priceBooks": [{"id": "eur-list", "currency": "EUR"}],
+    }
     r = patch(emu, sfcc, settings)
     assert r.status_code == 200, r.text
-    shop = emu.admin.marketplace_install("shopify", "Shop", {"shopUrl": "a.myshopify.com"})
+    shop = emu.admin.marketplace_install(
+        "shopify", "Shop", {"shopUrl": "a.myshopify.com", "apiKey": "fail-sync-key"}
+    )
     tax = {
         "orderImport": {"defaultTaxClass": "standard"},
         "offerImport": {"defaultTaxClass": "standard", "collectionsByTaxClass": {"std": ["A"]}},
     }
     r = patch(emu, shop, tax)
     assert r.status_code == 200, r.text
+    # none of the three has synced: every sync job failed or is still to end
+    for cid in (sw6["connection"]["id"], sfcc, shop):
+        jobs = emu.admin.get(f"{API}/jobs", params={"connection_id": cid})["items"]
+        assert "succeeded" not in {j["state"] for j in jobs}, jobs
 
 
 def test_klarna_and_ratepay_need_the_payment_and_shopware_plugins(
