@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from chanops.daemon.auth import AuthGate, auth_readiness, with_auth
+from chanops.daemon.outcomes import UNREACHABLE
 
 
 class Session:
@@ -46,6 +47,17 @@ def test_awaiting_a_login_is_not_ready_with_the_reason() -> None:
     assert reasons == [
         "awaiting authorization: the platform refused the refresh token: run chanops login"
     ]
+
+
+def test_awaiting_a_login_tells_one_story_not_an_unreachable_platform() -> None:
+    """No call goes out while a login is awaited: the failed resync's reason is the
+    authorisation, not the platform (the other reasons stay)."""
+    gate = AuthGate(Session(awaiting=True))  # type: ignore[arg-type]
+    ok, reasons = auth_readiness(gate, (False, ["first reconcile not finished", UNREACHABLE]))
+    assert not ok
+    assert reasons[0] == "first reconcile not finished"
+    assert UNREACHABLE not in reasons and reasons[1].startswith("awaiting authorization:")
+    assert len(reasons) == 2
 
 
 def test_every_connection_shows_awaiting_authorization_and_is_not_ready() -> None:

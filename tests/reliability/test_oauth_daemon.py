@@ -43,8 +43,9 @@ def emu(tmp_path: Path) -> Iterator[EmulatorProcess]:
         yield emulator
 
 
-def _write(root: Path, name: str, display: str) -> None:
-    write_atomic(root / f"{name}.yaml", manifest(name, display=display, secret_env=SECRET_ENV))
+def _write(root: Path, name: str, display: str, sync: str | None = None) -> None:
+    text = manifest(name, display=display, secret_env=SECRET_ENV, sync=sync)
+    write_atomic(root / f"{name}.yaml", text)
 
 
 def _displays(emu: EmulatorProcess) -> set[str]:
@@ -157,8 +158,11 @@ def test_two_minutes_of_edits_while_tokens_rotate(tmp_path: Path, emu: EmulatorP
 def test_a_revoked_grant_waits_for_a_login_and_resumes_without_a_restart(
     tmp_path: Path, emu: EmulatorProcess
 ) -> None:
-    daemon, root, state = _started(tmp_path, emu, extra=["--auth-recheck", "2s"])
+    extra = ["--auth-recheck", "2s", "--min-sync-interval", "1s"]
+    daemon, root, state = _started(tmp_path, emu, extra=extra)
     try:
+        _write(root, NAMES[2], "synced every 2s", sync="2s")  # schedules fire while revoked
+        daemon.wait_event(lambda e: e["event"] == "sync.completed", timeout=20)
         mark = daemon.mark()
         revoke(emu)
         before = oauth_stats(emu).get("token_requests", 0)
@@ -176,8 +180,11 @@ def test_a_revoked_grant_waits_for_a_login_and_resumes_without_a_restart(
         for connection in status["connections"]:
             types = [c["type"] for c in connection["conditions"]]
             assert "AwaitingAuthorization" in types, connection
-        announced = [e for e in daemon.events() if e["event"] == "auth.reauthorization_required"]
-        assert len(announced) == 1
+        _one_story(daemon, mark, "auth.reauthorization_required")
+        assert daemon.http("/readyz").json()["reasons"] == [status["reasons"][-1]]
+        metrics = daemon.http("/metrics").text
+        assert "chanops_auth_reauthorization_required 1.0" in metrics
+        assert "chanops_platform_up 1.0" in metrics  # the platform is not what is wrong
 
         login(emu, state, secret_file(tmp_path))
         daemon.wait_event(lambda e: e["event"] == "auth.restored", after=mark, timeout=30)
@@ -187,11 +194,23 @@ def test_a_revoked_grant_waits_for_a_login_and_resumes_without_a_restart(
             c["type"] for c in daemon.http("/status").json()["connections"][0]["conditions"]
         ]
         assert "AwaitingAuthorization" not in conditions
+        _one_story(daemon, mark, "auth.reauthorization_required", "auth.restored")
     finally:
         assert daemon.stop() == 0
     tokens = Tokens(state)
     tokens.look()
     assert find_leaks([CLIENT_SECRET, *tokens.seen], {"daemon": daemon.output().encode()}) == []
+
+
+def _one_story(daemon: DaemonProcess, mark: int, *told: str) -> None:
+    """What a person reads of a refused grant: the auth events, each once, and nothing
+    else above debug that tells another story (an outage, failed reconciles)."""
+    loud = [e["event"] for e in daemon.events()[mark:] if e["level"] != "debug"]
+    for event in told:
+        assert loud.count(event) == 1, loud
+    others = {"platform.unreachable", "platform.reachable", "reconcile.failed"}
+    assert others.isdisjoint(loud), loud
+    assert not [e for e in daemon.events()[mark:] if e["level"] in ("warning", "error")][1:]
 
 
 @pytest.mark.slow

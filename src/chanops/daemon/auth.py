@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from chanops.condition import Condition, ConditionStatus, ConditionType
+from chanops.daemon.outcomes import UNREACHABLE
 from chanops.platform.auth import OAuthSession
 
 POLL_S = 2.0  # how often a waiting daemon reads the store for a new login
@@ -62,11 +63,13 @@ class AuthGate:
 
 
 def auth_readiness(gate: AuthGate | None, ready: tuple[bool, list[str]]) -> tuple[bool, list[str]]:
-    """Readiness with the authorisation's reason added while a login is awaited."""
+    """Readiness with the authorisation's reason added while a login is awaited. The
+    platform's reachability is then unknown (no call goes out), so that reason goes:
+    the authorisation is the one story."""
     if gate is None or not gate.awaiting:
         return ready
-    reasons = [*ready[1], f"awaiting authorization: {gate.session.awaiting_reason}"]
-    return False, reasons
+    kept = [r for r in ready[1] if r != UNREACHABLE]
+    return False, [*kept, f"awaiting authorization: {gate.session.awaiting_reason}"]
 
 
 def with_auth(gate: AuthGate | None, document: dict[str, Any]) -> dict[str, Any]:

@@ -13,6 +13,11 @@ full resync whose listing succeeds closes it (`platform.reachable`, with `outage
 While the platform is unreachable the resync is retried with backoff capped at
 `OUTAGE_RETRY_CAP_S`, so the daemon converges soon after the platform returns however
 long it was gone.
+
+A refused OAuth grant (`awaiting_auth`: the session already said so, once, in
+`auth.reauthorization_required`) fails every call the same way, but it is not an
+outage of the platform: the same quiet retries, and no `platform.unreachable` or
+`platform.reachable` (one story per streak, told by the `auth.*` events).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from chanops.events import Level
 Kind = Literal["full", "partial"]
 OUTAGE_RETRY_CAP_S = 30.0  # platform unreachable: retry the resync at least this often
 PLATFORM = "platform"  # the key of the resync retry in `Outcomes.platform_retry`
+UNREACHABLE = "platform not reachable in the last resync"  # the readiness reason
 
 
 @dataclass(slots=True)
@@ -79,7 +85,13 @@ def failures(batch: Batch, result: ReconcileResult) -> dict[str, Failure]:
 
 
 class Outcomes:
-    def __init__(self, parts: Parts, *, ready: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        parts: Parts,
+        *,
+        ready: Callable[[], bool],
+        awaiting_auth: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.events = parts.events
         self.queue = parts.queue
         self.metrics = parts.metrics
@@ -87,6 +99,7 @@ class Outcomes:
         self.records = parts.records
         self.observed = parts.observed
         self._ready = ready
+        self._awaiting_auth = awaiting_auth
         self.platform_retry = Backoff()
         self.failing: set[str] = set()  # names whose last batch failed (connection.recovered)
         self.metrics.watch_queue(self.queue.depth)
@@ -100,7 +113,8 @@ class Outcomes:
 
     @property
     def in_outage(self) -> bool:
-        return self.outage_since is not None
+        """The platform is away, or a login is awaited: failures are one known streak."""
+        return self.outage_since is not None or self._awaiting_auth()
 
     # -- batches ---------------------------------------------------------------------------
 
@@ -217,7 +231,7 @@ class Outcomes:
         nothing). The first time opens the outage: the one loud event of the streak."""
         retry = self.platform_retry.fail(PLATFORM, time.monotonic(), error, cap=OUTAGE_RETRY_CAP_S)
         self.platform_ok = False
-        if self.outage_since is None:
+        if self.outage_since is None and not self._awaiting_auth():
             self.outage_since = time.monotonic()
             self.events.emit("platform.unreachable", "error", error=error, retry_in_s=retry.delay)
         else:

@@ -28,7 +28,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from chanops.errors import PlatformError
+from chanops.errors import PlatformError, ReauthorizationRequired
 from chanops.events import EventSink
 from chanops.manifests.model import Manifest, SyncSpec
 from chanops.observability.logging import describe_error
@@ -204,6 +204,11 @@ class SyncScheduler:
         start = time.monotonic()
         try:
             job = await self._client.trigger_sync(target.connection_id)
+        except ReauthorizationRequired:
+            # Told once by auth.reauthorization_required: a sync per connection failing
+            # the same way is not news (the next schedule after the login runs it).
+            self._events.emit("sync.skipped", "debug", connection=name, reason="awaiting login")
+            return
         except PlatformError as exc:
             self._events.emit(
                 "sync.failed",
@@ -263,7 +268,7 @@ class SyncScheduler:
             except PlatformError as exc:
                 # An outage must not lose the job: keep following, quietly, with backoff.
                 errors += 1
-                if errors == 1:
+                if errors == 1 and not isinstance(exc, ReauthorizationRequired):
                     self._events.emit(
                         "sync.follow_error", "warning", **fields, error=describe_error(exc)
                     )

@@ -173,7 +173,12 @@ class Daemon:
         self.parts = parts
         self.queue, self.index, self.observed = parts.queue, parts.index, parts.observed
         self.sources, self.scheduler = parts.sources, parts.scheduler
-        self.outcomes = Outcomes(parts, ready=lambda: self.status.ready())
+        auth = opts.auth
+        self.outcomes = Outcomes(
+            parts,
+            ready=lambda: self.status.ready(),
+            awaiting_auth=lambda: auth is not None and auth.awaiting,
+        )
         self.loads = Loads(
             parts,
             secrets_dirs=opts.secrets_dirs,

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.responses import JSONResponse
 
 from chanops.daemon.gitsource import git_status, readiness_reasons
-from chanops.daemon.outcomes import PLATFORM
+from chanops.daemon.outcomes import PLATFORM, UNREACHABLE
 from chanops.daemon.scheduler import utc_iso
 
 if TYPE_CHECKING:
@@ -95,7 +95,7 @@ class Status:
         if crashed is not None:
             reasons.append(f"crashed ({crashed}); stopping")
         if not self.outcomes.platform_ok:
-            reasons.append("platform not reachable in the last resync")
+            reasons.append(UNREACHABLE)
         src = self.sources
         if src.source is not None:
             reasons += readiness_reasons(src.source, src.revision or src.next_revision)
