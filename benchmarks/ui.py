@@ -14,7 +14,12 @@ manifests converged first. One run measures:
    every `change`, fetches its page again like ui.js does;
 4. edit-to-write latency (the `connection.updated` timestamp minus the wall time just
    after the atomic save), `--edits` edits with no page open and `--edits` with the
-   live pages open (each of which then refetches its page).
+   live pages open (each of which then refetches its page);
+5. edit-to-page latency, with the live pages open: one more page follows the edited
+   connection like ui.js (on a `change` naming it, fetch the page asking for the
+   announced version; again after 0.6 s while the page shows an older one); ms from
+   the save to the first fetched page that shows the new display name, and from the
+   platform write (`connection.updated`) to that page.
 
     .venv/bin/python benchmarks/ui.py --connections 10000 --runs 3
 
@@ -30,8 +35,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import json
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -67,17 +74,26 @@ def timed_gets(client: httpx.Client, path: str, count: int) -> list[float]:
     return samples
 
 
-def edit_and_wait(d: DaemonProcess, root: Path, name: str, display: str) -> float:
-    """Rename one connection; ms from the save to its `connection.updated`."""
+def edit_and_wait(
+    d: DaemonProcess, root: Path, name: str, display: str, live: LivePages | None = None
+) -> tuple[float, float | None, float | None]:
+    """Rename one connection: ms from the save to its `connection.updated`, and with
+    `live`, ms from the save and from that write to a followed page that shows it."""
     mark = d.mark()
-    edit_manifest(root, name, f"{display} {time.time_ns()}")  # new in every run
+    display = f"{display} {time.time_ns()}"  # new in every run
+    seen = live.watch(f"/ui/connections/{name}", name, display) if live else None
+    edit_manifest(root, name, display)
     saved = time.time()
     event = d.wait_event(
         lambda e: e["event"] == "connection.updated" and e.get("connection") == name,
         after=mark,
         timeout=120,
     )
-    return (datetime.fromisoformat(event["timestamp"]).timestamp() - saved) * 1000
+    written = datetime.fromisoformat(event["timestamp"]).timestamp()
+    if seen is None:
+        return (written - saved) * 1000, None, None
+    shown = seen.result(timeout=60)
+    return (written - saved) * 1000, (shown - saved) * 1000, (shown - written) * 1000
 
 
 class LivePages:
@@ -109,6 +125,44 @@ class LivePages:
                 if line.startswith("event: change"):
                     await client.get(path)
                     self.refetches += 1
+
+    def watch(self, path: str, name: str, marker: str) -> concurrent.futures.Future[float]:
+        """Follow `path` (connection `name`'s page) like ui.js; resolves to the wall time
+        its fetched page first shows `marker`. Returns once the stream is open."""
+        opened = threading.Event()
+        future = asyncio.run_coroutine_threadsafe(
+            self._watch(path, name, marker, opened), self._loop
+        )
+        if not opened.wait(30):
+            raise TimeoutError("the watching page's stream did not open")
+        return future
+
+    async def _watch(self, path: str, name: str, marker: str, opened: threading.Event) -> float:
+        async with (
+            httpx.AsyncClient(base_url=self.base, timeout=None) as client,
+            client.stream("GET", "/ui/live") as stream,
+        ):
+            event = ""
+            async for line in stream.aiter_lines():
+                if line.startswith("event: "):
+                    event = line.removeprefix("event: ")
+                    continue
+                if event == "hello":
+                    opened.set()
+                if event != "change" or not line.startswith("data: "):
+                    continue
+                wanted, *names = line.removeprefix("data: ").split()
+                if "*" not in names and name not in names:
+                    continue  # ui.js: another connection changed
+                while True:
+                    page = await client.get(path, headers={"X-Chanops-Want": wanted})
+                    if marker in page.text:
+                        return time.time()
+                    shown = re.search(r'data-version="(\d+)"', page.text)
+                    if shown is None or int(shown[1]) >= int(wanted):
+                        break
+                    await asyncio.sleep(0.6)  # ui.js asks again while the view is older
+        raise RuntimeError(f"the stream ended before {path} showed the edit")
 
     def stop(self) -> None:
         for task in self._tasks:
@@ -173,7 +227,7 @@ def measure(
     time.sleep(2)
     out["idle_cpu_pct_no_pages"] = round(cpu_share(pid, args.idle_window) * 100, 3)
     alone = [
-        edit_and_wait(d, root, names[(n * 104729) % len(names)], f"ui alone {n}")
+        edit_and_wait(d, root, names[(n * 104729) % len(names)], f"ui alone {n}")[0]
         for n in range(args.edits)
     ]
     paths = [f"/ui/connections/{names[i * 97 % len(names)]}" for i in range(args.pages - 1)]
@@ -183,10 +237,13 @@ def measure(
     try:
         time.sleep(2)
         out["idle_cpu_pct_with_pages"] = round(cpu_share(pid, args.idle_window) * 100, 3)
-        watched = [
-            edit_and_wait(d, root, names[(n * 15485863) % len(names)], f"ui watched {n}")
+        results = [
+            edit_and_wait(d, root, names[(n * 15485863) % len(names)], f"ui watched {n}", live)
             for n in range(args.edits)
         ]
+        watched = [r[0] for r in results]
+        to_page = [r[1] for r in results if r[1] is not None]
+        write_to_page = [r[2] for r in results if r[2] is not None]
         time.sleep(1)
         out["page_refetches"] = live.refetches
     finally:
@@ -199,6 +256,10 @@ def measure(
     out["edit_to_write_p50_ms_with_pages"] = round(percentile(watched, 50), 1)
     out["edit_to_write_p95_ms_no_pages"] = round(percentile(alone, 95), 1)
     out["edit_to_write_p95_ms_with_pages"] = round(percentile(watched, 95), 1)
+    out["edit_to_page_p50_ms"] = round(percentile(to_page, 50), 1)
+    out["edit_to_page_p95_ms"] = round(percentile(to_page, 95), 1)
+    out["write_to_page_p50_ms"] = round(percentile(write_to_page, 50), 1)
+    out["write_to_page_p95_ms"] = round(percentile(write_to_page, 95), 1)
     return out
 
 
@@ -211,10 +272,18 @@ def main() -> None:
     parser.add_argument("--idle-window", type=float, default=15.0)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
+    load_before = os.getloadavg()
     results = runs(args)
     keys = [k for k, v in results[0].items() if isinstance(v, (int, float))]
     median = {k: statistics.median(r[k] for r in results) for k in keys}
-    print(json.dumps({"median": median, "runs": len(results), "cpus": os.cpu_count()}))
+    summary = {
+        "median": median,
+        "runs": len(results),
+        "cpus": os.cpu_count(),
+        "loadavg_before": [round(x, 2) for x in load_before],
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+    }
+    print(json.dumps(summary))
 
 
 if __name__ == "__main__":

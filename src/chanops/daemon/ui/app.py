@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 HERE = Path(__file__).parent
 GET = ["GET"]  # Starlette adds HEAD to a GET route
+_WANT_DIGITS = 18  # a version number; anything longer is not one
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +83,13 @@ def plan_class(line: str) -> str:
     return "p-plain"
 
 
+def _wanted(request: Request) -> int:
+    """The version the live script's fetch asks for (`X-Chanops-Want`); 0 for none."""
+    text = request.headers.get("x-chanops-want", "")
+    ok = text.isascii() and text.isdigit() and len(text) <= _WANT_DIGITS
+    return int(text) if ok else 0
+
+
 class Pages:
     def __init__(self, data: UIData, env: jinja2.Environment) -> None:
         self.data = data
@@ -99,6 +107,7 @@ class Pages:
         return HTMLResponse(html, status_code=status)
 
     async def overview(self, request: Request) -> Response:
+        await self.data.fresh(_wanted(request))
         snap = self.data.snapshot()
         feed = self.data.feed
         view = snap.memo(
@@ -114,6 +123,7 @@ class Pages:
         return self.render(request, "overview.html", view=view, version=snap.version)
 
     async def connections(self, request: Request) -> Response:
+        await self.data.fresh(_wanted(request))
         snap = self.data.snapshot()
         query = views.Query.parse(request.query_params)
         # Filtered and sorted once per snapshot and query; each page is a slice of it.
@@ -130,6 +140,7 @@ class Pages:
 
     async def connection(self, request: Request) -> Response:
         name = request.path_params["name"]
+        await self.data.fresh(_wanted(request))
         view = self.data.connection(name)
         if view is None:
             return self.render(request, "missing.html", 404, what=f"connection {name!r}", version=0)
@@ -137,6 +148,7 @@ class Pages:
 
     async def unmanaged(self, request: Request) -> Response:
         cid = request.path_params["cid"]
+        await self.data.fresh(_wanted(request))
         view = self.data.unmanaged(cid)
         if view is None:
             return self.render(

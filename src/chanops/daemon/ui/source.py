@@ -5,7 +5,8 @@ connection and rebuilds only the rows of the connections that changed since the 
 snapshot (the names `LiveFeed` collected from the events); an event that concerns no
 single connection (a full resync ended, a manifest failed to load, the platform went
 away) rebuilds every row. Rebuilds are at most `REBUILD_GAP` apart; a page rendered
-from an older snapshot says which version it shows, and its script asks again.
+from an older snapshot says which version it shows, and the live script's fetch names
+the version it wants, which waits out the rest of the gap (`fresh`).
 
 Rows are built like the /status document (`daemon/status.py`), from the same sources
 but the in-memory ones: the file index's manifests, the record cache, the platform
@@ -105,6 +106,20 @@ class UIData:
             current = self._snapshot = self._build(full=current is None)
             self._built = now
         return current
+
+    async def fresh(self, want: int) -> None:
+        """Wait, at most `REBUILD_GAP`, until a snapshot at version `want` can be built.
+
+        The live script asks for the version its stream announced (`X-Chanops-Want`): a
+        fetch that comes inside the gap after a rebuild waits out the rest of it instead
+        of getting the older view and asking again. A plain page load never waits.
+        """
+        current = self._snapshot
+        if current is None or current.version >= want:
+            return
+        wait = self._built + REBUILD_GAP - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(min(wait, REBUILD_GAP))
 
     def _build(self, *, full: bool) -> Snapshot:
         version = self.feed.version  # before reading: a change meanwhile rebuilds again

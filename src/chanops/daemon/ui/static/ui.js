@@ -48,7 +48,13 @@
       return;
     }
     busy = true;
-    fetch(window.location.href, { credentials: "same-origin", cache: "no-store" })
+    // X-Chanops-Want: the version the stream announced; the daemon waits for it (at
+    // most half a second) rather than answer with an older view.
+    fetch(window.location.href, {
+      credentials: "same-origin",
+      cache: "no-store",
+      headers: { "X-Chanops-Want": String(wanted) },
+    })
       .then(function (r) {
         return r.ok ? r.text() : null;
       })
