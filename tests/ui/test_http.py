@@ -116,4 +116,33 @@ def test_the_stream_says_when_something_changed(world: World) -> None:
     write_atomic(edited, text.replace("displayName:", "displayName: Live", 1))
     wait_until(lambda: b"event: change" in b"".join(stream), timeout=5, what="a change")
     reader.join()
-    assert b"event: change\ndata: " in b"".join(stream)
+    (announced,) = re.findall(rb"event: change\ndata: (\d+) ", b"".join(stream))[:1]
+    # The live script's fetch names the version the stream announced: the answer shows
+    # it (or later), however soon after the last rebuild it comes.
+    want = {"X-Chanops-Want": announced.decode()}
+    for path in ("/ui/", "/ui/connections", "/ui/connections/tradebyte-main"):
+        shown = re.search(r'data-version="(\d+)"', world.get(path, headers=want).text)
+        assert shown is not None and int(shown[1]) >= int(announced), path
+    for bogus in (b"\xb2", b"9" * 40, b"-1", b""):  # not a version: no wait, no error
+        response = world.get("/ui/", headers={"X-Chanops-Want": bogus})
+        assert response.status_code == 200, bogus
+
+
+def test_a_manifest_that_fails_to_load_shows_as_frozen(world: World) -> None:
+    """The banner says so, needs attention names the file and line, and the file's
+    connection is frozen in the list; fixed, the banner goes back."""
+    broken = world.root / "bigcommerce.yaml"
+    text = broken.read_text()
+    write_atomic(broken, text.replace("variantOptionType: dropdown", "variantOptionType: 42"))
+    try:
+        wait_until(
+            lambda: "Frozen manifests" in world.get("/ui/").text, timeout=15, what="the banner"
+        )
+        attention = world.get("/ui/").text.split('id="attention"')[1]
+        assert re.search(r"bigcommerce\.yaml:\d+:\d+", attention), attention[:500]
+        assert "variantOptionType" in attention and "bigcommerce-us" in attention
+        frozen = world.get("/ui/connections", params={"state": "frozen"}).text
+        assert "bigcommerce-us" in frozen and "shopware-de" not in frozen
+    finally:
+        write_atomic(broken, text)
+    wait_until(lambda: "Frozen manifests" not in world.get("/ui/").text, timeout=15, what="fixed")

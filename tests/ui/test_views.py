@@ -170,6 +170,16 @@ def test_sync_jobs_keep_the_latest_outcome_of_each_job() -> None:
     assert jobs[1]["duration_ms"] == 900
 
 
+def test_a_connection_page_lists_the_stored_last_sync_job_too() -> None:
+    """The initial sync a create started has no event the page kept: the store has it."""
+    stored = {"job": 8, "outcome": "queued", "at": None}
+    page = views.connection(entry("shop", lastSync=stored))
+    assert [(j["job"], j["outcome"]) for j in page["syncJobs"]] == [(8, "queued")]
+    events = [{"event": "sync.completed", "job_id": 8, "timestamp": "t2"}]
+    page = views.connection(entry("shop", lastSync=stored, events=events))
+    assert [(j["job"], j["outcome"]) for j in page["syncJobs"]] == [(8, "completed")]
+
+
 def manifest(**over: Any) -> Manifest:
     values: dict[str, Any] = {
         "name": "shop",

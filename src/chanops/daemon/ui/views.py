@@ -457,6 +457,14 @@ def connection(entry: Mapping[str, Any]) -> dict[str, Any]:
     row = managed_row(entry)
     desired = entry.get("desired") or {}
     events = list(entry.get("events") or ())
+    jobs = sync_jobs(events)
+    last = entry.get("lastSync") or {}
+    if last.get("job") and all(j["job"] != last["job"] for j in jobs):
+        # A job older than the events kept (the initial sync a create started, a sync
+        # before the daemon restarted): the state store remembers its last outcome.
+        jobs.append(
+            {"job": last["job"], "started": None, "outcome": last.get("outcome"), "at": None}
+        )
     return {
         "row": row.to_view(),
         "desired": desired,
@@ -466,6 +474,6 @@ def connection(entry: Mapping[str, Any]) -> dict[str, Any]:
         "lastSync": entry.get("lastSync"),
         "nextSync": entry.get("nextSync"),
         "syncing": entry.get("syncing"),
-        "syncJobs": sync_jobs(events),
+        "syncJobs": jobs,
         "events": list(reversed(events)),
     }
