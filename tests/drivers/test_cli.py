@@ -73,6 +73,21 @@ def test_validate_rejects_the_locked_invoice_notification_naming_both_labels(
     assert chanops("validate", str(tmp_path)).returncode == 0
 
 
+def test_validate_bigcommerce_needs_credentials_or_a_connection_id(tmp_path: Path) -> None:
+    """By hand: the store hash and the token; the app's connection: adopted by its id."""
+    head = "apiVersion: chanops/v1\nkind: Connection\nmetadata:\n  name: bc\nspec:\n"
+    path = tmp_path / "bc.yaml"
+    path.write_text(head + "  driver: bigcommerce\n", encoding="utf-8")
+    done = chanops("validate", str(tmp_path))
+    assert done.returncode == 1
+    assert [x for x in done.stdout.splitlines() if ": error: " in x] == [
+        f'{path}:6:3: error: spec: missing required field "credentials" (Credentials), '
+        'or set "connectionId" to adopt an existing connection'
+    ]
+    path.write_text(head + "  driver: bigcommerce\n  connectionId: 42\n", encoding="utf-8")
+    assert chanops("validate", str(tmp_path)).returncode == 0
+
+
 def test_schema_for_bigcommerce() -> None:
     done = chanops("schema", "--driver", "bigcommerce")
     assert done.returncode == 0, done.stderr

@@ -339,9 +339,14 @@ def _is_secret(schema: Any) -> bool:
 def _missing(error: Any, path: _DocPath, root: Any) -> Iterator[SchemaProblem]:
     """A `required` error: one problem per missing field, with its UI label."""
     props = error.schema.get("properties") or _enclosing_properties(error, root)
+    instead = _unless_present(error, root)
     for name in error.validator_value:
         if isinstance(error.instance, dict) and name not in error.instance:
-            yield SchemaProblem(path, f'missing required field "{name}"{_label(props.get(name))}')
+            label = _label(props.get(name)) or _label(_enclosing_properties(error, root).get(name))
+            message = f'missing required field "{name}"{label}'
+            if instead:
+                message += f', or set "{instead}" to adopt an existing connection'
+            yield SchemaProblem(path, message)
 
 
 def _unknown(error: Any, path: _DocPath) -> Iterator[SchemaProblem]:
@@ -518,6 +523,26 @@ def schema_problems(document: Any, driver: str | None) -> list[SchemaProblem]:
             seen.add(marker)
             unique.append(problem)
     return unique
+
+
+def _unless_present(error: Any, root: Any) -> str | None:
+    """X when a `required` error comes from `if: {not: {required: [X]}}, then: ...`.
+
+    BigCommerce needs its credentials only when no `connectionId` adopts the connection
+    its app made: the message names the alternative.
+    """
+    path: list[Any] = list(error.absolute_schema_path)
+    if path[-2:-1] != ["then"]:
+        return None
+    node = root
+    for part in path[:-2]:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    test = node.get("if") if isinstance(node, dict) else None
+    keys = test.get("not", {}).get("required") if isinstance(test, dict) else None
+    return str(keys[0]) if isinstance(keys, list) and len(keys) == 1 else None
 
 
 def _enclosing_properties(error: Any, root: Any) -> Any:
