@@ -20,6 +20,7 @@ import pytest
 
 from chanops.state.tokens import load_tokens
 from daemon.helpers import DaemonProcess, manifest, write_atomic
+from notify.receivers import HttpReceiver
 from reliability.helpers import SECRET, SECRET_ENV, find_leaks
 from reliability.oauth_support import (
     CLIENT_SECRET,
@@ -155,14 +156,30 @@ def test_two_minutes_of_edits_while_tokens_rotate(tmp_path: Path, emu: EmulatorP
     run_edits(tmp_path, emu, seconds=120, min_refreshes=30)
 
 
+def _notify_config(tmp: Path, hook: HttpReceiver) -> Path:
+    """A signed webhook for every warning and above (issue 16's notifications)."""
+    (tmp / "hook-url").write_text(f"{hook.url}/hook\n")
+    (tmp / "hook-key").write_text("hook-key-for-the-auth-streak-0123\n")
+    config = tmp / "chanops.yaml"
+    config.write_text(
+        "notifications:\n  providers:\n"
+        f"    - {{name: hook, kind: webhook, urlFile: {tmp / 'hook-url'},"
+        f" secretFile: {tmp / 'hook-key'}}}\n"
+        "  routes:\n    - {providers: [hook], severity: warning}\n"
+    )
+    return config
+
+
 def test_a_revoked_grant_waits_for_a_login_and_resumes_without_a_restart(
     tmp_path: Path, emu: EmulatorProcess
 ) -> None:
+    hook = HttpReceiver().start()
     extra = ["--auth-recheck", "2s", "--min-sync-interval", "1s"]
+    extra += ["--config", str(_notify_config(tmp_path, hook))]
     daemon, root, state = _started(tmp_path, emu, extra=extra)
     try:
         _write(root, NAMES[2], "synced every 2s", sync="2s")  # schedules fire while revoked
-        daemon.wait_event(lambda e: e["event"] == "sync.completed", timeout=20)
+        daemon.wait_event(lambda e: e["event"] == "sync.scheduled", timeout=20)
         mark = daemon.mark()
         revoke(emu)
         before = oauth_stats(emu).get("token_requests", 0)
@@ -196,10 +213,16 @@ def test_a_revoked_grant_waits_for_a_login_and_resumes_without_a_restart(
         assert "AwaitingAuthorization" not in conditions
         _one_story(daemon, mark, "auth.reauthorization_required", "auth.restored")
     finally:
-        assert daemon.stop() == 0
+        assert daemon.stop() == 0  # the notifier delivers what is queued before exit
+        hook.stop()
+    # One message for the streak and one for its end: not an outage of the platform.
+    messages = [r.json() for r in hook.on("/hook")]
+    assert [m["type"] for m in messages] == ["auth.reauthorization_required", "auth.restored"]
+    assert "chanops login" in messages[0]["action"]
     tokens = Tokens(state)
     tokens.look()
-    assert find_leaks([CLIENT_SECRET, *tokens.seen], {"daemon": daemon.output().encode()}) == []
+    outputs = {"daemon": daemon.output().encode(), "messages": json.dumps(messages).encode()}
+    assert find_leaks([CLIENT_SECRET, *tokens.seen], outputs) == []
 
 
 def _one_story(daemon: DaemonProcess, mark: int, *told: str) -> None:
