@@ -62,6 +62,8 @@ def test_click_through_overview_list_connection_plan(
     from playwright.sync_api import expect
 
     page = browser.new_page(viewport={"width": 1280, "height": 900})
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
     page.goto(world.base + "/ui/")
     expect(page.locator("#health strong")).to_have_text("Authorisation needed")
     expect(page.locator("#live-state")).to_have_text("live")
@@ -92,6 +94,11 @@ def test_click_through_overview_list_connection_plan(
     page.goto(world.base + "/ui/connections/shopware-de")
     expect(page.locator("h1")).to_contain_text("shopware-de")
     page.close()
+    # Nothing came from anywhere but the daemon: templates, style and script ship in
+    # the package (and the CSP would refuse anything else).
+    assert any(u.endswith("/ui/static/ui.css") for u in requested)
+    assert any(u.endswith("/ui/static/ui.js") for u in requested)
+    assert [u for u in requested if not u.startswith(world.base + "/ui/")] == []
 
 
 def test_a_phone_sees_the_page_without_sideways_scrolling(
