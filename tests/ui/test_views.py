@@ -120,6 +120,19 @@ def test_listing_filters_sorts_and_pages() -> None:
     assert [r["id"] for r in by_id["rows"]] == [1000, 999, 998]
 
 
+def test_the_filters_offer_what_is_present_and_few_label_values() -> None:
+    rows = [views.managed_row(entry(f"c{i}", conditions=["Suspended"])) for i in range(3)]
+    shown = views.facets(rows)
+    assert (shown["drivers"], shown["conditions"]) == (["shopware6"], ["Suspended"])
+    assert shown["labels"] == ["team", "team=emea"]
+    many = [
+        views.managed_row(entry(f"c{i}", desired={"driver": "x", "labels": {"shop": f"s{i}"}}))
+        for i in range(1000)
+    ]
+    labels = views.facets(many)["labels"]
+    assert labels[0] == "shop" and len(labels) == views.LABEL_SUGGESTIONS
+
+
 def test_query_reads_bad_input_as_no_filter() -> None:
     q = views.Query.parse({"page": "-3", "size": "99999", "sort": "drop table", "state": "x"})
     assert (q.page, q.size, q.sort, q.state) == (1, views.MAX_PAGE_SIZE, "name", "")

@@ -18,6 +18,7 @@ from urllib.parse import quote
 PAGE_SIZE = 100
 MAX_PAGE_SIZE = 500
 ATTENTION_SHOWN = 50  # the overview lists this many; the rest is a link to the list
+LABEL_SUGGESTIONS = 200  # label selectors the list's filter suggests at most
 
 # A connection's state in one word, worst first: the list sorts and filters by it.
 STATES = (
@@ -336,10 +337,17 @@ def listing(rows: Sequence[Row], query: Query, selected: list[Row] | None = None
 
 
 def facets(rows: Sequence[Row]) -> dict[str, list[str]]:
-    """The values the list's filters offer: those present now."""
+    """The values the list's filters offer: those present now.
+
+    The label suggestions are every key, then `key=value` pairs up to
+    `LABEL_SUGGESTIONS` in all: a label unique to each of 10,000 connections must not
+    put 10,000 options on every page of the list (any selector can still be typed).
+    """
     drivers = sorted({r.driver for r in rows if r.driver})
     conds = sorted({c for r in rows for c in r.conditions})
-    labels = sorted({f"{k}={v}" for r in rows for k, v in r.labels.items()})
+    keys = sorted({k for r in rows for k in r.labels})
+    pairs = sorted({f"{k}={v}" for r in rows for k, v in r.labels.items()})
+    labels = [*keys, *pairs][: max(LABEL_SUGGESTIONS, len(keys))]
     return {"drivers": drivers, "conditions": conds, "labels": labels, "states": list(STATES)}
 
 
