@@ -8,7 +8,9 @@ Three steps, each a subprocess printing JSON lines: `load` (benchmarks/load.py, 
 connections), `crash` (benchmarks/chaos.py, 3 runs x 30 SIGKILLs) and `outage`
 (benchmarks/chaos.py, the platform down 20 s, 120 s and 300 s). RESULTS.md gets the
 machine, the date, every command, every figure against its target, and the raw lines;
-steps not re-run keep their raw lines (and command, and date) from the current file.
+steps not re-run keep their raw lines (and command, and date) from the current file,
+and sections no step renders (figures of other benchmarks, edited by hand) stay as
+they are.
 """
 
 from __future__ import annotations
@@ -97,6 +99,25 @@ def previous(path: Path) -> dict[str, dict[str, Any]]:
         if line.startswith("{"):
             record = json.loads(line)
             out[record["step"]] = record
+    return out
+
+
+RENDERED = ("## Load:", "## Edit-to-write latency outside", "## Crash chaos", "## Platform outage")
+
+
+def kept_sections(path: Path) -> list[str]:
+    """The sections of RESULTS.md no step renders (written by hand beside other
+    benchmarks: notifications, the status page), kept as they are."""
+    if not path.exists():
+        return []
+    text = path.read_text().split(RAW_START, 1)[0]
+    out: list[str] = []
+    keep = False
+    for line in text.splitlines():
+        if line.startswith("## "):
+            keep = not line.startswith((*RENDERED, "## Raw output"))
+        if keep:
+            out.append(line)
     return out
 
 
@@ -270,6 +291,7 @@ def main() -> None:
     out_path = Path(args.out)
     table = QUICK if args.quick else STEPS
     results = previous(out_path)
+    by_hand = kept_sections(out_path)
     for step in [s.strip() for s in args.steps.split(",") if s.strip()]:
         results[step] = run(step, table[step])
 
@@ -296,6 +318,7 @@ def main() -> None:
     for step in render:
         if step in results:
             lines += render[step](results[step])
+    lines += by_hand
     lines += ["## Raw output", "", RAW_START]
     lines += [json.dumps(results[s]) for s in render if s in results]
     lines += [RAW_END, ""]
