@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
 
 from chanops.state.tokens import load_tokens
@@ -52,6 +53,7 @@ def test_login_stores_a_token_set_and_prints_only_the_url(
     answer = flow.redirect()
     result = flow.finish()
     assert answer.status_code == 200, answer.text
+    assert answer.text == "chanops: authorised. You can close this tab."
     assert result.code == 0, result.stderr
     assert result.stdout.strip() == result.url  # the URL alone, on its own line
     query = parse_qs(urlsplit(result.url).query)
@@ -89,16 +91,34 @@ def test_the_redirect_port_can_be_fixed(tmp_path: Path, emu: EmulatorProcess) ->
 def test_a_denial_is_one_clear_line(tmp_path: Path, emu: EmulatorProcess) -> None:
     state = tmp_path / "state.db"
     flow = Login(emu, state, secret_file(tmp_path))
-    flow.redirect(error="access_denied", error_description="the user said no", code="")
+    page = flow.redirect(error="access_denied", error_description="the user said no", code="")
     _one_clear_line(flow.finish(), "denied", "access_denied", "the user said no")
+    assert page.status_code == 400 and "did not complete" in page.text
     assert load_tokens(state) is None
 
 
 def test_a_redirect_with_a_wrong_state_is_refused(tmp_path: Path, emu: EmulatorProcess) -> None:
     state = tmp_path / "state.db"
     flow = Login(emu, state, secret_file(tmp_path))
-    flow.redirect(state="forged-state-value")
+    page = flow.redirect(state="forged-state-value")
     _one_clear_line(flow.finish(), "state does not match")
+    assert load_tokens(state) is None
+    assert page.status_code == 400 and "did not complete" in page.text  # never "authorised"
+
+
+def test_a_code_exchange_the_token_endpoint_fails_is_one_clear_line(
+    tmp_path: Path, emu: EmulatorProcess
+) -> None:
+    """The client check passed, the person approved, then the exchange answers 500: the
+    terminal says so in one line and the browser's page does not claim success."""
+    state = tmp_path / "state.db"
+    flow = Login(emu, state, secret_file(tmp_path))
+    flow.authorize_url()  # printed after the client check
+    token_failure(emu, "500", times=1)
+    answer = httpx.get(flow.url, timeout=10)
+    page = httpx.get(answer.headers["location"], timeout=30)
+    _one_clear_line(flow.finish(), "the token endpoint answered 500 Internal Server Error")
+    assert page.status_code == 400 and "did not complete" in page.text
     assert load_tokens(state) is None
 
 

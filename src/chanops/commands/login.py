@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 DEFAULT_TIMEOUT = "5m"
 CALLBACK_PATH = "/callback"
 READ_TIMEOUT_S = 10.0  # for the browser to send its request line and headers
+VERDICT_TIMEOUT_S = 60.0  # the browser's page waits this long for the code exchange
+DONE_PAGE = "chanops: authorised. You can close this tab."
+FAILED_PAGE = "chanops: the login did not complete; the terminal says why."
 MAX_LINE = 8192
 
 
@@ -75,12 +78,16 @@ def _raise(message: str) -> str:
 
 
 class RedirectListener:
-    """A one-shot HTTP listener on 127.0.0.1 for the authorization redirect."""
+    """A one-shot HTTP listener on 127.0.0.1 for the authorization redirect. The page
+    the browser gets waits for the login's verdict (`conclude`): "authorised" only once
+    the state matched, the code was exchanged and the token set stored."""
 
     def __init__(self, port: int) -> None:
         self.port = port
         self.redirect: asyncio.Future[Redirect] | None = None
+        self.verdict: asyncio.Future[bool] | None = None
         self._server: asyncio.Server | None = None
+        self._answering: set[asyncio.Task[Any]] = set()
 
     @property
     def redirect_uri(self) -> str:
@@ -88,6 +95,7 @@ class RedirectListener:
 
     async def start(self) -> None:
         self.redirect = asyncio.get_running_loop().create_future()
+        self.verdict = asyncio.get_running_loop().create_future()
         try:
             self._server = await asyncio.start_server(
                 self._serve, "127.0.0.1", self.port, limit=MAX_LINE
@@ -98,7 +106,15 @@ class RedirectListener:
             ) from None
         self.port = self._server.sockets[0].getsockname()[1]
 
+    def conclude(self, ok: bool) -> None:
+        """The login's outcome, for the page of the redirect being answered."""
+        if self.verdict is not None and not self.verdict.done():
+            self.verdict.set_result(ok)
+
     async def close(self) -> None:
+        self.conclude(False)
+        if self._answering:  # the browser gets its page before the process ends
+            await asyncio.wait(self._answering, timeout=READ_TIMEOUT_S)
         if self._server is not None:
             self._server.close()
             with contextlib.suppress(Exception):
@@ -112,15 +128,15 @@ class RedirectListener:
                 await _answer(writer, 404, "Not found.")
                 return
             params = dict(parse_qsl(parts.query, keep_blank_values=True))
-            done = "code" in params and "error" not in params
-            text = (
-                "chanops: authorised. You can close this tab."
-                if done
-                else "chanops: the authorization did not complete; see the terminal."
-            )
-            await _answer(writer, 200 if done else 400, text)
-            if self.redirect is not None and not self.redirect.done():
-                self.redirect.set_result(Redirect(params))
+            if self.redirect is None or self.redirect.done() or self.verdict is None:
+                await _answer(writer, 400, FAILED_PAGE)  # a second redirect: one login only
+                return
+            task = asyncio.current_task()
+            assert task is not None
+            self._answering.add(task)
+            self.redirect.set_result(Redirect(params))
+            done = await asyncio.wait_for(asyncio.shield(self.verdict), VERDICT_TIMEOUT_S)
+            await _answer(writer, 200 if done else 400, DONE_PAGE if done else FAILED_PAGE)
         except (TimeoutError, ValueError, OSError, asyncio.IncompleteReadError):
             pass  # a probe or a half-open connection: wait for the real redirect
         finally:
@@ -190,10 +206,12 @@ async def login(settings: Settings, options: LoginOptions) -> tuple[TokenSet, st
             refresh=False,
         )
         tokens = token_set_from(answer, platform_url=url, client_id=client_id, now=time.time())
+        stored = await asyncio.to_thread(_store, settings, tokens)
+        listener.conclude(True)
     finally:
-        await listener.close()
+        await listener.close()  # a failure: the browser's page says to read the terminal
         await oauth.aclose()
-    return await asyncio.to_thread(_store, settings, tokens)
+    return stored
 
 
 def _client(settings: Settings) -> tuple[str, str]:

@@ -220,9 +220,24 @@ async def token_call(
             "(is the platform URL right?)"
         ) from None
     except httpx.TimeoutException as exc:
-        raise errors.TransportError(f"token endpoint: timed out ({type(exc).__name__})") from None
+        raise errors.TransportError(
+            f"token endpoint{_where(exc)}: timed out ({type(exc).__name__})"
+        ) from None
     except httpx.TransportError as exc:
-        raise errors.TransportError(f"token endpoint: {type(exc).__name__}: {exc}") from None
+        raise errors.TransportError(
+            f"cannot reach the token endpoint{_where(exc)}: {type(exc).__name__}: {exc} "
+            "(is the platform URL right, and is it up?)"
+        ) from None
+
+
+def _where(exc: httpx.TransportError) -> str:
+    """` <url>` of the request that failed (no query: it carries nothing, but a URL's
+    query is no place to print), or nothing if httpx did not attach it."""
+    try:
+        url = exc.request.url
+    except RuntimeError:
+        return ""
+    return f" {url.copy_with(query=None)}"
 
 
 def _oauth_error(
