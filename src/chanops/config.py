@@ -146,8 +146,8 @@ def _token_source(
     return None, None
 
 
-def token_file_warning(path: Path) -> str | None:
-    """A warning when others than chanops's user may read the token file.
+def token_file_warning(path: Path, what: str = "the platform token file") -> str | None:
+    """A warning when others than chanops's user may read the token (or client secret) file.
 
     Group-readable counts only when the group is not chanops's own: Kubernetes mounts
     secrets root-owned, mode 0440, group fsGroup (the pod's group), and that is the only
@@ -163,9 +163,7 @@ def token_file_warning(path: Path) -> str | None:
     if not (others or group):
         return None
     who = "other users" if others else "members of its group"
-    return (
-        f"the platform token file {path} is readable by {who} (mode {mode:04o}): chmod 600 {path}"
-    )
+    return f"{what} {path} is readable by {who} (mode {mode:04o}): chmod 600 {path}"
 
 
 def is_loopback_url(url: str) -> bool:
@@ -256,6 +254,9 @@ def load_settings(  # noqa: PLR0913 (one keyword per flag of the common options)
     guarded = [*credentials, *_own_files(token_cred, state_path, url, cfg, config)]
     if secret_cred is not None:
         guarded.append(secret_cred)
+        warning = token_file_warning(secret_cred.path, "the OAuth client secret file")
+        if warning is not None:
+            warnings.append(warning)
     guard_operator_credentials(guarded, dirs, dirs_setting=dirs_setting)
     return Settings(
         manifests=manifests_path,

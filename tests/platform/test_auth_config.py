@@ -37,6 +37,20 @@ def test_the_client_id_and_secret_reach_the_platform_settings(
     assert "s3cret" not in repr(settings)
 
 
+def test_a_client_secret_file_others_may_read_is_a_warning(
+    tmp_path: Path, secret: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = _load(tmp_path, client_id="chanops_1", client_secret_file=str(secret))
+    assert settings.warnings == ()  # type: ignore[attr-defined]
+    secret.chmod(0o644)
+    settings = _load(tmp_path, client_id="chanops_1", client_secret_file=str(secret))
+    (warning,) = settings.warnings  # type: ignore[attr-defined]
+    assert warning.startswith("the OAuth client secret file ")
+    assert "readable by other users (mode 0644): chmod 600" in warning
+    assert "s3cret" not in warning
+
+
 def test_the_environment_names_them_too(
     tmp_path: Path, secret: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
