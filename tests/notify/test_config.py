@@ -106,6 +106,27 @@ def test_an_unknown_kind_is_refused_at_its_position() -> None:
     assert "slack, msteams, webhook, email" in message
 
 
+def test_a_file_that_is_not_yaml_is_refused_at_its_position(tmp_path: Path) -> None:
+    message = refusal("notifications:\n  providers:\n    - name: x\n     kind: y\n")
+    assert message == (
+        "chanops.yaml:4:6: not valid YAML: expected <block end>, but found '<block mapping start>'"
+    )
+    # The same one line from the commands, which read chanops.yaml as a whole first.
+    config = tmp_path / "chanops.yaml"
+    config.write_text("notifications:\n  providers: [\n")
+    done = subprocess.run(
+        [*chanops_launcher(), "notify", "test", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"Error: {config}:3:1: not valid YAML: expected the node content, but found '<stream end>'"
+    ]
+
+
 def test_an_inline_url_or_password_is_refused() -> None:
     url = refusal(
         "notifications:\n  providers:\n    - name: s\n      kind: slack\n"

@@ -37,6 +37,7 @@ __all__ = [
     "Severity",
     "parse_notifications",
     "read_credentials",
+    "yaml_problem",
 ]
 
 Severity = Literal["info", "warning", "error"]
@@ -182,12 +183,21 @@ class _Doc:
         return tuple(self.text(n, f"{dotted}[{i}]") for i, n in enumerate(items))
 
 
+def yaml_problem(path: str, exc: yaml.YAMLError) -> str:
+    """A config file that is not YAML, in one line: `file:line:col: problem` (chanops.yaml
+    as a whole reads through this too)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else path
+    return f"{where}: not valid YAML: {problem}"
+
+
 def parse_notifications(path: str, text: str) -> NotificationsConfig | None:
     """The `notifications:` section of the config file `path` (None when absent)."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: cannot read config: {exc}") from None
+        raise ConfigError(yaml_problem(path, exc)) from None
     doc = _Doc(path)
     if not isinstance(root, yaml.MappingNode):
         return None
