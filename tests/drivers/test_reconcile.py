@@ -20,7 +20,7 @@ from chanops.manifests.model import Manifest, SecretRef, SourceLocation
 from chanops.platform.client import PlatformClient, open_client
 from chanops.state.store import StateStore
 from engine.helpers import load_result
-from support.emulator import EmulatorProcess
+from support.emulator import EmulatorProcess, start_emulator
 
 ENV = {
     "SW_SECRET": "sw-secret-value",
@@ -323,3 +323,34 @@ async def test_klarna_without_its_plugins_is_stalled(env: Env) -> None:
         assert reasons["Stalled"] == "PluginNotInstalled"
     finally:
         admin.post("/api/v1/testing/account", json=before)
+
+
+async def test_a_sync_already_running_before_the_change_is_not_the_procedures_sync(
+    tmp_path: Path,
+) -> None:
+    """A sync the platform started before the update (a schedule, a person) read the old
+    settings: chanops follows it to its end and then starts the sync the change needs."""
+    with start_emulator(tmp_path / "slow", time_scale=0.3) as emu:  # a sync takes 0.75 s
+        store = StateStore.open(tmp_path / "state.db")
+        async with open_client(emu.url, emu.token) as client:
+            env = Env(emu, client, store)
+            m = shopware("sw-running", settings={"priceRules": ["b2b"]})
+            rec = env.reconciler()
+            assert (await rec.reconcile(load_result([m]))).converged
+            cid = env.id_of(m.name)
+            running = emu.admin.post(f"/api/v1/connections/{cid}/sync")
+            assert running["state"] in ("queued", "running")
+
+            edited = replace(m, settings={"priceRules": ["b2b", "vip"]})
+            result = await rec.reconcile(load_result([edited]))
+            assert [(o.action, o.ok) for o in result.outcomes] == [("update", True), ("sync", True)]
+            record = store.get(m.name)
+            assert record is not None and record.last_sync_job != running["id"]
+            (job,) = [j for j in env.jobs(cid) if j["id"] == record.last_sync_job]
+            assert (job["kind"], job["state"]) == ("sync", "succeeded")
+            # the sync chanops followed used "vip": the rule is locked now
+            r = emu.admin.request(
+                "PATCH", f"/api/v1/connections/{cid}", json={"settings": {"priceRules": ["b2b"]}}
+            )
+            assert (r.status_code, r.json()["error"]) == (422, "locked_setting")
+        store.close()

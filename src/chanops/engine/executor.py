@@ -436,7 +436,9 @@ class Executor:
                 if attempt or not any(c.path.startswith("/settings") for c in changes):
                     raise
                 if await self._initial_sync_succeeded(a.connection_id):
-                    raise
+                    # A refusal after the first sync is final, but this one may have
+                    # come just before that sync ended: ask once more.
+                    continue
                 # Values the first sync has not mirrored yet: apply the rest now, the
                 # settings once the initial sync has succeeded (a later reconcile).
                 waiting = AWAITING_INITIAL_SYNC

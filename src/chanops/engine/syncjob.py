@@ -11,6 +11,7 @@ are remembered (`status` shows them).
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from chanops import errors
@@ -32,9 +33,10 @@ async def run_sync(ex: Executor, a: Action, cid: int | None, start: float) -> Ou
     job: Job = await ex._limited(ex.client.trigger_sync(cid))
     ex.events.emit("sync.triggered", "info", **fields, job_id=job.id, reason=a.reason)
     if ex.follow_jobs:
-        if job.kind != "sync" and not job.done:
-            # The initial sync of a connection created just now started before its
-            # settings went in: the change needs a sync of its own, after that one.
+        if await _started_before_the_change(ex, job, cid):
+            # The platform answered with a sync already under way (the initial sync of a
+            # connection created just now, or one started before the update): it read
+            # the settings as they were, so the change needs a sync of its own after it.
             await ex._follow(job)
             job = await ex._limited(ex.client.trigger_sync(cid))
             ex.events.emit("sync.triggered", "info", **fields, job_id=job.id, reason=a.reason)
@@ -50,3 +52,29 @@ async def run_sync(ex: Executor, a: Action, cid: int | None, start: float) -> Ou
     if job.done:
         ex.events.emit("sync.completed", "info", **fields, job_id=job.id, duration_ms=round(ms))
     return Outcome(a.name, a.kind.value, True, None, cid, ms)
+
+
+def _instant(stamp: str) -> datetime | None:
+    """A platform timestamp (RFC 3339; without an offset: UTC), or None."""
+    try:
+        when = datetime.fromisoformat(stamp) if stamp else None
+    except ValueError:
+        return None
+    return when.replace(tzinfo=UTC) if when is not None and when.tzinfo is None else when
+
+
+async def _started_before_the_change(ex: Executor, job: Job, cid: int) -> bool:
+    """Whether `job`, the answer to a trigger, is a sync that began before the write.
+
+    The platform answers a trigger with the sync already running, if any. An initial
+    sync that has not ended began before the settings went in; a `sync` did when it
+    was created before the connection's last change (platform timestamps; when either
+    is unknown the job is taken as the new one).
+    """
+    if job.done:
+        return False
+    if job.kind != "sync":
+        return True
+    conn = await ex._limited(ex.client.get_connection(cid))
+    created, changed = _instant(job.created_at), _instant(conn.updated_at)
+    return created is not None and changed is not None and created < changed
