@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from support.emulator import EmulatorProcess, start_emulator
+from support.postgres import pytest_terminal_summary  # noqa: F401  (its one skip line)
 
 
 @pytest.fixture

@@ -78,6 +78,9 @@ class Leadership:
         # The leader gives up this long before the server's expiry: one renew interval,
         # and never less than a fifth of the lease.
         self.margin = max(renew_seconds, lease_seconds / 5)
+        # A store operation waiting for a connection (the server is away) blocks the
+        # event loop: at most half the margin, so the term still ends on time.
+        store.wait = min(store.wait, max(self.margin / 2, 0.5))
         self.holder = holder or new_holder()
         self.clock = clock
         self.term: lease.Term | None = None

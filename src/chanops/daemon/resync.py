@@ -70,6 +70,11 @@ class Resyncer:
         self._suspect: str | None = None  # a batch found the platform unreachable
         self._wake = asyncio.Event()
         self._records_read = False
+        # Batches plan against the copy of the store's records: none runs before it is
+        # read (a batch planned without it takes every managed connection for a new one,
+        # e.g. an edit while a new leader's store is still unreachable). Resumed by the
+        # first resync that reads the records and lists the platform.
+        self.queue.pause()
 
     # -- the loop --------------------------------------------------------------------------
 

@@ -156,6 +156,10 @@ class PostgresStore:
         # Set by the leadership (daemon/leader.py) while it holds the lease; None: no
         # write passes the fence.
         self.fence: lease.Term | None = None
+        # How long an operation waits for a pooled connection. The daemon calls the store
+        # from its event loop, so its leadership shortens this: a server that went away
+        # must not hold the loop (the election, /status) for longer than the lease margin.
+        self.wait: float = CONNECT_TIMEOUT * 2
 
     @property
     def location(self) -> str:
@@ -353,7 +357,7 @@ class PostgresStore:
         """
         for attempt in range(1, ATTEMPTS + 1):
             try:
-                with self._pool.connection() as conn:
+                with self._pool.connection(timeout=self.wait) as conn:
                     return body(conn)
             except Fenced:
                 raise
