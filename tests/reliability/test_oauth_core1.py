@@ -133,7 +133,7 @@ def test_edits_reach_the_platform_over_rpc_while_tokens_rotate(tmp_path: Path) -
     """The quick form of the rotation proof (the two-minute forms, REST and RPC, are slow)."""
     with oauth_emulator(tmp_path, ttl="2s", rotate=True) as emu:
         daemon_proof.run_edits(
-            tmp_path, emu, seconds=8, min_refreshes=3, extra=["--profile", "core1"]
+            tmp_path, emu, seconds=6, min_refreshes=3, extra=["--profile", "core1"]
         )
 
 
