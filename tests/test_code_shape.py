@@ -97,3 +97,31 @@ def test_the_measure() -> None:
         "        pass\n"
     )
     assert _functions(tree) == [("outer", 4), ("outer.<locals>.inner", 2), ("Box.method", 2)]
+
+
+def test_every_package_declares_its_public_surface() -> None:
+    """Each package's `__init__.py` has an `__all__` (as httpx does), and every name in
+    it is one of the package's modules or is bound in the `__init__` itself."""
+    for init in sorted(SRC.rglob("__init__.py")):
+        package = init.parent
+        tree = ast.parse(init.read_text(encoding="utf-8"))
+        exported: list[str] | None = None
+        bound: set[str] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets
+            ):
+                exported = list(ast.literal_eval(node.value))
+            elif isinstance(node, ast.ImportFrom | ast.Import):
+                bound |= {(a.asname or a.name).split(".")[0] for a in node.names}
+            elif isinstance(node, ast.Assign):
+                bound |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+            elif isinstance(node, ast.FunctionDef | ast.ClassDef):
+                bound.add(node.name)
+        where = init.relative_to(SRC).as_posix()
+        assert exported is not None, f"{where} has no __all__"
+        modules = {p.stem for p in package.glob("*.py")} | {
+            p.parent.name for p in package.glob("*/__init__.py")
+        }
+        unknown = set(exported) - modules - bound
+        assert not unknown, f"{where}: __all__ names {sorted(unknown)}, which it does not have"

@@ -17,3 +17,6 @@
 - `http`       /healthz, /readyz, /metrics, /status under uvicorn in the same loop
 - `revision`   the manifests' git commit
 """
+
+# The public modules; the others are this package's internals.
+__all__ = ["auth", "http", "leader", "replica", "service", "ui"]

@@ -3,3 +3,6 @@
 Start at `chanops.engine.reconciler` (the entry point for commands and the daemon);
 `planner` holds the rules, `plan` the data, `render` the output formats.
 """
+
+# The public modules; the others are this package's internals.
+__all__ = ["conditions", "diff", "export", "plan", "pointers", "reconciler", "render"]

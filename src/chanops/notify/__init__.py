@@ -7,3 +7,6 @@ failure streak, one on recovery), `messages` renders them per provider kind,
 provider so that a slow or failing receiver never delays a reconcile
 (docs/notifications.md).
 """
+
+# The public modules; the others are this package's internals.
+__all__ = ["config", "dispatch"]
