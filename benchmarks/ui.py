@@ -10,8 +10,9 @@ manifests converged first. One run measures:
 2. the first page after a change: edit a manifest, wait for its write, then GET the
    overview (the snapshot is rebuilt), `--edits` times; p50 and p95;
 3. idle CPU of the daemon (/proc/<pid>/stat) over `--idle-window` seconds with no page
-   open, then with `--pages` live pages open: each holds the /ui/live stream and, on
-   every `change`, fetches its page again like ui.js does;
+   open, then with `--pages` live pages open (a tenth overviews, a tenth list pages,
+   the rest connection pages): each holds the /ui/live stream and fetches its page
+   again like ui.js does (a connection's page on a change that names it);
 4. edit-to-write latency (the `connection.updated` timestamp minus the wall time just
    after the atomic save), `--edits` edits with no page open and `--edits` with the
    live pages open (each of which then refetches its page);
@@ -97,47 +98,46 @@ def edit_and_wait(
 
 
 class LivePages:
-    """`count` browsers-in-spirit: each follows /ui/live and refetches its page on change."""
+    """Browsers-in-spirit: each page follows /ui/live and fetches itself again like ui.js
+    does: a connection's page (`name` given) only when the change names it or `*`, any
+    other page on every change; the fetch names the announced version
+    (`X-Chanops-Want`), and asks again 0.6 s later while the page shows an older one."""
 
-    def __init__(self, base: str, paths: list[str]) -> None:
+    def __init__(self, base: str, pages: list[tuple[str, str | None]]) -> None:
         self.base = base
-        self.paths = paths
+        self.pages = pages
         self.refetches = 0
         self.open = 0
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._tasks: list[asyncio.Future[None]] = []
+        self._tasks: list[concurrent.futures.Future[float]] = []
 
     def start(self) -> None:
         self._thread.start()
         self._tasks = [
-            asyncio.run_coroutine_threadsafe(self._page(p), self._loop) for p in self.paths
+            asyncio.run_coroutine_threadsafe(self._follow(path, name), self._loop)
+            for path, name in self.pages
         ]
-        wait_until(lambda: self.open == len(self.paths), timeout=30, what="live pages open")
-
-    async def _page(self, path: str) -> None:
-        async with (
-            httpx.AsyncClient(base_url=self.base, timeout=None) as client,
-            client.stream("GET", "/ui/live") as stream,
-        ):
-            self.open += 1
-            async for line in stream.aiter_lines():
-                if line.startswith("event: change"):
-                    await client.get(path)
-                    self.refetches += 1
+        wait_until(lambda: self.open == len(self.pages), timeout=30, what="live pages open")
 
     def watch(self, path: str, name: str, marker: str) -> concurrent.futures.Future[float]:
-        """Follow `path` (connection `name`'s page) like ui.js; resolves to the wall time
-        its fetched page first shows `marker`. Returns once the stream is open."""
+        """One more page, `name`'s; resolves to the wall time its fetched page first
+        shows `marker`. Returns once its stream is open."""
         opened = threading.Event()
         future = asyncio.run_coroutine_threadsafe(
-            self._watch(path, name, marker, opened), self._loop
+            self._follow(path, name, marker, opened), self._loop
         )
         if not opened.wait(30):
             raise TimeoutError("the watching page's stream did not open")
         return future
 
-    async def _watch(self, path: str, name: str, marker: str, opened: threading.Event) -> float:
+    async def _follow(
+        self,
+        path: str,
+        name: str | None,
+        marker: str | None = None,
+        opened: threading.Event | None = None,
+    ) -> float:
         async with (
             httpx.AsyncClient(base_url=self.base, timeout=None) as client,
             client.stream("GET", "/ui/live") as stream,
@@ -147,16 +147,20 @@ class LivePages:
                 if line.startswith("event: "):
                     event = line.removeprefix("event: ")
                     continue
-                if event == "hello":
-                    opened.set()
+                if event == "hello" and line.startswith("data: "):
+                    if opened is not None:
+                        opened.set()
+                    else:
+                        self.open += 1
                 if event != "change" or not line.startswith("data: "):
                     continue
                 wanted, *names = line.removeprefix("data: ").split()
-                if "*" not in names and name not in names:
-                    continue  # ui.js: another connection changed
+                if name is not None and "*" not in names and name not in names:
+                    continue  # a connection's page: another connection changed
                 while True:
                     page = await client.get(path, headers={"X-Chanops-Want": wanted})
-                    if marker in page.text:
+                    self.refetches += marker is None
+                    if marker is not None and marker in page.text:
                         return time.time()
                     shown = re.search(r'data-version="(\d+)"', page.text)
                     if shown is None or int(shown[1]) >= int(wanted):
@@ -230,9 +234,15 @@ def measure(
         edit_and_wait(d, root, names[(n * 104729) % len(names)], f"ui alone {n}")[0]
         for n in range(args.edits)
     ]
-    paths = [f"/ui/connections/{names[i * 97 % len(names)]}" for i in range(args.pages - 1)]
-    paths.append("/ui/")
-    live = LivePages(base, paths)
+    # An ops team's tabs: a tenth overviews, a tenth list pages, the rest connections.
+    tenth = max(1, args.pages // 10)
+    pages: list[tuple[str, str | None]] = [("/ui/", None)] * tenth
+    pages += [("/ui/connections", None)] * tenth
+    pages += [
+        (f"/ui/connections/{names[i * 97 % len(names)]}", names[i * 97 % len(names)])
+        for i in range(args.pages - 2 * tenth)
+    ]
+    live = LivePages(base, pages)
     live.start()
     try:
         time.sleep(2)

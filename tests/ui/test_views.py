@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from chanops.daemon.ui import views
+from chanops.daemon.ui import live, views
 from chanops.daemon.ui.fields import field_rows
 from chanops.daemon.ui.live import LiveFeed
 from chanops.events import Event, EventSink
@@ -272,6 +272,13 @@ def test_live_feed_names_what_changed() -> None:
     assert feed.take_changes() == (set(), True)
     feed(Event("manifest.invalid", "error", {"file": "x.yaml"}))
     assert feed.take_changes() == (set(), True)
+    feed(Event("reconcile.started", "info", {"kind": "partial"}))  # names nothing
+    assert feed.changed_since(5) == "-"
+    for i in range(live.CHANGES_KEPT):
+        feed(Event("connection.updated", "info", {"connection": f"c{i}"}))
+    assert feed.changed_since(feed.version - 1) == f"c{live.CHANGES_KEPT - 1}"
+    assert feed.changed_since(4) == "*"  # a change the log let go may have been anything
+    assert feed.changed_since(6) == "*"  # more names than a message carries
 
 
 def test_live_stream_reports_a_change_and_ends_when_the_daemon_stops() -> None:
@@ -292,3 +299,30 @@ def test_live_stream_reports_a_change_and_ends_when_the_daemon_stops() -> None:
     assert hello.startswith("retry: ") and "event: hello\ndata: 0" in hello
     assert change == "event: change\ndata: 1 a\n\n"
     assert rest == ["event: bye\ndata: stopping\n\n"]
+
+
+def test_live_stream_holds_a_change_until_the_reconcile_ends() -> None:
+    """Pages fetch after a reconcile's writes, not during them (at most HOLD_SECONDS)."""
+
+    async def scenario() -> tuple[str, str]:
+        feed = LiveFeed(scrub=dict, revision=lambda: None, resync_seconds=60)
+        stream = feed.stream()
+        await anext(stream)
+        waiting = asyncio.ensure_future(anext(stream))
+        await asyncio.sleep(0.01)
+        feed(Event("reconcile.started", "info", {"kind": "partial"}))
+        feed(Event("connection.updated", "info", {"connection": "a"}))
+        await asyncio.sleep(live.HOLD_SECONDS / 2)
+        assert not waiting.done()  # held: the reconcile still runs
+        feed(Event("reconcile.completed", "info", {"kind": "partial"}))
+        after_end = await asyncio.wait_for(waiting, 5)
+        # A reconcile that outlasts the hold (a resync of 10,000) still lets it through.
+        feed(Event("reconcile.started", "info", {"kind": "full"}))
+        started = asyncio.get_running_loop().time()
+        during = await asyncio.wait_for(anext(stream), 5)
+        assert asyncio.get_running_loop().time() - started >= live.HOLD_SECONDS * 0.9
+        return after_end, during
+
+    after_end, during = asyncio.run(scenario())
+    assert after_end == "event: change\ndata: 3 a\n\n"
+    assert during.startswith("event: change\ndata: 4 ")

@@ -5,7 +5,9 @@ Every domain event moves `version` on; a stream tells its page what changed
 when the change concerns no single connection; no other event content leaves this
 way), and a page that shows it fetches itself again. Changes are coalesced: at most one message per
 `MIN_GAP` seconds per stream, so a resync of 10,000 connections costs a page a refresh
-a second, not 10,000.
+a second, not 10,000. A change while a reconcile runs is held back until it ends (at
+most `HOLD_SECONDS`): the pages fetch after its writes, not during them, so open pages
+do not slow the edit-to-write path, and they see its outcome in one fetch.
 
 An idle daemon must not wake for its pages: a stream waits on the next change (one
 shared asyncio.Event, replaced after it fires), with a keep-alive comment every
@@ -31,6 +33,7 @@ from typing import Any
 from chanops.events import Event
 
 MIN_GAP = 0.5
+HOLD_SECONDS = 0.5  # a change during a reconcile waits for its end this long at most
 PING_SECONDS = 30.0
 RETRY_MS = 2000  # the browser reconnects this long after a dropped stream
 MAX_STREAMS = 128  # open streams at once; past that a page is served without live updates
@@ -86,6 +89,7 @@ class LiveFeed:
         self._everything = False
         # (version, name) per change for the streams; None: not one connection's change.
         self._log: deque[tuple[int, str | None]] = deque(maxlen=CHANGES_KEPT)
+        self._forgotten = 0  # the version of the last change the full log let go
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: int | None = None
         self._bell: asyncio.Event | None = None
@@ -97,12 +101,12 @@ class LiveFeed:
         name = event.fields.get("connection")
         if isinstance(name, str):
             self._names.add(name)
-            self._log.append((self.version, name))
+            self._remember(name)
             if event.name in _SYNC_ENDS:
                 self._synced(name, event)
         elif _touches_every_row(event):
             self._everything = True
-            self._log.append((self.version, None))
+            self._remember(None)
         if event.name == "reconcile.started":
             rid = str(event.fields.get("reconcile_id", ""))
             self.running[rid] = {"kind": event.fields.get("kind"), "since": _now_iso()}
@@ -132,6 +136,11 @@ class LiveFeed:
             "at": _now_iso(),
         }
 
+    def _remember(self, name: str | None) -> None:
+        if len(self._log) == self._log.maxlen:
+            self._forgotten = self._log[0][0]
+        self._log.append((self.version, name))
+
     def take_changes(self) -> tuple[set[str], bool]:
         """The names changed since the last call, and whether every row may have."""
         names, everything = self._names, self._everything
@@ -140,11 +149,10 @@ class LiveFeed:
 
     def changed_since(self, seen: int) -> str:
         """What changed after version `seen`: connection names, or `*` for anything else."""
-        log = self._log
-        if not log or log[0][0] > seen + 1:
+        if seen < self._forgotten:
             return "*"  # older than the log reaches: assume everything
         names: set[str] = set()
-        for version, name in reversed(log):
+        for version, name in reversed(self._log):
             if version <= seen:
                 break
             if name is None or len(names) >= MAX_NAMES_SENT:
@@ -186,6 +194,15 @@ class LiveFeed:
             return False
         return True
 
+    async def _settle(self) -> None:
+        """While a reconcile runs, wait for its end, `HOLD_SECONDS` at most."""
+        until = time.monotonic() + HOLD_SECONDS
+        while self.running and not self.closed:
+            left = until - time.monotonic()
+            if left <= 0:
+                return
+            await self.changed(self.version, left)
+
     async def stream(self) -> AsyncIterator[str]:
         """The text of one page's event stream, until the daemon stops."""
         self.streams += 1
@@ -199,6 +216,7 @@ class LiveFeed:
                     continue
                 if self.closed:
                     break
+                await self._settle()
                 # Coalesce a burst: wait out the gap since the last message, then report
                 # where the burst got to.
                 await asyncio.sleep(max(0.0, sent + MIN_GAP - time.monotonic()))
