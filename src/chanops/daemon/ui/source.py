@@ -115,8 +115,8 @@ class UIData:
         of getting the older view and asking again. A plain page load never waits.
         """
         current = self._snapshot
-        if current is None or current.version >= want:
-            return
+        if current is None or current.version >= min(want, self.feed.version):
+            return  # shown already, or a version no event has reached (nothing to wait for)
         wait = self._built + REBUILD_GAP - time.monotonic()
         if wait > 0:
             await asyncio.sleep(min(wait, REBUILD_GAP))
