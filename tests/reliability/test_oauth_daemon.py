@@ -173,8 +173,27 @@ def _notify_config(tmp: Path, hook: HttpReceiver) -> Path:
 def test_a_revoked_grant_waits_for_a_login_and_resumes_without_a_restart(
     tmp_path: Path, emu: EmulatorProcess
 ) -> None:
+    """The quick form: a re-check every 2 s, a 6 s window (the proof's 5 minutes and
+    the default 5 minute re-check, scaled down)."""
+    revoke_and_login(tmp_path, emu, recheck=["--auth-recheck", "2s"], window=6.0)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(480)
+def test_five_minutes_after_a_revocation_fewer_than_five_token_requests(
+    tmp_path: Path, emu: EmulatorProcess
+) -> None:
+    """The issue's figure as it stands: the default --auth-recheck, 5 minutes of wall time."""
+    revoke_and_login(tmp_path, emu, recheck=[], window=300.0)
+
+
+def revoke_and_login(
+    tmp_path: Path, emu: EmulatorProcess, *, recheck: list[str], window: float
+) -> None:
+    """Revoke: one auth.reauthorization_required, /readyz 503, fewer than 5 token
+    requests in `window` seconds, then `chanops login` and the daemon resumes."""
     hook = HttpReceiver().start()
-    extra = ["--auth-recheck", "2s", "--min-sync-interval", "1s"]
+    extra = [*recheck, "--min-sync-interval", "1s"]
     extra += ["--config", str(_notify_config(tmp_path, hook))]
     daemon, root, state = _started(tmp_path, emu, extra=extra)
     try:
@@ -188,7 +207,7 @@ def test_a_revoked_grant_waits_for_a_login_and_resumes_without_a_restart(
             lambda e: e["event"] == "auth.reauthorization_required", after=mark, timeout=20
         )
         wait_for(lambda: daemon.http("/readyz").status_code == 503, what="/readyz 503")
-        settle(6.0)  # a window in which the daemon must leave the token endpoint alone
+        settle(window)  # a window in which the daemon must leave the token endpoint alone
         requests = oauth_stats(emu).get("token_requests", 0) - before
         assert requests < 5, oauth_stats(emu)
         assert "edited while revoked" not in _displays(emu)

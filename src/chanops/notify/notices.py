@@ -305,7 +305,8 @@ _OTHER: dict[str, tuple[Severity, str, str, str]] = {
         "Authorisation required",
         "The platform no longer accepts chanops's authorisation (the refresh token was "
         "revoked or expired); nothing is reconciled until it is renewed.",
-        "Run `chanops login` to authorise chanops again.",
+        "Run `chanops login` with the daemon's --state, --platform and client id "
+        "(docs/core1.md): the daemon resumes by itself, no restart.",
     ),
     "auth.restored": (
         "info",
