@@ -131,6 +131,24 @@ def test_connection_failures_during_an_outage_are_not_messages_of_their_own(
     ]
 
 
+def test_failures_while_a_login_is_awaited_are_not_messages_of_their_own(
+    tmp_path: Path, receiver: HttpReceiver
+) -> None:
+    notifier, sink, _ = notifier_for(load(tmp_path, receiver))
+    sink.emit("auth.reauthorization_required", "error", error="invalid_grant: run chanops login")
+    sink.emit("connection.failed", "error", connection="a", action="update", error="x")
+    sink.emit("sync.failed", "warning", connection="a", stage="trigger", error="x")
+    sink.emit("auth.restored", "info", reason="a new token set in the state store")
+    sink.emit("sync.failed", "warning", connection="a", job_id=3, error="job failed")
+    notifier.close()
+    assert [h.json()["type"] for h in receiver.on("/hook")] == [
+        "auth.reauthorization_required",
+        "auth.restored",
+        "sync.failed",
+    ]
+    assert "chanops login" in receiver.on("/hook")[0].json()["action"]
+
+
 def test_the_webhook_signature_verifies(tmp_path: Path, receiver: HttpReceiver) -> None:
     notifier, sink, _ = notifier_for(load(tmp_path, receiver))
     sink.emit("platform.unreachable", "error", error="ConnectError: refused", retry_in_s=1)

@@ -235,8 +235,10 @@ class Notifier:
             return told
         if kind.role == "open" and self.streaks.is_open(kind.key):
             return True  # the same streak: its first event was the message
-        # The outage's message covers every write it fails.
-        return kind.type == "connection.failed" and self.streaks.is_open("platform")
+        # The outage's message (or the refused authorisation's) covers every write and
+        # every sync trigger it fails.
+        covered = kind.type in ("connection.failed", "sync.failed")
+        return covered and (self.streaks.is_open("platform") or self.streaks.is_open("auth"))
 
     def route(self, notice: Notice) -> frozenset[str]:
         """The providers whose routes take this notice."""
