@@ -290,10 +290,12 @@ def main() -> None:
     args = parser.parse_args()
     out_path = Path(args.out)
     table = QUICK if args.quick else STEPS
-    results = previous(out_path)
+    steps = [s.strip() for s in args.steps.split(",") if s.strip()]
+    fresh = {step: run(step, table[step]) for step in steps}
+    # The file is read only now, after the steps (which take minutes): sections other
+    # benchmarks wrote into it meanwhile are kept too.
+    results = {**previous(out_path), **fresh}
     by_hand = kept_sections(out_path)
-    for step in [s.strip() for s in args.steps.split(",") if s.strip()]:
-        results[step] = run(step, table[step])
 
     lines: list[str] = [
         "# chanops reliability figures (issues 7 and 12)",
@@ -322,7 +324,9 @@ def main() -> None:
     lines += ["## Raw output", "", RAW_START]
     lines += [json.dumps(results[s]) for s in render if s in results]
     lines += [RAW_END, ""]
-    out_path.write_text("\n".join(lines))
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    tmp.write_text("\n".join(lines))
+    tmp.replace(out_path)
     print(f"wrote {out_path}")
 
 

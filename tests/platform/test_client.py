@@ -10,6 +10,7 @@ import pytest
 import structlog
 
 from chanops import errors
+from chanops.platform.api import between_pages
 from chanops.platform.client import open_client
 from chanops.platform.models import Connection
 from support.emulator import EmulatorProcess, start_emulator
@@ -120,6 +121,32 @@ async def test_pagination_is_followed(emulator: EmulatorProcess) -> None:
     stats = emulator.admin.stats()
     assert stats["GET /api/v1/connections"] == 3
     assert stats["POST /api/v1/connections/disable"] == 3
+
+
+async def test_a_listing_awaits_between_pages_what_its_context_sets(
+    emulator: EmulatorProcess,
+) -> None:
+    """The daemon's resync listing is background work: `between_pages`, set in the
+    listing task's context, is awaited between two pages (never after the last one),
+    and a listing started outside that context does not see it."""
+    for i in range(5):
+        emulator.admin.marketplace_install("actindo-pos", f"pos-{i}")
+    turned: list[int] = []
+    async with open_client(emulator.url, emulator.token) as client:
+        client.page_size = 2
+
+        async def pause() -> None:
+            turned.append(emulator.admin.stats()["GET /api/v1/connections"])
+
+        token = between_pages.set(pause)
+        try:
+            listing = asyncio.ensure_future(client.list_connections())
+        finally:
+            between_pages.reset(token)
+        assert len(await listing) == 5
+        assert turned == [1, 2]  # after the first and the second of three pages
+        assert len(await client.list_connections()) == 5
+        assert turned == [1, 2]
 
 
 async def test_remote_url_without_token_is_a_config_error() -> None:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import structlog
@@ -41,6 +41,7 @@ from chanops.engine.reconciler import Prepared, ReconcileResult
 from chanops.errors import ChanopsError, NotFound, PlatformError
 from chanops.manifests.model import LoadResult, Manifest
 from chanops.observability.logging import describe_error
+from chanops.platform.api import between_pages
 
 REFRESH_BY_LIST = 50  # more written connections than this: re-list instead of GET each
 YIELD_CAP_S = 1.0  # the longest a resync batch waits for urgent work at one step
@@ -143,14 +144,14 @@ class BatchRunner:
         resync = batch.lane is Lane.RESYNC
         try:
             if resync:
-                await self._yield()
+                await self.yield_to_urgent()
             observed = self.observed.snapshot() if resync else None
             prepared = await self.reconciler.prepare(
                 load, only=only, observed=observed, memory=self.records.snapshot()
             )
             self.register_secrets(load, prepared, only)
             if resync:
-                await self._yield()
+                await self.yield_to_urgent()
             result = await self.reconciler.execute(prepared)
         except PlatformError as exc:
             await self._reread_records(batch.names)  # it may have written some
@@ -170,7 +171,7 @@ class BatchRunner:
         await self._observe_after(batch, prepared, result)
         self._on_success(batch, result, tally)
 
-    async def _yield(self) -> None:
+    async def yield_to_urgent(self) -> None:
         """A resync batch lets urgent work (an edit, a retry) run alone between its steps:
         its CPU-bound planning would otherwise share the one interpreter with the edit.
         At most YIELD_CAP_S per step, so a stream of edits cannot stall the resync."""
@@ -228,7 +229,19 @@ class BatchRunner:
 
     async def refresh_stale(self) -> None:
         stale, self.stale = self.stale, set()
-        await self.refresh(stale)
+        with self.background_listing():
+            await self.refresh(stale)
+
+    @contextlib.contextmanager
+    def background_listing(self) -> Iterator[None]:
+        """Listings started in this block are background work: between two pages they
+        let urgent work run first (`between_pages`), as a resync batch does between its
+        steps. Not for an urgent batch's own listing: it would wait for itself."""
+        token = between_pages.set(self.yield_to_urgent)
+        try:
+            yield
+        finally:
+            between_pages.reset(token)
 
     async def refresh(self, ids: set[int]) -> None:
         """Re-read connections that were written (one paged list when there are many)."""

@@ -176,7 +176,8 @@ class Resyncer:
         """Load, list the platform (concurrently), and return every name to plan;
         None when the listing failed (logged, retry scheduled)."""
         since = self.observed.tick()
-        listing = asyncio.ensure_future(self.client.list_connections())
+        with self.runner.background_listing():  # the task keeps this context
+            listing = asyncio.ensure_future(self.client.list_connections())
         try:
             load = await self.loads.full()
             if not self._records_read:

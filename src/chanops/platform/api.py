@@ -14,10 +14,26 @@ Write semantics (the contract in schemas/platform-api.yaml):
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any, Protocol
 
 from chanops.platform.models import Connection, CreateResult, Driver, Job
+
+# Awaited between two pages of a listing, when set in the listing task's context. The
+# daemon sets it for the listings of a resync (background work): between pages it waits
+# while an edit is being reconciled, so the edit's reads and write are not queued behind
+# 10,000 connections' pages at the platform and in the event loop.
+between_pages: ContextVar[Callable[[], Awaitable[None]] | None] = ContextVar(
+    "between_pages", default=None
+)
+
+
+async def page_turned() -> None:
+    """What a paged listing calls between two pages (see `between_pages`)."""
+    pause = between_pages.get()
+    if pause is not None:
+        await pause()
 
 
 class PlatformAPI(Protocol):

@@ -57,7 +57,7 @@ from chanops.platform.answers import (
     redirect_error,
     refuse_redirects,
 )
-from chanops.platform.api import PlatformAPI
+from chanops.platform.api import PlatformAPI, page_turned
 from chanops.platform.auth import OAuthSession
 from chanops.platform.models import Connection, CreateResult, Driver, Job
 from chanops.platform.shapes import (
@@ -375,6 +375,7 @@ class PlatformClient:
                 # A cursor sent twice would page in a circle for ever.
                 raise _listing_error(path, "a next_cursor it had already sent")
             seen.add(cursor)
+            await page_turned()
         raise _listing_error(path, f"more than {MAX_PAGES} pages")
 
     # -- PlatformAPI ----------------------------------------------------------------------

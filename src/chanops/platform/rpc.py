@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from chanops.platform.answers import InvalidAnswer
+from chanops.platform.api import page_turned
 from chanops.platform.client import MAX_PAGES, PlatformClient, _listing_error
 from chanops.platform.models import Connection, CreateResult, Driver, Job
 from chanops.platform.shapes import connection_from, driver_from, job_from
@@ -74,6 +75,7 @@ class RpcPlatformClient(PlatformClient):
                 return items
             if isinstance(total, int) and len(items) >= total:
                 return items
+            await page_turned()
         raise _listing_error(path, f"more than {MAX_PAGES} pages")
 
     # -- PlatformAPI ----------------------------------------------------------------------
