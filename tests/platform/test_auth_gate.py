@@ -6,6 +6,7 @@ from typing import Any
 
 from chanops.daemon.auth import AuthGate, auth_readiness, with_auth
 from chanops.daemon.outcomes import UNREACHABLE
+from chanops.daemon.ui.views import health
 
 
 class Session:
@@ -58,6 +59,8 @@ def test_awaiting_a_login_tells_one_story_not_an_unreachable_platform() -> None:
     assert reasons[0] == "first reconcile not finished"
     assert UNREACHABLE not in reasons and reasons[1].startswith("awaiting authorization:")
     assert len(reasons) == 2
+    # Status.readiness adds it, and /status's with_auth again: said once.
+    assert auth_readiness(gate, (ok, reasons)) == (ok, reasons)
 
 
 def test_every_connection_shows_awaiting_authorization_and_is_not_ready() -> None:
@@ -77,3 +80,16 @@ def test_every_connection_shows_awaiting_authorization_and_is_not_ready() -> Non
         "False",
         "ReauthorizationRequired",
     )
+
+
+def test_the_status_page_banner_says_authorisation_not_an_outage() -> None:
+    """While a login is awaited the resync's retry is scheduled (platformRetry), yet the
+    banner tells the refused grant, the one thing to fix."""
+    gate = AuthGate(Session(awaiting=True))  # type: ignore[arg-type]
+    _, reasons = auth_readiness(gate, (False, [UNREACHABLE]))
+    doc = {"ready": False, "reasons": reasons, "platformRetry": {"error": "Reauth..."}}
+    shown = health(doc, {"failing": 2}, reconciling=False)
+    assert (shown.kind, shown.title) == ("authorization", "Authorisation required")
+    assert "run chanops login" in shown.detail
+    outage = health({"ready": False, "reasons": [UNREACHABLE]}, {}, reconciling=False)
+    assert outage.title == "Platform unreachable"

@@ -68,8 +68,9 @@ def auth_readiness(gate: AuthGate | None, ready: tuple[bool, list[str]]) -> tupl
     the authorisation is the one story."""
     if gate is None or not gate.awaiting:
         return ready
-    kept = [r for r in ready[1] if r != UNREACHABLE]
-    return False, [*kept, f"awaiting authorization: {gate.session.awaiting_reason}"]
+    reason = f"awaiting authorization: {gate.session.awaiting_reason}"
+    kept = [r for r in ready[1] if r not in (UNREACHABLE, reason)]
+    return False, [*kept, reason]
 
 
 def with_auth(gate: AuthGate | None, document: dict[str, Any]) -> dict[str, Any]:

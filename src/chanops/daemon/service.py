@@ -209,6 +209,7 @@ class Daemon:
             events=self.events,
             load=lambda: self.loads.current,
             crashed=lambda: self.crashed,
+            auth=opts.auth,
         )
 
     # -- the process ---------------------------------------------------------------------

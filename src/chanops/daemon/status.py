@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.responses import JSONResponse
 
+from chanops.daemon.auth import AuthGate, auth_readiness
 from chanops.daemon.gitsource import git_status, readiness_reasons
 from chanops.daemon.outcomes import PLATFORM, UNREACHABLE
 from chanops.daemon.scheduler import utc_iso
@@ -74,7 +75,9 @@ class Status:
         events: EventLog,
         load: Callable[[], LoadResult | None],
         crashed: Callable[[], str | None],
+        auth: AuthGate | None = None,
     ) -> None:
+        self.auth = auth  # an OAuth client: a refused grant is the readiness reason
         self.store = parts.store
         self.index = parts.index
         self.observed = parts.observed
@@ -99,7 +102,8 @@ class Status:
         src = self.sources
         if src.source is not None:
             reasons += readiness_reasons(src.source, src.revision or src.next_revision)
-        return not reasons, reasons
+        # /readyz, /status, the status page and chanops_ready all tell the same story.
+        return auth_readiness(self.auth, (not reasons, reasons))
 
     def ready(self) -> bool:
         return self.readiness()[0]

@@ -364,10 +364,9 @@ class Health:
 def health(doc: Mapping[str, Any], counts: Mapping[str, int], *, reconciling: bool) -> Health:
     """The one banner: the worst thing that is true, in the order an operator acts on it."""
     reasons = [str(r) for r in doc.get("reasons") or ()]
-    retry = doc.get("platformRetry")
-    if retry or any("platform not reachable" in r for r in reasons):
-        error = str((retry or {}).get("error") or "the last resync could not list it")
-        return Health("unreachable", "Platform unreachable", error)
+    platform = _platform_health(doc, reasons)
+    if platform is not None:
+        return platform
     failing = counts.get("failing", 0) + counts.get("stalled", 0) + counts.get("blocked", 0)
     if failing or any(r.startswith("crashed") for r in reasons):
         detail = f"{failing} connection(s) failing or held back" if failing else reasons[0]
@@ -389,6 +388,19 @@ def health(doc: Mapping[str, Any], counts: Mapping[str, int], *, reconciling: bo
         detail = "; ".join(reasons) or "a reconcile is running"
         return Health("reconciling", "Reconciling", detail)
     return Health("converged", "Converged", "the platform matches the manifests")
+
+
+def _platform_health(doc: Mapping[str, Any], reasons: Sequence[str]) -> Health | None:
+    """chanops's own OAuth grant refused (not an outage, and the first thing to fix), or
+    the platform unreachable; None when chanops reaches it."""
+    login = [r for r in reasons if r.startswith("awaiting authorization:")]
+    if login:
+        return Health("authorization", "Authorisation required", login[0])
+    retry = doc.get("platformRetry")
+    if retry or any("platform not reachable" in r for r in reasons):
+        error = str((retry or {}).get("error") or "the last resync could not list it")
+        return Health("unreachable", "Platform unreachable", error)
+    return None
 
 
 def attention(rows: Sequence[Row], doc: Mapping[str, Any]) -> list[dict[str, Any]]:
