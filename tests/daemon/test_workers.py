@@ -25,6 +25,7 @@ from chanops.engine.reconciler import EngineOptions, Prepared, Reconciler
 from chanops.manifests.model import LoadResult
 from chanops.observability.logging import LogConfig
 from chanops.observability.metrics import Metrics
+from chanops.platform.api import page_turned
 from chanops.platform.models import Connection
 from chanops.state.store import StateStore
 from daemon.helpers import manifest, write_atomic
@@ -169,6 +170,39 @@ async def test_an_edit_of_a_name_in_a_running_resync_batch_waits_for_it_and_writ
     assert fake.writes == {cid: 1}
     assert fake.rows[cid].name == "Renamed mid-batch"
     assert recorder.index(("write", cid)) < recorder.index(("completed full", rid))
+
+
+async def test_a_resync_listing_lets_an_edit_go_first_between_its_pages(
+    world: tuple[Daemon, FakePlatform, SlowResync, Path],
+) -> None:
+    """The resync's listing is background work: an edit queued while one of its pages
+    is in flight is written before the listing asks for the next page."""
+    daemon, fake, _, root = world
+    order: list[str] = []
+    in_flight, answered = asyncio.Event(), asyncio.Event()
+    listed, update = fake.list_connections, fake.update_connection
+
+    async def two_pages() -> list[Connection]:
+        rows = await listed()
+        in_flight.set()
+        await answered.wait()  # the first page's answer, once the edit is queued
+        order.append("page 1")
+        await page_turned()
+        order.append("page 2")
+        return rows
+
+    async def recorded_update(cid: int, patch: Mapping[str, Any], **kw: Any) -> Connection:
+        order.append("write")
+        return await update(cid, patch, **kw)
+
+    fake.list_connections = two_pages  # type: ignore[method-assign]
+    fake.update_connection = recorded_update  # type: ignore[method-assign]
+    daemon.intake.request_full("SIGHUP")
+    await asyncio.wait_for(in_flight.wait(), 10)
+    await daemon.intake.edited({edit(root, NAMES[3], "Renamed while listing")})
+    answered.set()
+    await until(lambda: "page 2" in order)
+    assert order == ["page 1", "write", "page 2"]
 
 
 async def test_a_failed_write_is_retried_with_backoff_and_a_refusal_parks(
