@@ -146,12 +146,31 @@ def test_parallel_path_gives_the_same_answer(
     (root / "p00-dup.yaml").write_text(POS.format(name="p00"))
     serial = load_manifests([root])
     monkeypatch.setattr(pool, "PARALLEL_MIN_FILES", 2)
-    parallel = load_manifests([root])
-    light = load_manifests([root], identities_only=True)
+    parallel = load_manifests([root], parallel=True)
+    light = load_manifests([root], identities_only=True, parallel=True)
     assert serial.diagnostics == parallel.diagnostics == light.diagnostics
     assert len(serial.diagnostics) == 2  # the duplicate, reported at both places
     assert serial.manifests == parallel.manifests
     assert [m.name for m in light.manifests] == [m.name for m in serial.manifests]
+
+
+def test_library_code_never_forks_on_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers are forked only when the caller (a command's composition root) asks."""
+    root = tmp_path / "many"
+    root.mkdir()
+    for i in range(5):
+        (root / f"p{i}.yaml").write_text(POS.format(name=f"p{i}"))
+    monkeypatch.setattr(pool, "PARALLEL_MIN_FILES", 2)
+
+    def no_fork() -> None:
+        raise AssertionError("forked without being asked")
+
+    monkeypatch.setattr(pool, "_fork_context", no_fork)
+    assert len(load_manifests([root]).manifests) == 5
+    with pytest.raises(AssertionError, match="forked without being asked"):
+        load_manifests([root], parallel=True)
 
 
 def test_merge_keys_and_unsupported_tags(tmp_path: Path) -> None:

@@ -37,7 +37,8 @@ class Session:
 def load(settings: Settings) -> LoadResult:
     from chanops.manifests import load_manifests
 
-    return load_manifests([settings.manifests], secrets_dirs=settings.secrets_dirs)
+    # The composition root: forked workers for a large root (never library code's call).
+    return load_manifests([settings.manifests], secrets_dirs=settings.secrets_dirs, parallel=True)
 
 
 def start_load(settings: Settings) -> LoadJob:

@@ -117,6 +117,7 @@ def command(
         strict=strict,
         check_secrets=check_secrets,
         identities_only=True,
+        parallel=True,  # the composition root: forked workers for a large root
     )
     if output_format == "json":
         click.echo(render_json(result))

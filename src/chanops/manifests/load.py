@@ -154,6 +154,7 @@ def load_manifests(
     check_secrets: bool = False,
     identities_only: bool = False,
     min_sync_interval: float = MIN_SYNC_INTERVAL_SECONDS,
+    parallel: bool = False,
 ) -> LoadResult:
     """Load every manifest under `paths` (directories are searched recursively; files
     are taken as given). Never raises for bad input: see LoadResult.diagnostics.
@@ -161,7 +162,9 @@ def load_manifests(
     `identities_only` (for `chanops validate`): the manifests may carry only their
     identity (name, driver, display name, connection ID, source), not credentials or
     settings; diagnostics are complete either way. `min_sync_interval`: the operator's
-    floor for `spec.sync.interval` (LoadOptions.min_sync_interval).
+    floor for `spec.sync.interval` (LoadOptions.min_sync_interval). `parallel`: the
+    caller (a command, before any thread exists) allows forked workers for a large root;
+    library code never forks on its own.
     """
     found = discover_roots(paths)
     options = _options(
@@ -176,6 +179,7 @@ def load_manifests(
         partial(load_file, options=options),
         identities_only=identities_only,
         before_fork=_warm_validators,
+        parallel=parallel,
     )
     return assemble_result(found, outcomes)
 
@@ -218,7 +222,7 @@ class LoadJob:
         if self._result is None:
             if self._forked is None:
                 outcomes = load_files(
-                    self._found.files, self._load_one, before_fork=_warm_validators
+                    self._found.files, self._load_one, before_fork=_warm_validators, parallel=True
                 )
             else:
                 try:

@@ -176,15 +176,18 @@ def load_files(
     *,
     identities_only: bool = False,
     before_fork: Callable[[], None] | None = None,
+    parallel: bool = False,
 ) -> list[FileOutcome]:
-    """`load_one` over `files`, in order; over the CPU cores when there are enough files.
+    """`load_one` over `files`, in order; over the CPU cores when the caller allows it
+    (`parallel`: a command's composition root, never library code) and there are
+    enough files.
 
     `identities_only`: manifests from workers carry only their identity (see
     `load_manifests`). `before_fork`: what the workers should inherit ready-made (the
     compiled validators), run only when workers are forked.
     """
     workers = _workers()
-    enough = len(files) >= PARALLEL_MIN_FILES and workers >= _MIN_CORES_TO_FORK
+    enough = parallel and len(files) >= PARALLEL_MIN_FILES and workers >= _MIN_CORES_TO_FORK
     context = _fork_context() if enough else None
     if context is None:
         return [load_one(f) for f in files]
