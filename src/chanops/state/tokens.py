@@ -63,7 +63,7 @@ class StoredTokens:
 
 
 def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, timeout=10.0, check_same_thread=False)
+    conn = sqlite3.connect(path, isolation_level=None, timeout=10.0)  # one call, one thread
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA busy_timeout=10000")
     conn.execute("PRAGMA synchronous=FULL")
