@@ -261,6 +261,11 @@ def load_settings(  # noqa: PLR0913 (one keyword per flag of the common options)
         warning = token_file_warning(secret_cred.path, "the OAuth client secret file")
         if warning is not None:
             warnings.append(warning)
+        if tok:
+            warnings.append(
+                f"both a static platform token and an OAuth client id ({oauth_id}) are set: "
+                "chanops uses the OAuth client and ignores the token"
+            )
     guard_operator_credentials(guarded, dirs, dirs_setting=dirs_setting)
     return Settings(
         manifests=manifests_path,

@@ -51,6 +51,18 @@ def test_a_client_secret_file_others_may_read_is_a_warning(
     assert "s3cret" not in warning
 
 
+def test_a_static_token_beside_a_client_id_is_a_warning(
+    tmp_path: Path, secret: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = _load(
+        tmp_path, client_id="chanops_1", client_secret_file=str(secret), token="static-tok"
+    )
+    (warning,) = settings.warnings  # type: ignore[attr-defined]
+    assert "uses the OAuth client and ignores the token" in warning
+    assert "static-tok" not in warning
+
+
 def test_the_environment_names_them_too(
     tmp_path: Path, secret: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
