@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from chanops.commands.common import common_options, settings_from
+from chanops.commands.common import common_options
 from chanops.commands.git_options import git_options, pop_git_options
 from chanops.commands.notify import notifications_from
 from chanops.commands.replica import LeaseFlags, fenced, lease_options, pop_lease_flags
@@ -177,11 +177,12 @@ def command(
     **common: Any,
 ) -> None:
     """Watch the manifests and keep the platform equal to them (the daemon)."""
+    from chanops.commands.session import cli_settings
     from chanops.observability.logging import configure_logging
 
-    git = pop_git_options(common)  # before settings_from: it takes no git keys
+    git = pop_git_options(common)  # before cli_settings: it takes no git keys
     lease = pop_lease_flags(common)
-    settings = settings_from(**common)
+    settings = cli_settings(**common)  # a bad setting: one line, exit 1 (docs/daemon.md)
     notifications = notifications_from(common.get("config_file"), settings)
     logcfg = configure_logging(fmt=log_format, level=log_level)
     flags = RunFlags(
