@@ -114,17 +114,20 @@ def test_a_file_that_is_not_yaml_is_refused_at_its_position(tmp_path: Path) -> N
     # The same one line from the commands, which read chanops.yaml as a whole first.
     config = tmp_path / "chanops.yaml"
     config.write_text("notifications:\n  providers: [\n")
-    done = subprocess.run(
-        [*chanops_launcher(), "notify", "test", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 1
-    assert done.stderr.strip().splitlines() == [
-        f"Error: {config}:3:1: not valid YAML: expected the node content, but found '<stream end>'"
-    ]
+    for command in (["notify", "test"], ["run", "--once", "--platform", "local::memory:"]):
+        done = subprocess.run(
+            [*chanops_launcher(), *command, "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            cwd=tmp_path,
+        )
+        assert done.returncode == 1, command
+        assert done.stderr.strip().splitlines() == [
+            f"Error: {config}:3:1: not valid YAML: expected the node content, but found "
+            "'<stream end>'"
+        ], command
 
 
 def test_an_inline_url_or_password_is_refused() -> None:
