@@ -250,22 +250,9 @@ def load_settings(  # noqa: PLR0913 (one keyword per flag of the common options)
             "protected some other way"
         )
     dirs, dirs_setting = _secrets_dirs(secrets_dirs, cfg, manifests_path)
-    warnings: list[str] = []
-    if token_cred is not None and token_cred.setting.startswith("--token-file"):
-        warning = token_file_warning(token_cred.path)
-        if warning is not None:
-            warnings.append(warning)
     guarded = [*credentials, *_own_files(token_cred, state_path, url, cfg, config)]
     if secret_cred is not None:
         guarded.append(secret_cred)
-        warning = token_file_warning(secret_cred.path, "the OAuth client secret file")
-        if warning is not None:
-            warnings.append(warning)
-        if tok:
-            warnings.append(
-                f"both a static platform token and an OAuth client id ({oauth_id}) are set: "
-                "chanops uses the OAuth client and ignores the token"
-            )
     guard_operator_credentials(guarded, dirs, dirs_setting=dirs_setting)
     return Settings(
         manifests=manifests_path,
@@ -279,9 +266,29 @@ def load_settings(  # noqa: PLR0913 (one keyword per flag of the common options)
         ),
         secrets_dirs=dirs,
         insecure_http=insecure,
-        warnings=tuple(warnings),
+        warnings=_credential_warnings(token_cred, secret_cred, bool(tok), oauth_id),
         state_dsn=state_dsn,
     )
+
+
+def _credential_warnings(
+    token_cred: OperatorCredential | None,
+    secret_cred: OperatorCredential | None,
+    static_token: bool,
+    client_id: str | None,
+) -> tuple[str, ...]:
+    """Credential files others may read; a static token that the OAuth client overrides."""
+    warnings: list[str] = []
+    if token_cred is not None and token_cred.setting.startswith("--token-file"):
+        warnings.append(token_file_warning(token_cred.path) or "")
+    if secret_cred is not None:
+        warnings.append(token_file_warning(secret_cred.path, "the OAuth client secret file") or "")
+        if static_token:
+            warnings.append(
+                f"both a static platform token and an OAuth client id ({client_id}) are set: "
+                "chanops uses the OAuth client and ignores the token"
+            )
+    return tuple(w for w in warnings if w)
 
 
 PROFILES = ("rest", "core1")
