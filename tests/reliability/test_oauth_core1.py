@@ -8,8 +8,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from chanops import errors
+from chanops.cli import main
 from chanops.platform.client import open_client
 from chanops.platform.rpc import RpcPlatformClient
 from chanops.rpcprofile import load_profile
@@ -61,26 +63,27 @@ def test_every_operation_over_rpc(emulator: EmulatorProcess) -> None:
     asyncio.run(main())
 
 
-def _doctor(emu: EmulatorProcess, tmp: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    state = tmp / "state" / "state.db"
+def _doctor_args(emu: EmulatorProcess, tmp: Path) -> list[str]:
+    return [
+        "doctor",
+        "--manifests",
+        str(tmp / "connections.d"),
+        "--platform",
+        emu.url,
+        "--client-id",
+        CLIENT_ID,
+        "--client-secret-file",
+        str(secret_file(tmp)),
+        "--state",
+        str(tmp / "state" / "state.db"),
+        "--profile",
+        "core1",
+    ]
+
+
+def _doctor(emu: EmulatorProcess, tmp: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [
-            *chanops_launcher(),
-            "doctor",
-            "--manifests",
-            str(tmp / "connections.d"),
-            "--platform",
-            emu.url,
-            "--client-id",
-            CLIENT_ID,
-            "--client-secret-file",
-            str(secret_file(tmp)),
-            "--state",
-            str(state),
-            "--profile",
-            "core1",
-            *extra,
-        ],
+        [*chanops_launcher(), *_doctor_args(emu, tmp)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -89,7 +92,9 @@ def _doctor(emu: EmulatorProcess, tmp: Path, *extra: str) -> subprocess.Complete
     )
 
 
-def test_doctor_confirms_the_profile_and_names_what_does_not_fit(tmp_path: Path) -> None:
+def test_doctor_confirms_the_profile_and_names_what_does_not_fit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with oauth_emulator(tmp_path, ttl="1h") as emu:
         cid = emu.admin.marketplace_install("shopware6", "ui-made", CREDENTIALS)
         emu.admin.post(f"/api/v1/connections/{cid}/sync")
@@ -123,8 +128,10 @@ def test_doctor_confirms_the_profile_and_names_what_does_not_fit(tmp_path: Path)
         assert "Traceback" not in wrong.stderr
 
         (tmp_path / "chanops.yaml").write_text("core1Profile:\n  operations:\n    get_job: 3\n")
-        broken = _doctor(emu, tmp_path)
-        assert broken.returncode == 1
+        # A refusal of the settings, before any call: in process (a process start less).
+        monkeypatch.chdir(tmp_path)
+        broken = CliRunner().invoke(main, _doctor_args(emu, tmp_path))
+        assert broken.exit_code == 1 and broken.stdout == ""
         lines = [line for line in broken.stderr.splitlines() if line.strip()]
         assert len(lines) == 1 and "core1Profile" in lines[0] and "get_job" in lines[0], lines
 
