@@ -109,6 +109,29 @@ def test_validate_and_schema_run_from_the_wheel(
     # An installed wheel has no work tree: the version alone, no commit.
     assert version.stdout.startswith("chanops ")
     assert "commit" not in version.stdout
+    # Before the first tag too: a development version, never setuptools-scm's fallback
+    # marker (its fallback_version is the base it counts untagged commits from).
+    assert "unknown" not in version.stdout
+
+
+def test_the_wheel_declares_its_license_as_an_spdx_expression(
+    installed: tuple[Path, Path | None], tmp_path: Path
+) -> None:
+    # `project.license` as a table is deprecated (setuptools stops building it in 2027).
+    python, _ = installed
+    done = subprocess.run(
+        [
+            str(python),
+            "-c",
+            "from importlib.metadata import metadata; "
+            "m = metadata('chanops'); print(m['License-Expression'], m['License'])",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.split() == ["Apache-2.0", "None"]
 
 
 def test_the_wheel_carries_every_data_file_of_the_package(
