@@ -57,6 +57,7 @@ class Resyncer:
         self.sources = parts.sources
         self.queue = parts.queue
         self.records = parts.records
+        self.scheduler = parts.scheduler
         self.observed = parts.observed
         self.logging = parts.logging
         self.intake = intake
@@ -184,6 +185,7 @@ class Resyncer:
                 # Once: from then on the workers keep the copy current.
                 self.records.replace(await asyncio.to_thread(self.records.read_all))
                 self.loads.index.note_records(dict(self.records))
+                self.scheduler.keep_cadence({n: r.last_sync_at for n, r in self.records.items()})
                 self._records_read = True
             self.outcomes.started(tally, len(load.manifests))
             listed: list[Connection] = await listing

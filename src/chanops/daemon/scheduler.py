@@ -5,6 +5,11 @@
 - `update()` is called after every reconcile with the current manifests: jobs are
   added, rescheduled when the spec changed, and removed with their manifest, without
   restarting anything.
+- `keep_cadence()` is called once the store's records are read: an interval schedule
+  continues from the connection's last sync (kept in the store) rather than a whole
+  interval from now, so a new leader (or a restarted daemon) syncs when the previous
+  one would have. A sync already overdue keeps the fresh interval: a takeover never
+  fires a burst of syncs.
 - A firing is skipped (`sync.skipped`, with the reason) while the connection is not
   known on the platform, inactive, suspended, or a sync chanops started is still
   running. Otherwise chanops triggers the sync and follows the platform job to its end:
@@ -18,9 +23,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -171,6 +176,26 @@ class SyncScheduler:
                 )
             self._specs[name] = spec
 
+    def keep_cadence(self, last_synced: Mapping[str, str | None]) -> None:
+        """Interval schedules due before their next run by their last sync (an ISO time
+        by name) are moved there; see the module docstring."""
+        if not self._started:
+            return
+        now = datetime.now(UTC)
+        for name, spec in self._specs.items():
+            last = _parse_time(last_synced.get(name))
+            if last is None or not spec.interval_seconds:
+                continue
+            due = last + timedelta(seconds=spec.interval_seconds)
+            current = self.next_run(name)
+            if due <= now or (current is not None and due >= current):
+                continue
+            jitter = int(spec.jitter_seconds) if spec.jitter_seconds else None
+            trigger = IntervalTrigger(
+                seconds=spec.interval_seconds, start_date=due, jitter=jitter, timezone=UTC
+            )
+            self._scheduler.reschedule_job(name, trigger=trigger)
+
     def _remove(self, name: str) -> None:
         self._specs.pop(name, None)
         with contextlib.suppress(Exception):
@@ -307,6 +332,16 @@ def _skip_reason(target: Target | None, syncing: bool) -> str | None:
 def describe(spec: SyncSpec) -> str:
     what = f"every {spec.interval_seconds:g}s" if spec.interval_seconds else f"cron {spec.cron}"
     return what + (f" jitter {spec.jitter_seconds:g}s" if spec.jitter_seconds else "")
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def utc_iso(dt: datetime | None) -> str | None:
