@@ -257,6 +257,21 @@ def test_live_feed_counts_changes_and_keeps_reconciles_scrubbed() -> None:
     assert last["result"] == "failed" and feed.next_resync
 
 
+def test_live_feed_keeps_the_reason_a_reconcile_started_with() -> None:
+    # reconcile.completed names no reason: the overview's "full (startup)" comes from
+    # the start of the same reconcile.
+    feed = LiveFeed(scrub=dict, revision=lambda: None, resync_seconds=60)
+    sink = EventSink(feed)
+    sink.emit("reconcile.started", reconcile_id="r1", kind="full", reason="startup")
+    sink.emit("reconcile.started", reconcile_id="r2", kind="partial", reason="files changed")
+    sink.emit("reconcile.completed", reconcile_id="r2", kind="partial", converged=True)
+    sink.emit("reconcile.completed", reconcile_id="r1", kind="full", converged=True)
+    assert [(r["kind"], r["reason"]) for r in feed.reconciles] == [
+        ("partial", "files changed"),
+        ("full", "startup"),
+    ]
+
+
 def test_live_feed_names_what_changed() -> None:
     feed = LiveFeed(scrub=dict, revision=lambda: None, resync_seconds=60)
     feed(Event("connection.updated", "info", {"connection": "a"}))

@@ -109,7 +109,11 @@ class LiveFeed:
             self._remember(None)
         if event.name == "reconcile.started":
             rid = str(event.fields.get("reconcile_id", ""))
-            self.running[rid] = {"kind": event.fields.get("kind"), "since": _now_iso()}
+            self.running[rid] = {
+                "kind": event.fields.get("kind"),
+                "reason": event.fields.get("reason"),  # reconcile.completed carries none
+                "since": _now_iso(),
+            }
         elif event.name in ("reconcile.completed", "reconcile.failed"):
             self._finished(event)
         elif event.name == "daemon.stopping":
@@ -118,8 +122,10 @@ class LiveFeed:
 
     def _finished(self, event: Event) -> None:
         fields = event.fields
-        self.running.pop(str(fields.get("reconcile_id", "")), None)
+        started = self.running.pop(str(fields.get("reconcile_id", "")), None) or {}
         record = {k: fields[k] for k in _RECONCILE_FIELDS if k in fields}
+        if started.get("reason") and not record.get("reason"):
+            record["reason"] = started["reason"]
         record.setdefault("revision", self.revision())
         record["result"] = _result(event)
         record["finished"] = _now_iso()
