@@ -34,3 +34,36 @@ def test_a_trusted_header_must_be_a_header_name() -> None:
             _header_name(ctx, param, bad)
     result = CliRunner().invoke(command, ["--ui-trusted-header", "a b"])
     assert result.exit_code == 2 and "not a header name" in result.output
+
+
+def test_no_ui_leaves_the_page_out_and_the_json_endpoints_as_they_are() -> None:
+    import asyncio
+
+    import httpx
+
+    from chanops.daemon.http import create_app
+    from chanops.daemon.ui import UIOptions, build_ui
+    from chanops.observability.metrics import Metrics
+
+    off = build_ui(
+        status=None,  # type: ignore[arg-type]  # not read: the page is switched off
+        parts=None,  # type: ignore[arg-type]
+        load=lambda: None,
+        options=UIOptions(enabled=False),
+        host="0.0.0.0",
+        resync_seconds=60,
+    )
+    assert off is None
+    app = create_app(
+        metrics=Metrics(), ready=lambda: (True, []), status=lambda: {"connections": []}, ui=off
+    )
+
+    async def get(paths: list[str]) -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://d") as client:
+            return [await client.get(p) for p in paths]
+
+    pages = ["/ui/", "/ui/connections", "/ui/live", "/ui/static/ui.js"]
+    *ui, status, healthz = asyncio.run(get([*pages, "/status", "/healthz"]))
+    assert [r.status_code for r in ui] == [404] * len(pages)
+    assert status.json() == {"connections": []} and healthz.status_code == 200
