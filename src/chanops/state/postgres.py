@@ -302,18 +302,7 @@ class PostgresStore:
         rows = self._run(lambda c: _rows(c, "SELECT * FROM oauth_tokens WHERE id = 1", ()))
         if not rows:
             return None
-        row = rows[0]
-        return StoredTokens(
-            platform_url=row["platform_url"],
-            client_id=row["client_id"],
-            access_token=row["access_token"],
-            refresh_token=row["refresh_token"],
-            scope=row["scope"],
-            issued_at=row["issued_at"],
-            expires_at=row["expires_at"],
-            generation=row["generation"],
-            login=row["login"],
-        )
+        return StoredTokens.from_row(rows[0])
 
     def save_tokens(self, tokens: StoredTokens, *, login: bool = False) -> StoredTokens:
         def save(conn: psycopg.Connection[Any]) -> tuple[int, int]:

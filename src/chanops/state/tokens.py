@@ -18,10 +18,11 @@ import contextlib
 import fcntl
 import os
 import sqlite3
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from chanops.errors import StoreError
 
@@ -60,6 +61,11 @@ class StoredTokens:
     expires_at: float  # unix time
     generation: int = 0
     login: int = 0
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> StoredTokens:
+        """The set from an `oauth_tokens` row (SQLite's and PostgreSQL's have one shape)."""
+        return cls(**{f.name: row[f.name] for f in fields(cls)})
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -104,17 +110,7 @@ def load_tokens(path: Path) -> StoredTokens | None:
         row = conn.execute("SELECT * FROM oauth_tokens WHERE id = 1").fetchone()
     if row is None:
         return None
-    return StoredTokens(
-        platform_url=row["platform_url"],
-        client_id=row["client_id"],
-        access_token=row["access_token"],
-        refresh_token=row["refresh_token"],
-        scope=row["scope"],
-        issued_at=row["issued_at"],
-        expires_at=row["expires_at"],
-        generation=row["generation"],
-        login=row["login"],
-    )
+    return StoredTokens.from_row(row)
 
 
 def save_tokens(path: Path, tokens: StoredTokens, *, login: bool = False) -> StoredTokens:
@@ -150,17 +146,7 @@ def save_tokens(path: Path, tokens: StoredTokens, *, login: bool = False) -> Sto
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-    return StoredTokens(
-        platform_url=tokens.platform_url,
-        client_id=tokens.client_id,
-        access_token=tokens.access_token,
-        refresh_token=tokens.refresh_token,
-        scope=tokens.scope,
-        issued_at=tokens.issued_at,
-        expires_at=tokens.expires_at,
-        generation=generation,
-        login=login_generation,
-    )
+    return replace(tokens, generation=generation, login=login_generation)
 
 
 @contextlib.contextmanager
