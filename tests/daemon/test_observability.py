@@ -110,6 +110,16 @@ def test_stdlib_records_render_as_json(restore_structlog: None) -> None:
     assert event["level"] == "warning" and event["event"] == f"bad {REDACTED}"
 
 
+def test_uvicorn_start_and_stop_lines_are_not_events(restore_structlog: None) -> None:
+    import logging
+
+    stream = io.StringIO()
+    configure_logging(fmt="console", level="info", stream=stream)
+    logging.getLogger("uvicorn.error").info("Started server process [%d]", 1)
+    logging.getLogger("uvicorn.error").info("Finished server process [%d]", 1)
+    assert stream.getvalue() == ""
+
+
 def test_metrics_render_every_series() -> None:
     m = Metrics()
     m.on_request("get", 200, 0.01)
