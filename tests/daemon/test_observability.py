@@ -110,14 +110,31 @@ def test_stdlib_records_render_as_json(restore_structlog: None) -> None:
     assert event["level"] == "warning" and event["event"] == f"bad {REDACTED}"
 
 
-def test_uvicorn_start_and_stop_lines_are_not_events(restore_structlog: None) -> None:
+def test_uvicorn_start_and_stop_lines_are_not_the_daemons_events(
+    restore_structlog: None,
+) -> None:
     import logging
+    import socket
+
+    from starlette.applications import Starlette
+
+    from chanops.daemon.http import HttpServer
 
     stream = io.StringIO()
     configure_logging(fmt="console", level="info", stream=stream)
-    logging.getLogger("uvicorn.error").info("Started server process [%d]", 1)
-    logging.getLogger("uvicorn.error").info("Finished server process [%d]", 1)
-    assert stream.getvalue() == ""
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    kept = list(uvicorn_log.filters)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        HttpServer(Starlette(), sock)  # the daemon's listener quiets them
+        try:
+            uvicorn_log.info("Started server process [%d]", 1)
+            uvicorn_log.info("Finished server process [%d]", 1)
+            assert stream.getvalue() == ""
+            uvicorn_log.warning("Invalid HTTP request received.")
+            assert "Invalid HTTP request received." in stream.getvalue()
+        finally:
+            uvicorn_log.filters[:] = kept
 
 
 def test_metrics_render_every_series() -> None:

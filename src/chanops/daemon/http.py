@@ -404,6 +404,20 @@ def install_accept_error_throttle() -> None:
         logger.addFilter(AcceptErrorThrottle(REPORT_INTERVAL))
 
 
+class _StartStopInfo(logging.Filter):
+    """uvicorn's INFO lines ("Started server process", "Shutting down") are not the
+    daemon's events: http.listening and daemon.stopped say it. Warnings and errors pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING
+
+
+def quiet_uvicorn_info() -> None:
+    logger = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, _StartStopInfo) for f in logger.filters):
+        logger.addFilter(_StartStopInfo())
+
+
 class _Server(uvicorn.Server):
     def __init__(self, config: uvicorn.Config) -> None:
         super().__init__(config)
@@ -427,6 +441,7 @@ class HttpServer:
         fd_limit = soft if soft != resource.RLIM_INFINITY else 1 << 20
         self.guard = ConnectionGuard(connection_cap(fd_limit), HEADER_TIMEOUT)
         install_accept_error_throttle()
+        quiet_uvicorn_info()
         config = uvicorn.Config(
             InFlightLimit(app, MAX_REQUESTS),
             http=guarded_protocol(self.guard),

@@ -264,16 +264,8 @@ def configure_logging(
     root.handlers[:] = [handler]
     root.setLevel(numeric)
     # APScheduler and httpx narrate every job run and request at INFO; chanops logs its
-    # own sync.* events and counts requests in /metrics. uvicorn's start and stop lines
-    # ("Started server process") are said by http.listening and daemon.stopped.
-    for noisy in (
-        "apscheduler",
-        "uvicorn.access",
-        "uvicorn.error",
-        "watchfiles",
-        "httpx",
-        "httpcore",
-    ):
+    # own sync.* events and counts requests in /metrics.
+    for noisy in ("apscheduler", "uvicorn.access", "watchfiles", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
     return cfg
 
