@@ -110,6 +110,14 @@ class Status:
 
     def document(self) -> dict[str, Any]:
         load = self.load()
+        return {
+            **self.header(load),
+            "connections": self._connections(load),
+            "events": list(self.events.recent),
+        }
+
+    def header(self, load: LoadResult | None) -> dict[str, Any]:
+        """The /status document but its connections and events (the status page's too)."""
         ready, reasons = self.readiness()
         errors = [
             {
@@ -136,8 +144,6 @@ class Status:
                 else None
             ),
             "manifestErrors": self.logging.redactor.scrub(errors),
-            "connections": self._connections(load),
-            "events": list(self.events.recent),
         }
 
     def _connections(self, load: LoadResult | None) -> list[dict[str, Any]]:

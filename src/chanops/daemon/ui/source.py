@@ -26,8 +26,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from chanops.daemon.gitsource import git_status
-from chanops.daemon.outcomes import PLATFORM
 from chanops.daemon.scheduler import utc_iso
 from chanops.daemon.status import _backoff, _desired, _last_sync, _observed
 from chanops.daemon.ui import views
@@ -186,33 +184,7 @@ class UIData:
 
     def _doc(self, load: LoadResult | None) -> dict[str, Any]:
         """The header of the /status document (everything but the connections)."""
-        status = self.status
-        ready, reasons = status.readiness()
-        errors = [
-            {
-                "file": d.file,
-                "line": d.line,
-                "column": d.column,
-                "field": d.path,
-                "error": d.message,
-            }
-            for d in (load.errors if load else ())
-        ]
-        retry = status.outcomes.platform_retry.get(PLATFORM)
-        src = status.sources
-        return {
-            "ready": ready,
-            "reasons": reasons,
-            "revision": status.logging.revision.value,
-            "git": git_status(src.source, src.revision) if src.source else None,
-            "lastReconcile": status.outcomes.last_reconcile,
-            "platformRetry": (
-                {"failures": retry.failures, "delaySeconds": retry.delay, "error": retry.error}
-                if retry
-                else None
-            ),
-            "manifestErrors": status.logging.redactor.scrub(errors),
-        }
+        return self.status.header(load)
 
     # -- pages -------------------------------------------------------------------------
 
