@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -109,7 +110,9 @@ class PrivateServer:
     def _as_owner(self, *argv: str) -> None:
         # The server refuses to run as root: as root, run it as the `postgres` user.
         prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        subprocess.run([*prefix, *argv], check=True, capture_output=True, timeout=60)
+        done = subprocess.run([*prefix, *argv], capture_output=True, text=True, timeout=60)
+        if done.returncode != 0:
+            raise AssertionError(f"{argv[0]} failed: {done.stderr.strip() or done.stdout}")
 
     def start(self) -> None:
         options = f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1 -c fsync=off"
@@ -148,7 +151,10 @@ def private_server() -> Iterator[PrivateServer]:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
-    data = Path(tempfile.mkdtemp(prefix="chanops-pg-"))
+    # As root the server runs as `postgres`, which may not enter root's temporary
+    # directory: its data goes under that user's home instead.
+    home = Path(pwd.getpwnam("postgres").pw_dir) if os.geteuid() == 0 else None
+    data = Path(tempfile.mkdtemp(prefix="chanops-pg-", dir=home))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = int(s.getsockname()[1])
@@ -170,6 +176,6 @@ def private_server() -> Iterator[PrivateServer]:
         server.start()
         yield server
     finally:
-        with contextlib.suppress(subprocess.SubprocessError, OSError):
+        with contextlib.suppress(subprocess.SubprocessError, OSError, AssertionError):
             server.stop("immediate")
         shutil.rmtree(data, ignore_errors=True)
