@@ -291,7 +291,7 @@ def test_bad_stores_are_one_clear_line_and_exit_1(
 @pytest.mark.parametrize(
     ("kills", "lease"),
     [
-        pytest.param(3, QUICK_LEASE, id="quick"),
+        pytest.param(2, QUICK_LEASE, id="quick"),
         # The full form: the default lease (10 s, renewed every 2 s) and 20 SIGKILLs.
         pytest.param(20, [], id="twenty", marks=pytest.mark.slow),
     ],
