@@ -176,6 +176,22 @@ def test_looser_modes_are_tightened_at_open_with_a_warning(
     assert "0644 -> 0600" in out and "0755 -> 0700" in out
 
 
+def test_a_store_in_a_shared_sticky_directory_leaves_the_directory_alone(
+    tmp_path: Path,
+) -> None:
+    # `--state /tmp/state.db` once turned /tmp into 0700 (1777 & 0700) for every user.
+    shared = tmp_path / "tmp"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)
+    path = shared / "state.db"
+    StateStore.open(path).close()
+    with StateStore.open(path):
+        pass
+    assert _mode(shared) == 0o1777
+    assert _mode(path) == 0o600
+    assert _mode(path.with_name("state.key")) == 0o600
+
+
 def test_a_reader_changes_no_mode(tmp_path: Path) -> None:
     path = tmp_path / "state" / "state.db"
     StateStore.open(path).close()

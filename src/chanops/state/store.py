@@ -272,6 +272,8 @@ def _key_path(path: Path) -> Path:
 def tighten_modes(path: Path) -> list[str]:
     """Make the store's directory 0700 and its existing files 0600; what was changed.
 
+    A sticky directory such as /tmp is left as it is: it is meant to be shared.
+
     Each change is logged as a warning (`state.mode_tightened`): a looser mode means
     someone else on the host could have read the store. A directory or file chanops
     may not chmod (another owner) is reported and left as it is.
@@ -284,6 +286,10 @@ def tighten_modes(path: Path) -> list[str]:
         except OSError:
             continue  # not created yet
         if not mode & 0o077:
+            continue
+        if target.is_dir() and mode & stat.S_ISVTX:
+            # A sticky directory (/tmp) is shared by design: making it 0700 would lock
+            # every other user out of it. The store's own files are 0600 regardless.
             continue
         try:
             os.chmod(target, mode & wanted)
