@@ -100,6 +100,45 @@ def test_a_refresh_reads_only_the_changed_files_and_matches_the_full_loader(
     assert "c0" not in index.manifests()
 
 
+def test_the_index_remembers_a_frozen_or_deleted_connection_as_it_last_loaded(
+    tmp_path: Path,
+) -> None:
+    """What a notice about a connection whose file broke or went away names: its file
+    and the labels it had when the file last loaded (issue 16)."""
+    from chanops.daemon.index import FileIndex
+    from chanops.state.store import Record
+
+    root = tmp_path / "m"
+    root.mkdir()
+    for name in ("a", "b", "c"):
+        text = manifest(name).replace("metadata:\n", f"metadata:\n  labels: {{team: {name}}}\n")
+        (root / f"{name}.yaml").write_text(text, encoding="utf-8")
+    loader = IncrementalLoader(root, secrets_dirs=(tmp_path / "secrets",))
+    previous = loader.load()
+    index = FileIndex(str(root))
+    index.note_load(previous)
+    index.note_records({"c": Record(name="c", driver="shopware6", source_file="c.yaml")})
+    (root / "a.yaml").write_text("apiVersion: chanops/v1\nkind: [\n", encoding="utf-8")
+    (root / "c.yaml").unlink()
+    changed = {os.path.realpath(root / "a.yaml"), os.path.realpath(root / "c.yaml")}
+    got = loader.refresh(changed)
+    assert loader.refreshed is not None
+    index.note_refresh(got, loader.refreshed, previous)
+    for idx in (index, FileIndex(str(root))):
+        if idx is not index:  # a whole pass with the same history gives the same answers
+            idx.note_load(previous)
+            idx.note_records({"c": Record(name="c", driver="shopware6", source_file="c.yaml")})
+            idx.note_load(got)
+        assert idx.manifest("a") is None and idx.manifest("c") is None
+        frozen, deleted = idx.last_known("a"), idx.last_known("c")
+        assert frozen is not None and idx.key(frozen.source.file) == "a.yaml"
+        assert dict(frozen.labels) == {"team": "a"}
+        assert deleted is not None and dict(deleted.labels) == {"team": "c"}
+        assert idx.record_file("c") == "c.yaml"
+        idx.note_records({"c": None})  # deleted from the platform: forgotten
+        assert idx.last_known("c") is None and idx.record_file("c") is None
+
+
 def test_a_refresh_follows_a_symlinked_directory(tmp_path: Path) -> None:
     """The watcher reports real paths: a file reached through a linked directory inside
     the root is re-read under the path the walk found it at."""

@@ -205,3 +205,31 @@ def failed(d: DaemonProcess, provider: str) -> float:
     pattern = rf'^chanops_notifications_failed_total{{provider="{provider}"}} (\S+)$'
     found = re.search(pattern, d.http("/metrics").text, re.MULTILINE)
     return float(found.group(1)) if found else 0.0
+
+
+def test_a_guard_on_a_broken_file_names_the_file_and_reaches_a_label_route(
+    tmp_path: Path, emu: EmulatorProcess, make_daemon: Callable[..., DaemonProcess]
+) -> None:
+    """A file that stops loading freezes its connections: the guard.blocked message
+    names that file and carries the labels they had when it last loaded, so a route
+    with a selector still receives it (issue 16)."""
+    with http_receiver() as http:
+        config = write_config(tmp_path, http, None)
+        text = config.read_text().replace("      severity: warning\n", "")
+        config.write_text(text + "      severity: warning\n      selector: team=americas\n")
+        root = tmp_path / "m"
+        labelled = manifest("us", secret_env="SW_SECRET").replace(
+            "metadata:\n", "metadata:\n  labels: {team: americas}\n"
+        )
+        write_atomic(root / "us.yaml", labelled)
+        d = make_daemon(
+            emu, root, env={"SW_SECRET": SW_SECRET}, extra=["--config", str(config)]
+        ).start()
+        mark = d.mark()
+        write_atomic(root / "us.yaml", labelled + "  foo: [\n")
+        d.wait_event(lambda e: e["event"] == "guard.blocked", after=mark, timeout=30)
+        told = http.wait("/hook", 1)[0].json()
+        assert told["type"] == "guard.blocked"
+        assert told["connection"] == "us"
+        assert told["file"] == "us.yaml"
+        assert told["labels"] == {"team": "americas"}

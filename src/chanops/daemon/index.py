@@ -34,6 +34,9 @@ class FileIndex:
         self._from_records: dict[str, set[str]] = {}  # file key -> names (store)
         self._record_file: dict[str, str] = {}  # name -> its record's file key
         self._manifests: dict[str, Manifest] = {}  # name -> manifest, current load
+        # name -> its manifest when its file last loaded, for recorded or frozen names
+        # the current load lacks (a broken or deleted file): what a notice names
+        self._gone: dict[str, Manifest] = {}
         self.frozen_names: frozenset[str] = frozenset()  # names whose file fails now
 
     # -- paths -------------------------------------------------------------------------
@@ -80,8 +83,15 @@ class FileIndex:
             if path in self._from_loads:
                 mapping.setdefault(path, set()).update(self._from_loads[path])
         self._from_loads = mapping
-        self._manifests = {m.name: m for m in load.manifests}
+        manifests = {m.name: m for m in load.manifests}
         self.frozen_names = frozenset(self.frozen(load))
+        gone = {n: m for n, m in self._manifests.items() if n not in manifests}
+        self._gone = {
+            n: m
+            for n, m in {**self._gone, **gone}.items()
+            if n not in manifests and (n in self._record_file or n in self.frozen_names)
+        }
+        self._manifests = manifests
 
     def note_refresh(self, load: LoadResult, files: Iterable[str], previous: LoadResult) -> None:
         """`note_load` for a load that re-read only `files` (loader paths) after
@@ -96,19 +106,23 @@ class FileIndex:
         for key in {self.key(f) for f in changed}:
             names = self._from_loads.get(key, set())
             for name in names:
-                self._manifests.pop(name, None)
+                if (m := self._manifests.pop(name, None)) is not None:
+                    self._gone[name] = m
             if key not in failing:  # a file that fails keeps the names it defined
                 self._from_loads.pop(key, None)
         for m in load.manifests:
             if m.source.file in changed:
                 self._from_loads.setdefault(self.key(m.source.file), set()).add(m.name)
                 self._manifests[m.name] = m
+                self._gone.pop(m.name, None)
         self.frozen_names = frozenset(self.frozen(load))
 
     def note_records(self, records: Mapping[str, Record | None]) -> None:
         """Remember the store's file of each named record (None: the record is gone)."""
         for name, record in records.items():
             old = self._record_file.pop(name, None)
+            if record is None:
+                self._gone.pop(name, None)
             if old is not None:
                 self._from_records.get(old, set()).discard(name)
             if record is not None and record.source_file:
@@ -139,6 +153,15 @@ class FileIndex:
 
     def manifest(self, name: str) -> Manifest | None:
         return self._manifests.get(name)
+
+    def last_known(self, name: str) -> Manifest | None:
+        """The manifest of `name` in the current load, else as its file last loaded
+        (a file that fails to load now, or a deleted one whose record is still kept)."""
+        return self._manifests.get(name) or self._gone.get(name)
+
+    def record_file(self, name: str) -> str | None:
+        """The file key the store's record of `name` names (None: no record)."""
+        return self._record_file.get(name)
 
     def manifests(self) -> Mapping[str, Manifest]:
         return self._manifests

@@ -307,7 +307,9 @@ class Notifier:
 
 
 class _Index(Protocol):
-    def manifest(self, name: str) -> Any: ...
+    def last_known(self, name: str) -> Any: ...
+
+    def record_file(self, name: str) -> str | None: ...
 
     def key(self, path: str) -> str: ...
 
@@ -337,9 +339,11 @@ def start_notifier(loaded: LoadedNotifications | None, daemon: DaemonParts) -> N
     index = daemon.index
 
     def describe(name: str) -> tuple[str | None, Mapping[str, str]]:
-        manifest = index.manifest(name)
+        # A frozen connection's file no longer loads and a deleted one's is gone: the
+        # index remembers their manifest as it last loaded (else the store's file).
+        manifest = index.last_known(name)
         if manifest is None:
-            return None, {}
+            return index.record_file(name), {}
         return index.key(manifest.source.file), dict(manifest.labels)
 
     notifier = Notifier(
