@@ -341,3 +341,28 @@ def test_live_stream_holds_a_change_until_the_reconcile_ends() -> None:
     after_end, during = asyncio.run(scenario())
     assert after_end == "event: change\ndata: 3 a\n\n"
     assert during.startswith("event: change\ndata: 4 ")
+
+
+def test_the_plan_page_prints_the_plan_once_as_chanops_plan_does() -> None:
+    """The page shows `chanops plan`'s text, summary line included, and nothing twice: it
+    had the summary above the text as well (issue 15)."""
+    import html as html_module
+    import re
+
+    from chanops.condition import Condition, ConditionStatus, ConditionType
+    from chanops.daemon.ui.app import environment
+    from chanops.daemon.ui.source import PlanView
+    from chanops.engine.plan import Plan
+    from chanops.engine.render import render_text, summary
+
+    waiting = Condition(
+        ConditionType.AWAITING_AUTHORIZATION, ConditionStatus.TRUE, "OAuth", "log in"
+    )
+    plan = Plan(conditions={"amazon-de": (waiting,)})
+    text = render_text(plan)
+    view = PlanView(3, text.rstrip("\n").split("\n"), summary(plan), at="2026-12-02T05:00:00Z")
+    page = environment().get_template("plan.html").render(base="/ui/", page="plan", plan=view)
+    assert page.count("No changes. The platform matches the manifests.") == 1
+    pre = re.search(r'<pre class="plan">(.*?)</pre>', page, re.DOTALL)
+    assert pre is not None
+    assert html_module.unescape(re.sub(r"<[^>]+>", "", pre.group(1))) == text
