@@ -218,6 +218,7 @@ def revoke_and_login(
             assert "AwaitingAuthorization" in types, connection
         _one_story(daemon, mark, "auth.reauthorization_required")
         assert daemon.http("/readyz").json()["reasons"] == [status["reasons"][-1]]
+        _status_page_waits(daemon)
         metrics = daemon.http("/metrics").text
         assert "chanops_auth_reauthorization_required 1.0" in metrics
         assert "chanops_platform_up 1.0" in metrics  # the platform is not what is wrong
@@ -242,6 +243,19 @@ def revoke_and_login(
     tokens.look()
     outputs = {"daemon": daemon.output().encode(), "messages": json.dumps(messages).encode()}
     assert find_leaks([CLIENT_SECRET, *tokens.seen], outputs) == []
+
+
+def _status_page_waits(daemon: DaemonProcess) -> None:
+    """The status page tells the banner's story on every row too: each connection
+    waits (AwaitingAuthorization, as /status says), none shows the refusal as its own
+    failure (the edited one had a failed write; issue 15)."""
+    assert "Authorisation required" in daemon.http("/ui/").text
+    for name in NAMES:
+        page = daemon.http(f"/ui/connections/{name}").text
+        assert '<span class="badge s-waiting">waiting</span>' in page, name
+        assert "AwaitingAuthorization" in page and "ReauthorizationRequired" in page
+    listed = daemon.http("/ui/connections").text
+    assert "s-failing" not in listed and listed.count("badge s-waiting") == len(NAMES)
 
 
 def _one_story(daemon: DaemonProcess, mark: int, *told: str) -> None:

@@ -366,3 +366,33 @@ def test_the_plan_page_prints_the_plan_once_as_chanops_plan_does() -> None:
     pre = re.search(r'<pre class="plan">(.*?)</pre>', page, re.DOTALL)
     assert pre is not None
     assert html_module.unescape(re.sub(r"<[^>]+>", "", pre.group(1))) == text
+
+
+def test_a_refused_grant_makes_every_row_wait_not_fail() -> None:
+    """While chanops's own grant is refused, a row shows what /status shows: waiting on
+    AwaitingAuthorization, not the failed write the refusal caused (issue 15). A
+    marketplace's own AwaitingAuthorization does not hide a failure."""
+    from chanops.daemon.auth import REASON, AuthGate, awaiting_conditions
+
+    class Session:
+        awaiting_authorization = True
+        awaiting_reason = "the platform refused the refresh token: run chanops login"
+        awaiting_since = 1_700_000_000.0
+
+    gate = AuthGate(Session())  # type: ignore[arg-type]
+    failed = {"error": "ReauthorizationRequired: run chanops login", "failures": 1}
+    events = [{"event": "connection.failed", "error": "ReauthorizationRequired"}]
+    refused = awaiting_conditions(gate, [])
+    assert refused[0]["reason"] == REASON
+    row = views.managed_row(entry("a", backoff=failed, events=events, conditions=refused))
+    assert (row.state, row.why) == ("waiting", "AwaitingAuthorization")
+    assert views.managed_row(entry("a", backoff=failed)).state == "failing"
+    marketplace = [{"type": "AwaitingAuthorization", "status": "True", "reason": "Marketplace"}]
+    assert views.managed_row(entry("a", backoff=failed, conditions=marketplace)).state == "failing"
+    parked = {"error": "unknown_value", "untilManifestChanges": True}
+    assert views.managed_row(entry("a", backoff=parked, conditions=refused)).state == "stalled"
+    assert awaiting_conditions(None, ["Suspended"]) == ["Suspended"]
+    assert awaiting_conditions(gate, ["Suspended", "AwaitingAuthorization"]) == [
+        "Suspended",
+        refused[0],
+    ]

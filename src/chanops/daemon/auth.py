@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -82,17 +82,33 @@ def with_auth(gate: AuthGate | None, document: dict[str, Any]) -> dict[str, Any]
     document["ready"] = False
     document["reasons"] = auth_readiness(gate, (False, list(document.get("reasons", ()))))[1]
     for connection in document.get("connections", ()):
-        kept = [
-            _not_ready(c, condition) if c.get("type") == ConditionType.READY.value else c
-            for c in connection.get("conditions", ())
-            if c.get("type") != condition["type"]
-        ]
-        connection["conditions"] = [*kept, condition]
+        connection["conditions"] = _awaiting(connection.get("conditions", ()), condition)
     document["authorization"] = {"awaiting": True, "reason": condition["message"]}
     return document
 
 
-def _not_ready(ready: dict[str, Any], awaiting: dict[str, str]) -> dict[str, Any]:
+def awaiting_conditions(gate: AuthGate | None, conditions: list[Any]) -> list[Any]:
+    """One connection's conditions as /status shows them (`with_auth`): the status
+    page's rows take them from here, so both tell the refused grant alike."""
+    if gate is None or not gate.awaiting:
+        return conditions
+    return _awaiting(conditions, gate.condition().to_json())
+
+
+def _awaiting(conditions: Iterable[Any], condition: dict[str, str]) -> list[Any]:
+    """AwaitingAuthorization added (it replaces the connection's own of that type) and
+    Ready false; a bare condition name (an older store's) is kept as it is."""
+    kept = [
+        _not_ready(c, condition)
+        if isinstance(c, Mapping) and c.get("type") == ConditionType.READY.value
+        else c
+        for c in conditions
+        if (c.get("type") if isinstance(c, Mapping) else c) != condition["type"]
+    ]
+    return [*kept, condition]
+
+
+def _not_ready(ready: Mapping[str, Any], awaiting: dict[str, str]) -> Mapping[str, Any]:
     """A connection is not Ready while chanops cannot reach it on the platform's behalf."""
     if ready.get("status") == ConditionStatus.FALSE.value:
         return ready

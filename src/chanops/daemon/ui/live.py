@@ -41,7 +41,7 @@ RECONCILES_KEPT = 10
 CHANGES_KEPT = 4096  # changes a stream can name since its last message
 MAX_NAMES_SENT = 50  # more changed connections than this are sent as `*`
 _SYNC_ENDS = frozenset({"sync.completed", "sync.failed", "sync.stuck", "sync.skipped"})
-_EVERY_ROW = ("manifest", "platform.", "daemon.", "git.", "root.", "leader.")
+_EVERY_ROW = ("manifest", "platform.", "daemon.", "git.", "root.", "leader.", "auth.")
 _RECONCILE_FIELDS = (
     "reconcile_id",
     "kind",

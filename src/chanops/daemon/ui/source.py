@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from chanops.daemon.auth import awaiting_conditions
 from chanops.daemon.scheduler import utc_iso
 from chanops.daemon.status import _backoff, _desired, _last_sync, _observed
 from chanops.daemon.ui import views
@@ -166,7 +167,9 @@ class UIData:
             "frozen": name in frozen,
             "desired": _desired(m),
             "observed": _observed(self.parts.observed.get(cid) if cid is not None else None),
-            "conditions": [_condition(c) for c in r.conditions] if r else [],
+            "conditions": awaiting_conditions(
+                self.status.auth, [_condition(c) for c in r.conditions] if r else []
+            ),
             "lastSync": self.feed.last_sync.get(name) or _last_sync(r),
             "nextSync": utc_iso(scheduler.next_run(name)),
             "syncing": scheduler.syncing(name),

@@ -35,6 +35,7 @@ STATES = (
 _WAITING = frozenset(
     {"AwaitingAuthorization", "AwaitingMarketplaceSetup", "AwaitingInitialSync", "Suspended"}
 )
+_REAUTHORIZATION = "ReauthorizationRequired"  # chanops.daemon.auth.REASON
 _SORT_KEYS = ("name", "driver", "state", "id", "lastSync", "nextSync")
 
 
@@ -99,9 +100,14 @@ def _trouble(entry: Mapping[str, Any], held: Sequence[str]) -> tuple[str, str] |
 
 
 def state_of(entry: Mapping[str, Any], held: Sequence[str]) -> tuple[str, str]:
-    """(state, why) of one /status connection entry."""
+    """(state, why) of one /status connection entry.
+
+    While chanops's own grant is refused (the banner's "Authorisation required") a
+    failed write is that refusal's doing, not the connection's: it waits, as /status's
+    AwaitingAuthorization condition says (stalled, blocked and frozen still show).
+    """
     trouble = _trouble(entry, held)
-    if trouble is not None:
+    if trouble is not None and not (trouble[0] == "failing" and _login_awaited(entry)):
         return trouble
     waiting = [c for c in held if c in _WAITING]
     if entry.get("frozen") or "Frozen" in held:
@@ -115,6 +121,17 @@ def state_of(entry: Mapping[str, Any], held: Sequence[str]) -> tuple[str, str]:
     else:
         found = ("converged", "")
     return found
+
+
+def _login_awaited(entry: Mapping[str, Any]) -> bool:
+    """Whether the entry carries the AwaitingAuthorization of chanops's own refused
+    grant (chanops.daemon.auth adds it; a marketplace's has another reason)."""
+    return any(
+        c["type"] == "AwaitingAuthorization"
+        and c["status"] == "True"
+        and c["reason"] == _REAUTHORIZATION
+        for c in conditions(entry.get("conditions") or ())
+    )
 
 
 @dataclass(frozen=True, slots=True)
