@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 import yaml
@@ -13,6 +16,9 @@ from chanops.emulator.oauth import OAuthClient, OAuthConfig, parse_client
 from chanops.emulator.rules import ALL_DRIVERS
 from chanops.manifests.durations import parse_flag_duration
 from chanops.rpcprofile import Profile, ProfileError, load_profile
+
+if TYPE_CHECKING:
+    import uvicorn
 
 DEFAULT_DB = ".chanops/emulator.db"
 
@@ -230,4 +236,29 @@ def command(
         lifespan="on",
         timeout_graceful_shutdown=5,
     )
-    uvicorn.Server(config).run()
+    stopped_by = _serve(uvicorn.Server(config))
+    if stopped_by is not None:
+        log.info("emulator stopped (%s)", stopped_by.name)
+
+
+def _serve(server: uvicorn.Server) -> signal.Signals | None:
+    """Run the uvicorn server until SIGINT or SIGTERM; the signal that stopped it.
+
+    uvicorn shuts down gracefully on either, then raises the signal again for the
+    handler that was there before it: by default a KeyboardInterrupt (click's
+    "Aborted!", exit 1) or death by SIGTERM. With these handlers in place a stop is a
+    clean exit 0, as `chanops run`'s is.
+    """
+    caught: list[signal.Signals] = []
+
+    def note(signum: int, _frame: FrameType | None) -> None:
+        caught.append(signal.Signals(signum))
+
+    stops = (signal.SIGINT, signal.SIGTERM)
+    before = {sig: signal.signal(sig, note) for sig in stops}
+    try:
+        server.run()
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+    return caught[0] if caught else None
