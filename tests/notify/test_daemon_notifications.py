@@ -233,3 +233,32 @@ def test_a_guard_on_a_broken_file_names_the_file_and_reaches_a_label_route(
         assert told["connection"] == "us"
         assert told["file"] == "us.yaml"
         assert told["labels"] == {"team": "americas"}
+
+
+def test_a_mass_delete_guard_names_the_deleted_connection_s_file_and_labels(
+    tmp_path: Path, emu: EmulatorProcess, make_daemon: Callable[..., DaemonProcess]
+) -> None:
+    """The files of connections whose manifests were deleted are gone from the load;
+    the message still names the file that defined the one it tells, and its labels."""
+    with http_receiver() as http:
+        config = write_config(tmp_path, http, None)
+        root = tmp_path / "m"
+        for name in ("one", "two", "three"):
+            text = manifest(name, secret_env="SW_SECRET").replace(
+                "metadata:\n", "metadata:\n  labels: {team: americas}\n"
+            )
+            write_atomic(root / f"{name}.yaml", text)
+        d = make_daemon(
+            emu,
+            root,
+            env={"SW_SECRET": SW_SECRET},
+            extra=["--config", str(config), "--max-delete", "1"],
+        ).start()
+        mark = d.mark()
+        (root / "one.yaml").unlink()
+        (root / "two.yaml").unlink()
+        d.wait_event(lambda e: e["event"] == "guard.blocked", after=mark, timeout=30)
+        told = http.wait("/hook", 1)[0].json()
+        assert told["type"] == "guard.blocked" and "mass-delete" in told["title"]
+        assert (told["connection"], told["file"]) in (("one", "one.yaml"), ("two", "two.yaml"))
+        assert told["labels"] == {"team": "americas"}
