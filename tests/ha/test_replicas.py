@@ -13,11 +13,12 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 
-from daemon.helpers import chanops_launcher, manifest, wait_until, write_atomic
+from daemon.helpers import DaemonProcess, chanops_launcher, manifest, wait_until, write_atomic
 from ha.helpers import QUICK_LEASE, Replicas, Sampler, by_name, stored
 from support.emulator import EmulatorProcess
 from support.postgres import private_server, terminate_backends
@@ -378,3 +379,47 @@ def test_connections_killed_under_load_lose_nothing_and_no_replica_exits(
     )
     for d in group:
         assert d.proc is not None and d.proc.poll() is None, "a replica exited"
+
+
+def test_standbys_and_the_next_leader_show_the_leaders_event_history(
+    replicas: Replicas, emu: EmulatorProcess
+) -> None:
+    """The event history is in the store: a standby's /status and page show the
+    leader's events, and after a failover the new leader shows the previous term's."""
+    write_atomic(replicas.root / "a.yaml", manifest("a", display="A one"))
+    replicas.extra = QUICK_LEASE
+    group = replicas.start(2)
+    leader = replicas.leader()
+    (standby,) = [d for d in group if d is not leader]
+    wait_until(lambda: by_name(emu, "A one"), what="the leader creates a")
+
+    def created(d: DaemonProcess) -> list[dict[str, Any]]:
+        events = d.http("/status").json().get("events", [])
+        return [e for e in events if (e["event"], e.get("connection")) == _CREATED_A]
+
+    # The standby created nothing: what it shows comes from the leader, by the store.
+    wait_until(lambda: created(standby), what="the leader's event on the standby's /status")
+    assert replicas.role(standby) == "standby"
+    page = standby.http("/ui/connections/a").text
+    assert "connection.created" in page  # the connection's recent events
+    overview = standby.http("/ui/").text
+    assert "none recorded yet" not in overview.split('id="reconciles"')[1]  # the leader's
+    with psycopg.connect(replicas.dsn, autocommit=True) as conn:
+        rows = [r[0] for r in conn.execute("SELECT event FROM event_history").fetchall()]
+    assert rows and not any("s3cr3t-ha-1" in r for r in rows)  # what /status shows
+
+    leader.signal(signal.SIGKILL)
+    successor = replicas.leader(exclude=leader)
+    assert successor is standby
+    # Its own term reconciles a converged connection (no create): the created event
+    # it shows is the previous term's, read back from the store.
+    wait_until(
+        lambda: successor.http("/status").json().get("lastReconcile"),
+        what="the new leader's first reconcile",
+    )
+    assert created(successor)
+    assert "connection.created" in successor.http("/ui/connections/a").text
+    assert len(emu.admin.connections()) == 1
+
+
+_CREATED_A = ("connection.created", "a")

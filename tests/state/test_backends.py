@@ -13,6 +13,7 @@ import pytest
 from chanops.condition import Condition, ConditionStatus, ConditionType
 from chanops.errors import StoreError
 from chanops.state.factory import is_postgres, open_store
+from chanops.state.history import HISTORY_SIZE
 from chanops.state.store import Intent, Record
 from chanops.state.tokens import StoredTokens
 
@@ -146,3 +147,31 @@ def test_get_many_reads_the_named_records_and_none_for_the_rest(
         assert got["a"] == store.get("a") and got["b"] == store.get("b")
     finally:
         store.close()
+
+
+def test_the_event_history_appends_trims_and_reads_back_oldest_first(
+    store_location: str | Path,
+) -> None:
+    store = open_store(store_location)
+    try:
+        assert store.events() == []
+        first = [{"event": "connection.created", "connection": "a", "n": 0}]
+        store.append_events(first)
+        store.append_events([])  # nothing to write: no transaction
+        assert store.events() == first
+        # Batches keep their order; the table keeps the newest HISTORY_SIZE overall.
+        more = [{"event": "reconcile.completed", "n": i} for i in range(1, HISTORY_SIZE + 30)]
+        store.append_events(more[:50])
+        store.append_events(more[50:])
+        got = store.events()
+        assert len(got) == HISTORY_SIZE
+        assert got == more[-HISTORY_SIZE:]
+    finally:
+        store.close()
+    again = open_store(store_location, readonly=True)
+    try:
+        assert again.events()[-1]["n"] == HISTORY_SIZE + 29  # kept across opens
+        with pytest.raises(StoreError, match="read-only"):
+            again.append_events([{"event": "x"}])
+    finally:
+        again.close()

@@ -40,6 +40,7 @@ def test_migrate_copies_records_key_and_tokens_then_refuses_a_non_empty_target(
         old.save_tokens(
             StoredTokens("https://p.example", "cid", "at", "rt", "s", 1.0, 2.0), login=True
         )
+        old.append_events([{"event": "connection.created", "connection": "a"}])
     done = _migrate(source, pg_dsn)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("Copied 2 records, the token set, and the HMAC key from ")
@@ -52,6 +53,7 @@ def test_migrate_copies_records_key_and_tokens_then_refuses_a_non_empty_target(
         assert moved["b"].intent is not None and moved["b"].intent.idempotency_key == "idem-b"
         tokens = new.tokens()
         assert tokens is not None and tokens.refresh_token == "rt"
+        assert new.events() == [{"event": "connection.created", "connection": "a"}]
 
     again = _migrate(source, pg_dsn)
     assert again.returncode == 1

@@ -64,6 +64,27 @@ def test_a_write_after_the_epoch_moved_on_is_fenced_and_changes_nothing(pg_dsn: 
         new.close()
 
 
+def test_the_event_history_is_written_by_the_leader_only(pg_dsn: str) -> None:
+    old = PostgresStore.open(pg_dsn, fenced=True)
+    new = PostgresStore.open(pg_dsn, fenced=True)
+    try:
+        with pytest.raises(Fenced, match="not the leader"):  # a standby writes nothing
+            old.append_events([{"event": "standby"}])
+        old.fence = asyncio.run(_acquire(pg_dsn, "old", 0.3))
+        old.append_events([{"event": "connection.created", "connection": "a"}])
+        time.sleep(0.4)  # paused past its lease; another replica takes over
+        new.fence = asyncio.run(_acquire(pg_dsn, "new", 10))
+        new.append_events([{"event": "leader.elected"}])
+        with pytest.raises(Fenced, match="no longer holds the lease"):
+            old.append_events([{"event": "late"}])
+        # Both replicas read the same history: the previous term's event and the new one.
+        assert [e["event"] for e in old.events()] == ["connection.created", "leader.elected"]
+        assert new.events() == old.events()
+    finally:
+        old.close()
+        new.close()
+
+
 def test_an_expired_lease_fences_even_before_anyone_else_takes_it(pg_dsn: str) -> None:
     store = PostgresStore.open(pg_dsn, fenced=True)
     try:

@@ -61,6 +61,7 @@ def move(source: Path, target: str) -> str:
     with StateStore.open(source) as old:
         records = list(old.records().values())
         tokens = old.tokens()
+        history = old.events()  # what /status and the status page showed
         with PostgresStore.open(target) as new:
             if not new.is_empty():
                 raise StoreError(
@@ -69,6 +70,7 @@ def move(source: Path, target: str) -> str:
                 )
             new.set_key(old.export_key())
             new.put_many(records)
+            new.append_events(history)
             if tokens is not None:
                 new.save_tokens(tokens)
     moved = "the token set, " if tokens is not None else ""

@@ -72,6 +72,7 @@ class Terms:
             with contextlib.suppress(ChanopsError):
                 await daemon.loads.full()
                 daemon.parts.records.replace(await asyncio.to_thread(daemon.store.records))
+                await daemon.history.load()  # the leader's events, for /status and the page
             await first_set(leader.elected, self.stopping, seconds=daemon.options.standby_refresh)
 
     async def _lead(self) -> None:
@@ -81,6 +82,8 @@ class Terms:
         daemon, leader = self.daemon, self.leader
         daemon._compose()
         leader.on_webhook = daemon.source.trigger if daemon.source is not None else None
+        await daemon.history.load()  # the previous terms' events, then this term's
+        flushing = asyncio.create_task(daemon.history.run(daemon._term_end), name="history")
         follower = await daemon._start_following()
         daemon.scheduler.start()
         reconciling = asyncio.create_task(daemon._reconcile_loop(), name="reconcile loop")
@@ -98,6 +101,9 @@ class Terms:
         await stop_follower(follower, daemon.source is not None)
         leader.on_webhook = None
         error = None if reconciling.cancelled() else reconciling.exception()
+        await flushing
+        if not (leader.lost.is_set() or isinstance(error, StoreError)):
+            await daemon.history.flush()  # still the leader: this term's last events
         if isinstance(error, StoreError):
             # The shared store failed under the term (the database went away): nothing
             # more can be written safely. Hand the lease back and stand by; the election

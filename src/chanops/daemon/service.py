@@ -40,6 +40,7 @@ from chanops.daemon.auth import AuthGate, auth_readiness, watch_auth, with_auth
 from chanops.daemon.backoff import Backoff
 from chanops.daemon.cache import ObservedCache, RecordCache
 from chanops.daemon.gitsource import GitSourceCollector
+from chanops.daemon.history import History
 from chanops.daemon.http import HttpServer, bind, create_app
 from chanops.daemon.index import FileIndex
 from chanops.daemon.intake import Intake, Loads
@@ -137,6 +138,8 @@ class Daemon:
         # A replica of a shared store (docs/ha.md): it reconciles only while it leads.
         self.leader = options.leader
         self.events = EventLog()  # kept across the terms of a replica
+        # The events' history in the store (daemon/history.py): the writer appends it.
+        self.history = History(store, self.events, in_thread=self.leader is not None)
         self._compose()
         self.sink.subscribe(self._remember)
         self.sink.subscribe(metrics.on_event)
@@ -222,9 +225,12 @@ class Daemon:
         self._announce()
         self._auth = watch_auth(self.options.auth, self._stop, self.intake.request_full)
         follower: asyncio.Task[None] | None = None
+        flushing: asyncio.Task[None] | None = None
         if self.leader is not None:
             reconciling = asyncio.create_task(self._replica(), name="replica")
         else:
+            await self.history.load()
+            flushing = asyncio.create_task(self.history.run(self._stop), name="history")
             follower = await self._start_following()
             self.scheduler.start()
             reconciling = asyncio.create_task(self._reconcile_loop(), name="reconcile loop")
@@ -256,6 +262,9 @@ class Daemon:
         self.sink.emit(
             "daemon.stopped", "info", duration_ms=round((time.monotonic() - started) * 1000)
         )
+        if flushing is not None:  # a replica's term flushed its own (`_lead`)
+            await flushing
+            await self.history.flush()
         if self.notifier is not None:  # deliver what is queued (a crash's message)
             await asyncio.to_thread(self.notifier.close, 5.0)
         return EXIT_CRASHED if self.crashed is not None else 0

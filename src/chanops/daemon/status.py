@@ -7,6 +7,7 @@ the last events, which the log redactor has already scrubbed.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import deque
 from collections.abc import Callable, MutableMapping
@@ -46,24 +47,67 @@ _EVENT_FIELDS = (
     "reason",
     "message",
     "changes",
+    # reconcile.completed's figures: the status page's last reconciles, on any replica
+    "kind",
+    "actions",
+    "failed",
+    "blocked",
+    "waiting",
+    "drift",
+    "converged",
 )
 
 
 class EventLog:
-    """The last events, overall and per connection (subscribed to the log tap)."""
+    """The last events, overall and per connection (subscribed to the log tap).
+
+    This replica's own events also wait in `unsaved` until the writer appends them to
+    the store's history (`chanops.daemon.history`); `replace` shows the store's history
+    (a standby's refresh, a new term, a restart) with this replica's unsaved events.
+    """
 
     def __init__(self) -> None:
         self.by_connection: dict[str, deque[dict[str, Any]]] = {}
         self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_EVENTS)
+        self.unsaved: deque[dict[str, Any]] = deque(maxlen=RECENT_EVENTS)
+        self.replaced = 0  # counts `replace`: the status page's views of the history
 
     def __call__(self, event: MutableMapping[str, Any]) -> None:
         name = event.get("connection")
         compact = {k: event[k] for k in _EVENT_FIELDS if k in event}
         if isinstance(name, str):
-            queue = self.by_connection.setdefault(name, deque(maxlen=EVENTS_PER_CONNECTION))
-            queue.append(compact)
             compact = {"connection": name, **compact}
+        self._add(compact)
+        self.unsaved.append(compact)
+
+    def _add(self, compact: dict[str, Any]) -> None:
+        name = compact.get("connection")
+        if isinstance(name, str):
+            queue = self.by_connection.setdefault(name, deque(maxlen=EVENTS_PER_CONNECTION))
+            queue.append({k: v for k, v in compact.items() if k != "connection"})
         self.recent.append(compact)
+
+    def take(self) -> list[dict[str, Any]]:
+        """The unsaved events, oldest first, removed (events may arrive from threads)."""
+        batch: list[dict[str, Any]] = []
+        with contextlib.suppress(IndexError):
+            while True:
+                batch.append(self.unsaved.popleft())
+        return batch
+
+    def give_back(self, batch: list[dict[str, Any]]) -> None:
+        """A batch the store did not take: unsaved again, before the newer ones."""
+        newer = self.take()
+        self.unsaved.extend([*batch, *newer])
+
+    def replace(self, stored: list[dict[str, Any]]) -> None:
+        """Show the store's history and this replica's unsaved events, by time."""
+        shown = sorted([*stored, *self.unsaved], key=lambda e: str(e.get("timestamp", "")))
+        self.by_connection = {}
+        self.recent = deque(maxlen=RECENT_EVENTS)
+        for compact in shown:
+            self._add(compact)
+        self.replaced += 1
 
 
 class Status:

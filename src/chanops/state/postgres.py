@@ -3,8 +3,9 @@
 `--state postgresql://...` puts everything the daemon keeps in one database: the
 records and their intents (with the idempotency keys of pending creates), the secret
 HMAC key (a table instead of the key file), the OAuth token set, the leader lease
-(chanops.state.lease) and the git webhook deliveries a standby received for the
-leader. Connections come from a psycopg pool; each store operation is one transaction.
+(chanops.state.lease), the git webhook deliveries a standby received for the
+leader, and the recent event history (chanops.state.history). Connections come from a
+psycopg pool; each store operation is one transaction.
 
 Fencing: a store opened for election (`fenced=True`, what `chanops run` does) writes
 only while it holds the lease. Every write transaction first calls `chanops_fence`
@@ -29,7 +30,7 @@ import contextlib
 import hashlib
 import hmac
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -39,7 +40,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from chanops.errors import StoreError, StoreLocked
-from chanops.state import lease
+from chanops.state import history, lease
 from chanops.state.store import RECORD_COLUMNS, Record, record_row, row_to_record
 from chanops.state.tokens import StoredTokens
 
@@ -97,6 +98,7 @@ PG_MIGRATIONS: tuple[str, ...] = (
     );
     {lease.LEASE_DDL}
     """,
+    history.PG_HISTORY_DDL,  # 1 -> 2: the event history (chanops.state.history)
 )
 PG_SCHEMA_VERSION = len(PG_MIGRATIONS)
 
@@ -280,6 +282,24 @@ class PostgresStore:
 
         self._write(take)
         return counted[0]
+
+    def append_events(self, events: Sequence[Mapping[str, Any]]) -> None:
+        """Append a batch of the history and trim it (one fenced transaction)."""
+        rows = history.encode(events)
+        if not rows:
+            return
+
+        def write(conn: psycopg.Connection[Any]) -> None:
+            with conn.cursor() as cur:
+                cur.executemany(history.PG_APPEND, rows)
+            conn.execute(history.PG_TRIM, (history.HISTORY_SIZE,))
+
+        self._write(write)
+
+    def events(self) -> list[dict[str, Any]]:
+        """The shared event history, oldest first (what a standby's /status shows)."""
+        rows = self._run(lambda c: _rows(c, history.PG_READ, (history.HISTORY_SIZE,)))
+        return history.decode(row["event"] for row in rows)
 
     def is_empty(self) -> bool:
         rows = self._run(lambda c: _rows(c, "SELECT 1 AS one FROM connections LIMIT 1", ()))

@@ -8,8 +8,8 @@ from the `--state` value.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from chanops.state.store import Record
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 
 class Store(Protocol):
-    """Records by manifest name, intents, and the keyed HMAC of secrets."""
+    """Records by manifest name, intents, the keyed HMAC of secrets, the event history."""
 
     @property
     def readonly(self) -> bool: ...
@@ -50,5 +50,13 @@ class Store(Protocol):
         ...
 
     def save_tokens(self, tokens: StoredTokens, *, login: bool = False) -> StoredTokens: ...
+
+    def append_events(self, events: Sequence[Mapping[str, Any]]) -> None:
+        """Append to the event history, trimmed to the last events (chanops.state.history)."""
+        ...
+
+    def events(self) -> list[dict[str, Any]]:
+        """The event history, oldest first."""
+        ...
 
     def close(self) -> None: ...

@@ -41,9 +41,8 @@ from typing import Any, Literal
 
 from chanops.condition import Condition, decode_conditions, encode_conditions
 from chanops.errors import StoreError, StoreLocked
+from chanops.state.history import SQLITE_HISTORY_DDL, HistoryTable
 from chanops.state.tokens import OAUTH_TABLE_DDL, TokenTable
-
-SCHEMA_VERSION = 2
 
 # MIGRATIONS[n] takes the schema from version n to n+1. Never edit a released entry:
 # append a new one, so every existing store upgrades in order.
@@ -70,7 +69,9 @@ MIGRATIONS: tuple[str, ...] = (
         WHERE connection_id IS NOT NULL;
     """,
     OAUTH_TABLE_DDL,  # 1 -> 2: the OAuth token set (chanops.state.tokens)
+    SQLITE_HISTORY_DDL,  # 2 -> 3: the event history (chanops.state.history)
 )
+SCHEMA_VERSION = len(MIGRATIONS)
 
 
 IntentOp = Literal["create", "update", "delete", "enable", "disable"]
@@ -265,6 +266,11 @@ def _read_only(path: Path, *, shared_close: bool = False) -> sqlite3.Connection:
     return conn
 
 
+def _newer(path: Path, version: int) -> StoreError:
+    text = f"schema version {version}, newer than this chanops understands ({SCHEMA_VERSION})"
+    return StoreError(f"state store {path} has {text}; upgrade chanops")
+
+
 def _key_path(path: Path) -> Path:
     return path.with_name(path.name.removesuffix(".db") + ".key")
 
@@ -307,7 +313,7 @@ def tighten_modes(path: Path) -> list[str]:
     return changed
 
 
-class StateStore(TokenTable):  # tokens(), save_tokens(): chanops.state.tokens
+class StateStore(TokenTable, HistoryTable):  # tokens, events: state.tokens, state.history
     """Open with `StateStore.open(path)` (writer, locked) or `open(path, readonly=True)`."""
 
     def __init__(
@@ -395,10 +401,7 @@ class StateStore(TokenTable):  # tokens(), save_tokens(): chanops.state.tokens
         except sqlite3.Error as exc:
             raise StoreError(f"state store {path}: {exc}") from None
         if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"state store {path} has schema version {version}, newer than this chanops "
-                f"understands ({SCHEMA_VERSION}); upgrade chanops"
-            )
+            raise _newer(path, version)
         if version < SCHEMA_VERSION:
             # Migrating needs the writer lock; a read-only caller sees an empty memory
             # rather than misreading an old schema.
@@ -456,10 +459,7 @@ class StateStore(TokenTable):  # tokens(), save_tokens(): chanops.state.tokens
         conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
         version = cls._version(conn)
         if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"state store {path} has schema version {version}, newer than this chanops "
-                f"understands ({SCHEMA_VERSION}); upgrade chanops"
-            )
+            raise _newer(path, version)
         while version < len(MIGRATIONS):
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -503,8 +503,7 @@ class StateStore(TokenTable):  # tokens(), save_tokens(): chanops.state.tokens
         return row_to_record(row) if row else None
 
     def get_many(self, names: Iterable[str]) -> dict[str, Record | None]:
-        """The named records (None where there is none): one `get` each, as cheap here
-        as a local read is (PostgreSQL reads them in one query)."""
+        """The named records (None where none): a local `get` each (PostgreSQL: one query)."""
         return {name: self.get(name) for name in names}
 
     # -- writing ---------------------------------------------------------------

@@ -25,7 +25,7 @@ from starlette.staticfiles import StaticFiles
 
 from chanops.daemon.ui import views
 from chanops.daemon.ui.auth import UIAuth, UIGuard, is_loopback
-from chanops.daemon.ui.live import MAX_STREAMS, LiveFeed
+from chanops.daemon.ui.live import MAX_STREAMS, LiveFeed, reconciles_shown
 from chanops.daemon.ui.source import UIData
 
 if TYPE_CHECKING:
@@ -110,12 +110,13 @@ class Pages:
         await self.data.fresh(_wanted(request))
         snap = self.data.snapshot()
         feed = self.data.feed
+        history = self.data.status.events
         view = snap.memo(
-            "overview",
+            ("overview", history.replaced),  # a standby's refresh replaces the history
             lambda: views.overview(
                 snap.doc,
                 snap.rows,
-                reconciles=list(feed.reconciles),
+                reconciles=reconciles_shown(feed.reconciles, history.recent),
                 reconciling=bool(feed.running),
                 next_resync=feed.next_resync,
             ),

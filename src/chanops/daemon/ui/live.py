@@ -26,7 +26,7 @@ import asyncio
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -241,6 +241,31 @@ def _touches_every_row(event: Event) -> bool:
     if event.name in ("reconcile.completed", "reconcile.failed"):
         return event.fields.get("kind") == "full"
     return event.name.startswith(_EVERY_ROW)
+
+
+def reconciles_shown(
+    own: Iterable[Mapping[str, Any]], history: Iterable[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """The last reconciles: this replica's (`LiveFeed.reconciles`) and those the event
+    history holds (an earlier term's, the leader's when this replica stands by)."""
+    mine = [dict(r) for r in own]
+    seen = {r.get("reconcile_id") for r in mine}
+    reasons: dict[Any, Any] = {}
+    found: list[dict[str, Any]] = []
+    for e in history:
+        rid, name = e.get("reconcile_id"), e.get("event")
+        if name == "reconcile.started":
+            reasons[rid] = e.get("reason")
+        elif name in ("reconcile.completed", "reconcile.failed") and rid not in seen:
+            record = {k: e[k] for k in _RECONCILE_FIELDS if k in e}
+            if reasons.get(rid) and not record.get("reason"):
+                record["reason"] = reasons[rid]
+            converged = "converged" if e.get("converged") else "not converged"
+            record["result"] = "failed" if name == "reconcile.failed" else converged
+            record["finished"] = str(e.get("timestamp", ""))[:19] + "Z"
+            found.append(record)
+    shown = sorted([*found, *mine], key=lambda r: str(r.get("finished", "")))
+    return shown[-RECONCILES_KEPT:]
 
 
 def _result(event: Event) -> str:

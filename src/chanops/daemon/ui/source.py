@@ -174,8 +174,11 @@ class UIData:
             "nextSync": utc_iso(scheduler.next_run(name)),
             "syncing": scheduler.syncing(name),
             "backoff": _backoff(self.parts.queue.backoff.get(name), now),
-            "events": list(self.status.events.by_connection.get(name, ())),
+            "events": self._events(name),
         }
+
+    def _events(self, name: str) -> list[dict[str, Any]]:
+        return list(self.status.events.by_connection.get(name, ()))
 
     def _unmanaged_connections(self) -> dict[int, dict[str, Any]]:
         managed = {r.connection_id for r in self.parts.records.values()}
@@ -197,7 +200,8 @@ class UIData:
         entry = snap.entries.get(name)
         if entry is None:
             return None
-        page = views.connection(entry)
+        # The events as they are now: a standby's refresh replaces them between changes.
+        page = views.connection({**entry, "events": self._events(name)})
         manifest = self.status.index.manifest(name)
         record = self.parts.records.get(name)
         cid = record.connection_id if record is not None else None
