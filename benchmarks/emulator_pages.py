@@ -35,7 +35,7 @@ HERE = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(HERE / "tests"))
 
 from chanops.emulator import app as emulator_app  # noqa: E402
-from chanops.emulator.store import Platform  # noqa: E402
+from chanops.emulator._store import Platform  # noqa: E402
 from chanops.observability.logging import configure_logging  # noqa: E402
 from support.emulator import start_emulator  # noqa: E402
 

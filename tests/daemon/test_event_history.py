@@ -1,5 +1,5 @@
 """The event history /status and the status page show is kept in the state store
-(chanops.state.history): a restarted daemon on SQLite shows the previous run's events.
+(chanops.state._history): a restarted daemon on SQLite shows the previous run's events.
 (The replicas of a PostgreSQL store share it: tests/ha/test_replicas.py.)"""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from chanops.daemon.status import EventLog
-from chanops.daemon.ui.live import reconciles_shown
+from chanops.daemon._status import EventLog
+from chanops.daemon.ui._live import reconciles_shown
 from daemon.helpers import DaemonProcess, manifest, wait_until, write_atomic
 from support.emulator import start_emulator
 

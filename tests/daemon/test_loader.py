@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from chanops.daemon.loader import IncrementalLoader
+from chanops.daemon._loader import IncrementalLoader
 from chanops.manifests import load_manifests
 from daemon.helpers import manifest
 
@@ -56,7 +56,7 @@ def test_a_refresh_reads_only_the_changed_files_and_matches_the_full_loader(
 ) -> None:
     """`refresh` (an edit: no walk) gives what `load_manifests` gives, and the index it
     updates in place equals one that takes every load whole."""
-    from chanops.daemon.index import FileIndex
+    from chanops.daemon._index import FileIndex
 
     root = tmp_path / "m"
     (root / "team").mkdir(parents=True)
@@ -105,7 +105,7 @@ def test_the_index_remembers_a_frozen_or_deleted_connection_as_it_last_loaded(
 ) -> None:
     """What a notice about a connection whose file broke or went away names: its file
     and the labels it had when the file last loaded (issue 16)."""
-    from chanops.daemon.index import FileIndex
+    from chanops.daemon._index import FileIndex
     from chanops.state.store import Record
 
     root = tmp_path / "m"

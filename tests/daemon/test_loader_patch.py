@@ -1,4 +1,4 @@
-"""An edit patches the loader's last result (daemon/assembled.py): it must equal what
+"""An edit patches the loader's last result (daemon/_assembled.py): it must equal what
 `load_manifests` gives for the same root, whatever the edit does.
 
 Each step rewrites a few existing files at random (a rename, a broken file, a second
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from chanops.daemon.loader import IncrementalLoader
+from chanops.daemon._loader import IncrementalLoader
 from chanops.manifests import load_manifests
 from daemon.helpers import manifest
 

@@ -1,4 +1,4 @@
-"""The work queue's laws, in process with a fake clock (daemon/queue.py)."""
+"""The work queue's laws, in process with a fake clock (daemon/_queue.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from chanops.daemon.queue import Batch, Cause, Failure, Lane, WorkQueue
+from chanops.daemon._queue import Batch, Cause, Failure, Lane, WorkQueue
 
 
 class Clock:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from chanops.daemon.cache import RecordCache
+from chanops.daemon._cache import RecordCache
 from chanops.engine.reconciler import EngineOptions, Reconciler
 from chanops.state.store import StateStore
 from engine.fake_platform import FakePlatform

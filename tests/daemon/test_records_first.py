@@ -11,7 +11,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from chanops.daemon.queue import Cause
+from chanops.daemon._queue import Cause
 from chanops.daemon.service import Daemon, DaemonOptions
 from chanops.engine.reconciler import EngineOptions, Reconciler
 from chanops.errors import StoreError

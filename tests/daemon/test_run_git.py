@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
+from chanops.engine._planner import Observed, PlanOptions, make_plan, source_key
 from chanops.engine.plan import ActionKind
-from chanops.engine.planner import Observed, PlanOptions, make_plan, source_key
 from chanops.platform.models import Connection
 from chanops.state.store import Record
 from daemon.helpers import DaemonProcess, chanops_launcher, manifest, wait_until

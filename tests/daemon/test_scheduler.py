@@ -9,7 +9,7 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from chanops.daemon.scheduler import SyncOutcome, SyncScheduler, Target
+from chanops.daemon._scheduler import SyncOutcome, SyncScheduler, Target
 from chanops.manifests.model import Manifest, SourceLocation, SyncSpec
 from chanops.platform.client import open_client
 from support.emulator import EmulatorProcess, start_emulator

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from chanops.daemon.scheduler import SyncScheduler, utc_iso
+from chanops.daemon._scheduler import SyncScheduler, utc_iso
 from chanops.manifests.model import Manifest, SourceLocation, SyncSpec
 from engine.fake_platform import FakePlatform
 

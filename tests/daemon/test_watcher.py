@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from chanops.daemon.backoff import Backoff, delay_for
-from chanops.daemon.scheduler import trigger_for
-from chanops.daemon.watcher import Batch, ManifestWatcher, is_manifest_path
+from chanops.daemon._backoff import Backoff, delay_for
+from chanops.daemon._scheduler import trigger_for
+from chanops.daemon._watcher import Batch, ManifestWatcher, is_manifest_path
 from chanops.manifests.model import SyncSpec
 
 
@@ -160,7 +160,7 @@ def test_revision_is_the_git_commit_of_the_root(tmp_path: Path) -> None:
     import shutil
     import subprocess
 
-    from chanops.daemon.revision import RevisionReader
+    from chanops.daemon._revision import RevisionReader
 
     if shutil.which("git") is None:
         pytest.skip("git is not installed")

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from chanops.daemon.cache import ObservedCache
-from chanops.daemon.outcomes import Tally
-from chanops.daemon.reconcile import AdoptionGate
+from chanops.daemon._cache import ObservedCache
+from chanops.daemon._outcomes import Tally
+from chanops.daemon._reconcile import AdoptionGate
 from chanops.daemon.service import Daemon, DaemonOptions
 from chanops.engine.reconciler import EngineOptions, Prepared, Reconciler
 from chanops.manifests.model import LoadResult

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from chanops.engine._procedures import sync_actions, sync_reason
 from chanops.engine.diff import Desired, DriverMeta
 from chanops.engine.plan import Action, ActionKind, Cause, FieldChange
-from chanops.engine.procedures import sync_actions, sync_reason
 from engine.helpers import manifest
 
 TRIGGERS = {

@@ -378,7 +378,7 @@ def test_delete_needs_inactive_takes_a_job_then_404(emu: EmulatorProcess) -> Non
 
 
 def test_delete_takes_longer_than_sync() -> None:
-    from chanops.emulator.wire import DURATIONS
+    from chanops.emulator._wire import DURATIONS
 
     assert sum(DURATIONS["delete"]) > sum(DURATIONS["initial_sync"]) > 0
 

@@ -18,9 +18,9 @@ import pytest
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 
+from chanops.emulator._parse import encode_cursor
+from chanops.emulator._store import Platform
 from chanops.emulator.app import create_app
-from chanops.emulator.parse import encode_cursor
-from chanops.emulator.store import Platform
 from support.emulator import EmulatorProcess
 
 TOKEN = "t"

@@ -15,6 +15,7 @@ from chanops.condition import (
     decode_conditions,
     encode_conditions,
 )
+from chanops.engine._outcome import ErrorInfo, Outcome
 from chanops.engine.conditions import (
     FALSE,
     TRUE,
@@ -34,7 +35,6 @@ from chanops.engine.conditions import (
     timestamp,
     transitions,
 )
-from chanops.engine.outcome import ErrorInfo, Outcome
 from chanops.engine.plan import ActionKind, Blocked, Guard, Plan, PlanProblem
 
 T0 = "2026-12-01T10:00:00Z"

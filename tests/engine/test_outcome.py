@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from chanops import errors
-from chanops.engine.outcome import ErrorInfo, error_info
+from chanops.engine._outcome import ErrorInfo, error_info
 
 
 @pytest.mark.parametrize(

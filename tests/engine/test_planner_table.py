@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from chanops.engine.planner import Desired, Observed, PlanOptions, make_plan
+from chanops.engine._planner import Desired, Observed, PlanOptions, make_plan
 from chanops.manifests.model import Manifest
 from chanops.platform.models import Connection
 from chanops.state.store import Record

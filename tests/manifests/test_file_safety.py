@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from chanops.daemon.loader import IncrementalLoader
-from chanops.daemon.watcher import is_manifest_path
+from chanops.daemon._loader import IncrementalLoader
+from chanops.daemon._watcher import is_manifest_path
 from chanops.manifests import LoadOptions, load_file, load_manifests
 from chanops.manifests.discovery import discover, is_manifest_name
 
@@ -195,7 +195,7 @@ def test_forked_workers_refuse_the_same_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The parallel path (forked workers, 1,500 files or more) applies the same rules."""
-    from chanops.manifests import pool
+    from chanops.manifests import _pool as pool
 
     monkeypatch.setattr(pool, "PARALLEL_MIN_FILES", 4)
     monkeypatch.setattr(pool, "_workers", lambda: 2)

@@ -18,8 +18,10 @@ from chanops.manifests import (
     discover_roots,
     load_file,
     load_manifests,
-    pool,
     schemas,
+)
+from chanops.manifests import (
+    _pool as pool,
 )
 from chanops.manifests.durations import (
     DURATION_PATTERN,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from apscheduler.triggers.cron import CronTrigger
 
-from chanops.daemon.scheduler import trigger_for
+from chanops.daemon._scheduler import trigger_for
 from chanops.manifests import LoadOptions, load_file, load_manifests
 from chanops.manifests.schedule import (
     MAX_SYNC_SECONDS,

@@ -9,8 +9,8 @@ import pytest
 
 from chanops.config import load_notifications
 from chanops.errors import ConfigError
+from chanops.notify._selector import SelectorError, parse_selector
 from chanops.notify.config import parse_notifications
-from chanops.notify.selector import SelectorError, parse_selector
 from daemon.helpers import chanops_launcher
 
 GOOD = """\

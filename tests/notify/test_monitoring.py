@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from chanops.daemon.gitsource import GitSourceCollector
+from chanops.daemon._gitsource import GitSourceCollector
 from daemon.helpers import DaemonProcess, manifest, write_atomic
 from notify.receivers import http_receiver
 from support.emulator import start_emulator

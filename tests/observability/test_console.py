@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import structlog
 
-from chanops.observability.console import ConsoleRenderer
+from chanops.observability._console import ConsoleRenderer
 from chanops.observability.logging import configure_logging
 
 HERE = Path(__file__).parent

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from chanops.daemon._outcomes import UNREACHABLE
 from chanops.daemon.auth import AuthGate, auth_readiness, with_auth
-from chanops.daemon.outcomes import UNREACHABLE
-from chanops.daemon.ui.views import health
+from chanops.daemon.ui._views import health
 
 
 class Session:

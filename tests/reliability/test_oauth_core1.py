@@ -12,8 +12,8 @@ from click.testing import CliRunner
 
 from chanops import errors
 from chanops.cli import main
+from chanops.platform._rpc import RpcPlatformClient
 from chanops.platform.client import open_client
-from chanops.platform.rpc import RpcPlatformClient
 from chanops.rpcprofile import load_profile
 from daemon.helpers import chanops_launcher
 from reliability import test_oauth_daemon as daemon_proof

@@ -319,8 +319,8 @@ def test_a_dead_reconcile_loop_fails_healthz_and_exits_70(tmp_path: Path) -> Non
 async def test_healthz_is_503_once_crashed() -> None:
     """The gate `Daemon.run` puts in front of create_app, in-process: the deterministic
     half of the supervision test above (whose 503 window lasts ~100 ms before exit)."""
+    from chanops.daemon._status import LivenessGate
     from chanops.daemon.http import create_app
-    from chanops.daemon.status import LivenessGate
     from chanops.observability.metrics import Metrics
 
     crashed: list[str] = []

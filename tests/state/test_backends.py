@@ -12,8 +12,8 @@ import pytest
 
 from chanops.condition import Condition, ConditionStatus, ConditionType
 from chanops.errors import StoreError
+from chanops.state._history import HISTORY_SIZE
 from chanops.state.factory import is_postgres, open_store
-from chanops.state.history import HISTORY_SIZE
 from chanops.state.store import Intent, Record
 from chanops.state.tokens import StoredTokens
 

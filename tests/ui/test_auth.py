@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import base64
 
-from chanops.daemon.ui.app import plan_class
-from chanops.daemon.ui.auth import UIAuth, decide, is_loopback
+from chanops.daemon.ui._app import plan_class
+from chanops.daemon.ui._auth import UIAuth, decide, is_loopback
 
 
 def basic(user: str, password: str) -> dict[str, str]:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from chanops.daemon.ui import live, views
-from chanops.daemon.ui.fields import field_rows
-from chanops.daemon.ui.live import LiveFeed
+from chanops.daemon.ui import _live as live
+from chanops.daemon.ui import _views as views
+from chanops.daemon.ui._fields import field_rows
+from chanops.daemon.ui._live import LiveFeed
 from chanops.events import Event, EventSink
 from chanops.manifests.model import Manifest, SecretRef, SourceLocation
 from chanops.platform.models import Connection
@@ -350,8 +351,8 @@ def test_the_plan_page_prints_the_plan_once_as_chanops_plan_does() -> None:
     import re
 
     from chanops.condition import Condition, ConditionStatus, ConditionType
-    from chanops.daemon.ui.app import environment
-    from chanops.daemon.ui.source import PlanView
+    from chanops.daemon.ui._app import environment
+    from chanops.daemon.ui._source import PlanView
     from chanops.engine.plan import Plan
     from chanops.engine.render import render_text, summary
 

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from chanops.condition import Condition, ConditionStatus, ConditionType
-from chanops.daemon.outcomes import UNREACHABLE
+from chanops.daemon._outcomes import UNREACHABLE
 from chanops.platform.auth import OAuthSession
 
 POLL_S = 2.0  # how often a waiting daemon reads the store for a new login

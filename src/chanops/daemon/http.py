@@ -74,7 +74,7 @@ MAX_CONNECTIONS = 256
 FD_SHARE = 4
 MAX_REQUESTS = 64
 # Long-lived streams (the status page's server-sent events) are not requests in flight:
-# each page holds one open, and the UI caps them itself (daemon/ui/live.py).
+# each page holds one open, and the UI caps them itself (daemon/ui/_live.py).
 STREAM_PATHS = frozenset({"/ui/live"})
 # Both the listen(2) backlog and how many connections asyncio accepts per wakeup.
 ACCEPT_BACKLOG = 128

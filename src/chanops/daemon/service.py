@@ -2,7 +2,7 @@
 
 Read `Daemon.run` top to bottom: start (endpoints, watcher or git follower, scheduler,
 the reconcile loop), wait for a stop signal, stop. The reconcile loop is three kinds of
-tasks around one work queue of connection names (daemon/queue.py):
+tasks around one work queue of connection names (daemon/_queue.py):
 
     watcher batch / SIGHUP / git commit --> Intake ------ edited names (urgent) --+
                                             `-- full request --> Resyncer --------+--> WorkQueue
@@ -36,23 +36,23 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from chanops.daemon._backoff import Backoff
+from chanops.daemon._cache import ObservedCache, RecordCache
+from chanops.daemon._gitsource import GitSourceCollector
+from chanops.daemon._history import History
+from chanops.daemon._index import FileIndex
+from chanops.daemon._intake import Intake, Loads
+from chanops.daemon._outcomes import Outcomes, Tally
+from chanops.daemon._parts import Parts, Sources
+from chanops.daemon._queue import Batch, Lane, WorkQueue
+from chanops.daemon._reconcile import BatchRunner, new_id
+from chanops.daemon._replica import Terms, latest, stop_follower
+from chanops.daemon._resync import Resyncer
+from chanops.daemon._scheduler import SyncOutcome, SyncScheduler, Target, utc_iso
+from chanops.daemon._status import EventLog, LivenessGate, Status
+from chanops.daemon._watcher import ManifestWatcher
 from chanops.daemon.auth import AuthGate, auth_readiness, watch_auth, with_auth
-from chanops.daemon.backoff import Backoff
-from chanops.daemon.cache import ObservedCache, RecordCache
-from chanops.daemon.gitsource import GitSourceCollector
-from chanops.daemon.history import History
 from chanops.daemon.http import HttpServer, bind, create_app
-from chanops.daemon.index import FileIndex
-from chanops.daemon.intake import Intake, Loads
-from chanops.daemon.outcomes import Outcomes, Tally
-from chanops.daemon.parts import Parts, Sources
-from chanops.daemon.queue import Batch, Lane, WorkQueue
-from chanops.daemon.reconcile import BatchRunner, new_id
-from chanops.daemon.replica import Terms, latest, stop_follower
-from chanops.daemon.resync import Resyncer
-from chanops.daemon.scheduler import SyncOutcome, SyncScheduler, Target, utc_iso
-from chanops.daemon.status import EventLog, LivenessGate, Status
-from chanops.daemon.watcher import ManifestWatcher
 from chanops.engine.reconciler import Reconciler, ReconcileResult
 from chanops.errors import ChanopsError, StoreError
 from chanops.events import Event
@@ -138,7 +138,7 @@ class Daemon:
         # A replica of a shared store (docs/ha.md): it reconciles only while it leads.
         self.leader = options.leader
         self.events = EventLog()  # kept across the terms of a replica
-        # The events' history in the store (daemon/history.py): the writer appends it.
+        # The events' history in the store (daemon/_history.py): the writer appends it.
         self.history = History(store, self.events, in_thread=self.leader is not None)
         self._compose()
         self.sink.subscribe(self._remember)

@@ -23,12 +23,12 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
+from chanops.emulator._gate import ConnectionDropped, Gate
+from chanops.emulator._routes import error_response, routes
+from chanops.emulator._rpc import rpc_routes
+from chanops.emulator._store import Platform
 from chanops.emulator.faults import FaultInjector, parse_faults
-from chanops.emulator.gate import ConnectionDropped, Gate
 from chanops.emulator.oauth import OAuthConfig, OAuthServer, oauth_routes
-from chanops.emulator.routes import error_response, routes
-from chanops.emulator.rpc import rpc_routes
-from chanops.emulator.store import Platform
 from chanops.rpcprofile import Profile, load_profile
 
 __all__ = ["create_app", "load_spec"]

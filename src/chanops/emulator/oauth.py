@@ -33,7 +33,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from chanops.emulator.routes import TESTING
+from chanops.emulator._routes import TESTING
 
 __all__ = [
     "AUTHORIZE_PATH",

@@ -1,7 +1,7 @@
 """The reconcile engine: planner (pure), executor, reconciler (the shell), rendering.
 
 Start at `chanops.engine.reconciler` (the entry point for commands and the daemon);
-`planner` holds the rules, `plan` the data, `render` the output formats.
+`_planner` holds the rules, `plan` the data, `render` the output formats.
 """
 
 # The public modules; the others are this package's internals.

@@ -30,7 +30,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from chanops.condition import Condition, ConditionStatus, ConditionType
-from chanops.engine.outcome import Outcome
+from chanops.engine._outcome import Outcome
 from chanops.engine.plan import Blocked, PlanProblem
 
 TRUE = ConditionStatus.TRUE

@@ -36,13 +36,13 @@ from pathlib import Path
 from typing import Any
 
 from chanops import errors
-from chanops.engine.condition_recorder import ConditionRecorder
+from chanops.engine._condition_recorder import ConditionRecorder
+from chanops.engine._executor import Context, Executor
+from chanops.engine._outcome import Outcome, describe_changes
+from chanops.engine._planner import PlanOptions, in_scope, make_plan
 from chanops.engine.conditions import is_true
 from chanops.engine.diff import Desired, DriverMeta, Observed, fingerprint, source_key
-from chanops.engine.executor import Context, Executor
-from chanops.engine.outcome import Outcome, describe_changes
 from chanops.engine.plan import AWAITING_INITIAL_SYNC, Blocked, Cause, Plan
-from chanops.engine.planner import PlanOptions, in_scope, make_plan
 from chanops.events import EventSink
 from chanops.manifests.model import LoadResult
 from chanops.platform.api import PlatformAPI

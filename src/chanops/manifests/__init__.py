@@ -14,14 +14,14 @@ Public surface:
   iter_secret_refs), `durations` (parse_duration), `schedule` (what `spec.sync` may
   ask of the scheduler), `model` (the dataclasses).
 
-Inside: `discovery` (which files, the root rules), `reading` (one file, safely),
-`_yaml` (safe YAML with limits and positions), `mapping` (document -> Manifest),
-`crossfile` (duplicates), `pool` (forked workers) and `load` (the orchestration).
+Inside: `discovery` (which files, the root rules), `_reading` (one file, safely),
+`_yaml` (safe YAML with limits and positions), `_mapping` (document -> Manifest),
+`_crossfile` (duplicates), `_pool` (forked workers) and `load` (the orchestration).
 """
 
 from __future__ import annotations
 
-from chanops.manifests.crossfile import cross_file_diagnostics
+from chanops.manifests._crossfile import cross_file_diagnostics
 from chanops.manifests.discovery import Discovered, discover, discover_roots
 from chanops.manifests.load import assemble_result, load_file, load_manifests
 from chanops.manifests.model import (

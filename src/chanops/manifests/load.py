@@ -25,8 +25,11 @@ from functools import partial
 from pathlib import Path
 
 from chanops.manifests import validation
+from chanops.manifests._crossfile import cross_file_diagnostics, without_duplicates
+from chanops.manifests._mapping import check_document
+from chanops.manifests._pool import BACKGROUND_MIN_BYTES, ForkedLoad, load_files, start_forked
+from chanops.manifests._reading import read_manifest
 from chanops.manifests._yaml import parse
-from chanops.manifests.crossfile import cross_file_diagnostics, without_duplicates
 from chanops.manifests.discovery import (
     DIRECTORY_FAILURES,
     Discovered,
@@ -35,7 +38,6 @@ from chanops.manifests.discovery import (
     is_manifest_name,
 )
 from chanops.manifests.drivers import DRIVER_NAMES
-from chanops.manifests.mapping import check_document
 from chanops.manifests.model import (
     FileOutcome,
     LoadOptions,
@@ -43,8 +45,6 @@ from chanops.manifests.model import (
     Manifest,
     file_error,
 )
-from chanops.manifests.pool import BACKGROUND_MIN_BYTES, ForkedLoad, load_files, start_forked
-from chanops.manifests.reading import read_manifest
 from chanops.manifests.schedule import MIN_SYNC_INTERVAL_SECONDS
 from chanops.manifests.secrets import default_secrets_dirs
 

@@ -7,7 +7,7 @@ passed, so the rules it applies are applied here, to the manifest, with the fiel
 fault:
 
 - cron: the expression is handed to APScheduler 3's `CronTrigger` field by field
-  (daemon/scheduler.py), so these are its rules: minute 0-59, hour 0-23, day 1-31 or
+  (daemon/_scheduler.py), so these are its rules: minute 0-59, hour 0-23, day 1-31 or
   `last`, month 1-12 or jan-dec, day-of-week 0-6 or mon-sun (**0 is Monday**: its
   numbering, not crontab's, where 0 is Sunday); each field a comma-separated list of
   `*`, `*/n`, `a`, `a-b`, `a/n`, `a-b/n` or names (`jan-mar`, `mon-fri`). Everything

@@ -22,8 +22,8 @@ from urllib.parse import urlsplit
 import yaml
 
 from chanops.errors import ConfigError
-from chanops.notify.notices import EVENT_TYPES
-from chanops.notify.selector import Selector, SelectorError, parse_selector
+from chanops.notify._notices import EVENT_TYPES
+from chanops.notify._selector import Selector, SelectorError, parse_selector
 
 __all__ = [
     "KINDS",

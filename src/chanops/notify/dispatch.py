@@ -26,6 +26,8 @@ from typing import Any, Protocol
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from chanops.events import Event, EventSink
+from chanops.notify._notices import Classified, Notice, Streaks, classify, word
+from chanops.notify._transport import DeliveryError, Transport
 from chanops.notify.config import (
     SEVERITIES,
     Credentials,
@@ -33,8 +35,6 @@ from chanops.notify.config import (
     NotificationsConfig,
     ProviderConfig,
 )
-from chanops.notify.notices import Classified, Notice, Streaks, classify, word
-from chanops.notify.transport import DeliveryError, Transport
 from chanops.observability.logging import LogConfig
 from chanops.observability.metrics import Metrics
 

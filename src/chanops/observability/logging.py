@@ -16,7 +16,7 @@ Logging is one consumer of the event sink (`chanops.events`): metrics and `/stat
 subscribe to the sink, not to log output, so they see events the log level drops.
 
 Output: one JSON object per line on stdout, or the console renderer
-(`chanops.observability.console`: one short line per event) when stdout is a TTY
+(`chanops.observability._console`: one short line per event) when stdout is a TTY
 (`--log-format` overrides). Every event has `event`, `timestamp` (UTC ISO 8601) and
 `level`. Standard-library loggers (uvicorn, APScheduler) are routed through the same
 chain so every line on stdout is JSON.
@@ -36,7 +36,7 @@ from typing import Any, Literal, TextIO
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from chanops.observability.console import ConsoleRenderer
+from chanops.observability._console import ConsoleRenderer
 from chanops.sensitive import SENSITIVE_VALUE as REDACTED
 
 LogFormat = Literal["json", "console"]

@@ -21,7 +21,7 @@ from prometheus_client import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from chanops.events import Event
-from chanops.observability.eventmetrics import EventMetrics
+from chanops.observability._eventmetrics import EventMetrics
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 

@@ -59,7 +59,7 @@ def is_redirect(status: int) -> bool:
 class InvalidAnswer(Exception):
     """A 2xx body that is not what the contract says.
 
-    Raised by the parsers of `chanops.platform.shapes`, never outside the platform
+    Raised by the parsers of `chanops.platform._shapes`, never outside the platform
     package: `PlatformClient.request` turns it into a ServerError naming method, path
     and status (and retries it).
     """

@@ -19,7 +19,7 @@
   transport (the command line serves `local:PATH` with the bundled emulator so);
 - every answer checked against the contract before anything else sees it: redirects
   are never followed (a 1xx/3xx is a non-retryable APIError), a 2xx body that is not
-  JSON or not the shape the contract gives (`chanops.platform.shapes`) is a ServerError
+  JSON or not the shape the contract gives (`chanops.platform._shapes`) is a ServerError
   `invalid_response` (retried like a 5xx), and an error answer that is not the
   contract's `{error, message}` JSON still maps by status but says so. The message
   names method, path and status and holds at most a short, one-line, token-free
@@ -47,6 +47,14 @@ import httpx
 
 from chanops import errors
 from chanops.events import EventSink, Level
+from chanops.platform._shapes import (
+    connection_from,
+    create_result_from,
+    driver_from,
+    items_from,
+    job_from,
+    page_from,
+)
 from chanops.platform.answers import (
     InvalidAnswer,
     Redirected,
@@ -60,14 +68,6 @@ from chanops.platform.answers import (
 from chanops.platform.api import PlatformAPI, page_turned
 from chanops.platform.auth import OAuthSession
 from chanops.platform.models import Connection, CreateResult, Driver, Job
-from chanops.platform.shapes import (
-    connection_from,
-    create_result_from,
-    driver_from,
-    items_from,
-    job_from,
-    page_from,
-)
 from chanops.rpcprofile import Profile
 
 PAGE_SIZE = 500
@@ -539,7 +539,7 @@ def open_client(  # noqa: PLR0913 (one keyword per setting of the client)
     profile: Profile | None = None,
 ) -> PlatformClient:
     """A client for a remote platform (`https://...`); `auth`: OAuth instead of `token`;
-    `profile`: Core1's RPC convention (`chanops.platform.rpc`) instead of REST.
+    `profile`: Core1's RPC convention (`chanops.platform._rpc`) instead of REST.
 
     `local:PATH` belongs to the command line: `chanops.commands.platform.open_platform`
     serves the bundled emulator in process and hands it to `open_in_process`.
@@ -574,7 +574,7 @@ def open_client(  # noqa: PLR0913 (one keyword per setting of the client)
         "auth": auth,
     }
     if profile is not None:
-        from chanops.platform.rpc import RpcPlatformClient
+        from chanops.platform._rpc import RpcPlatformClient
 
         return RpcPlatformClient(http, profile=profile, **settings)
     return PlatformClient(http, **settings)

@@ -28,11 +28,11 @@ refused), and the checkout is written by an own walk of `git ls-tree`:
   MAX_FILE_BYTES, a subtree over MAX_CHECKOUT_BYTES or MAX_CHECKOUT_ENTRIES: the whole
   commit is refused before anything is written (`plan_checkout`), and the previous
   checkout stays current;
-- the accepted files are written by `chanops.sources.git_writer`, never through a link.
+- the accepted files are written by `chanops.sources._git_writer`, never through a link.
 
 Only the system `git` is used, through subprocesses without a shell
-(`chanops.sources.git_process`). Credentials embedded in an https URL never appear in
-logs, errors or the argv of any git process (`chanops.sources.git_credentials`).
+(`chanops.sources._git_process`). Credentials embedded in an https URL never appear in
+logs, errors or the argv of any git process (`chanops.sources._git_credentials`).
 """
 
 from __future__ import annotations
@@ -53,15 +53,15 @@ import structlog
 
 from chanops.errors import SourceError
 from chanops.events import EventSink, Level
-from chanops.sources.git_credentials import (
+from chanops.sources._git_credentials import (
     CREDENTIAL_HELPER,
     HttpCredentials,
     redact_url,
     split_credentials,
     ssh_command,
 )
-from chanops.sources.git_process import GitRunner
-from chanops.sources.git_writer import FILE_MODES, CheckoutWriter, TreeFile, WrittenFile
+from chanops.sources._git_process import GitRunner
+from chanops.sources._git_writer import FILE_MODES, CheckoutWriter, TreeFile, WrittenFile
 
 __all__ = [
     "CheckoutPlan",

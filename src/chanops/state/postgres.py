@@ -4,7 +4,7 @@
 records and their intents (with the idempotency keys of pending creates), the secret
 HMAC key (a table instead of the key file), the OAuth token set, the leader lease
 (chanops.state.lease), the git webhook deliveries a standby received for the
-leader, and the recent event history (chanops.state.history). Connections come from a
+leader, and the recent event history (chanops.state._history). Connections come from a
 psycopg pool; each store operation is one transaction.
 
 Fencing: a store opened for election (`fenced=True`, what `chanops run` does) writes
@@ -40,7 +40,8 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from chanops.errors import StoreError, StoreLocked
-from chanops.state import history, lease
+from chanops.state import _history as history
+from chanops.state import lease
 from chanops.state.store import RECORD_COLUMNS, Record, record_row, row_to_record
 from chanops.state.tokens import StoredTokens
 
@@ -98,7 +99,7 @@ PG_MIGRATIONS: tuple[str, ...] = (
     );
     {lease.LEASE_DDL}
     """,
-    history.PG_HISTORY_DDL,  # 1 -> 2: the event history (chanops.state.history)
+    history.PG_HISTORY_DDL,  # 1 -> 2: the event history (chanops.state._history)
 )
 PG_SCHEMA_VERSION = len(PG_MIGRATIONS)
 

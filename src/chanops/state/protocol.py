@@ -52,7 +52,7 @@ class Store(Protocol):
     def save_tokens(self, tokens: StoredTokens, *, login: bool = False) -> StoredTokens: ...
 
     def append_events(self, events: Sequence[Mapping[str, Any]]) -> None:
-        """Append to the event history, trimmed to the last events (chanops.state.history)."""
+        """Append to the event history, trimmed to the last events (chanops.state._history)."""
         ...
 
     def events(self) -> list[dict[str, Any]]:

@@ -41,7 +41,7 @@ from typing import Any, Literal
 
 from chanops.condition import Condition, decode_conditions, encode_conditions
 from chanops.errors import StoreError, StoreLocked
-from chanops.state.history import SQLITE_HISTORY_DDL, HistoryTable
+from chanops.state._history import SQLITE_HISTORY_DDL, HistoryTable
 from chanops.state.tokens import OAUTH_TABLE_DDL, TokenTable
 
 # MIGRATIONS[n] takes the schema from version n to n+1. Never edit a released entry:
@@ -69,7 +69,7 @@ MIGRATIONS: tuple[str, ...] = (
         WHERE connection_id IS NOT NULL;
     """,
     OAUTH_TABLE_DDL,  # 1 -> 2: the OAuth token set (chanops.state.tokens)
-    SQLITE_HISTORY_DDL,  # 2 -> 3: the event history (chanops.state.history)
+    SQLITE_HISTORY_DDL,  # 2 -> 3: the event history (chanops.state._history)
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import IO
 
 from chanops.errors import SourceError
-from chanops.sources.git_process import STDERR_TAIL
+from chanops.sources._git_process import STDERR_TAIL
 
 # The modes of a regular file in a git tree, and the mode the walk creates it with.
 FILE_MODES = {"100644": 0o644, "100755": 0o755}

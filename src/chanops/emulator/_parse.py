@@ -14,7 +14,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from chanops.emulator.store import Problem, problem
+from chanops.emulator._store import Problem, problem
 
 MAX_ID = 2**63 - 1  # SQLite's INTEGER: a larger id cannot exist
 MAX_LIMIT = 500

@@ -36,7 +36,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from chanops.daemon.assembled import Assembled
+from chanops.daemon._assembled import Assembled
 from chanops.manifests import (
     Diagnostic,
     Discovered,

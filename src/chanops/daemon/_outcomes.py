@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from chanops.daemon.backoff import Backoff, Retry
-from chanops.daemon.parts import Parts
-from chanops.daemon.queue import Batch, Failure
-from chanops.daemon.scheduler import utc_iso
+from chanops.daemon._backoff import Backoff, Retry
+from chanops.daemon._parts import Parts
+from chanops.daemon._queue import Batch, Failure
+from chanops.daemon._scheduler import utc_iso
 from chanops.engine.plan import Guard
 from chanops.engine.reconciler import ReconcileResult
 from chanops.events import Level

@@ -11,7 +11,7 @@ import json
 from email.message import EmailMessage
 from typing import Any
 
-from chanops.notify.notices import Notice
+from chanops.notify._notices import Notice
 
 __all__ = ["email_message", "plain_text", "slack_payload", "teams_payload", "webhook_payload"]
 

@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from typing import Protocol, TypeVar
 
 from chanops.condition import Condition, ConditionType
+from chanops.engine._executor import Context
+from chanops.engine._outcome import Outcome
 from chanops.engine.conditions import (
     decide,
     find_condition,
@@ -24,8 +26,6 @@ from chanops.engine.conditions import (
     transitions,
 )
 from chanops.engine.diff import source_key
-from chanops.engine.executor import Context
-from chanops.engine.outcome import Outcome
 from chanops.engine.plan import Plan
 from chanops.events import EventSink
 from chanops.state.protocol import Store

@@ -29,11 +29,11 @@ from typing import Any
 
 import structlog
 
-from chanops.daemon.intake import FullRequest, Intake
-from chanops.daemon.outcomes import Outcomes, Tally
-from chanops.daemon.parts import Parts
-from chanops.daemon.queue import Cause
-from chanops.daemon.reconcile import BatchRunner, new_id
+from chanops.daemon._intake import FullRequest, Intake
+from chanops.daemon._outcomes import Outcomes, Tally
+from chanops.daemon._parts import Parts
+from chanops.daemon._queue import Cause
+from chanops.daemon._reconcile import BatchRunner, new_id
 from chanops.errors import ChanopsError, PlatformError
 from chanops.observability.logging import describe_error
 from chanops.platform.models import Connection

@@ -19,9 +19,9 @@ from typing import Any
 import httpx
 
 from chanops import __version__
+from chanops.notify._messages import email_message, slack_payload, teams_payload, webhook_body
+from chanops.notify._notices import Notice
 from chanops.notify.config import Credentials, ProviderConfig
-from chanops.notify.messages import email_message, slack_payload, teams_payload, webhook_body
-from chanops.notify.notices import Notice
 
 __all__ = ["SIGNATURE_HEADER", "DeliveryError", "Transport", "sign"]
 

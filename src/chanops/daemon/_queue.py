@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from chanops.daemon.backoff import Backoff, Retry
+from chanops.daemon._backoff import Backoff, Retry
 
 
 class Cause(enum.Enum):

@@ -1,6 +1,6 @@
 """What each page shows, built from the /status document (pure: dicts in, dicts out).
 
-The routes (`app.py`) read the daemon's state once per change into a `Snapshot` of
+The routes (`_app.py`) read the daemon's state once per change into a `Snapshot` of
 rows; every page is a function of that snapshot and the request's query. Nothing here
 reads a clock (callers pass `now`), the network or a file, so the page logic is tested
 in-process with plain dicts.

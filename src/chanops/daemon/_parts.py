@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from chanops.daemon.cache import ObservedCache, RecordCache
-from chanops.daemon.index import FileIndex
-from chanops.daemon.queue import WorkQueue
-from chanops.daemon.scheduler import SyncScheduler
+from chanops.daemon._cache import ObservedCache, RecordCache
+from chanops.daemon._index import FileIndex
+from chanops.daemon._queue import WorkQueue
+from chanops.daemon._scheduler import SyncScheduler
 from chanops.engine.reconciler import Reconciler
 from chanops.events import EventSink
 from chanops.observability.logging import LogConfig

@@ -30,18 +30,19 @@ from typing import Any
 
 from chanops import errors
 from chanops.engine import pointers
-from chanops.engine.condition_marks import initial_sync_done, intending, waiting_on
-from chanops.engine.diff import (
-    Desired,
-    DriverMeta,
-    diff,
-)
-from chanops.engine.outcome import (
+from chanops.engine._condition_marks import initial_sync_done, intending, waiting_on
+from chanops.engine._outcome import (
     ErrorInfo,
     Outcome,
     describe_changes,
     error_text,
     failed_outcome,
+)
+from chanops.engine._syncjob import run_sync
+from chanops.engine.diff import (
+    Desired,
+    DriverMeta,
+    diff,
 )
 from chanops.engine.plan import (
     AWAITING_AUTHORIZATION,
@@ -52,7 +53,6 @@ from chanops.engine.plan import (
     FieldChange,
     NewState,
 )
-from chanops.engine.syncjob import run_sync
 from chanops.events import EventSink
 from chanops.platform.api import PlatformAPI
 from chanops.platform.models import Connection, Job

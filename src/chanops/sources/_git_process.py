@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from chanops.errors import SourceError
-from chanops.sources.git_credentials import HttpCredentials, redact_url, ssh_command
+from chanops.sources._git_credentials import HttpCredentials, redact_url, ssh_command
 
 # Any git command's output unless the caller allows more (a SHA and a subject line).
 MAX_GIT_OUTPUT = 1 << 20

@@ -22,12 +22,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from chanops.daemon.loader import IncrementalLoader
-from chanops.daemon.outcomes import Outcomes
-from chanops.daemon.parts import Parts
-from chanops.daemon.queue import Cause, WorkQueue
-from chanops.daemon.revision import RevisionReader
-from chanops.daemon.watcher import Batch
+from chanops.daemon._loader import IncrementalLoader
+from chanops.daemon._outcomes import Outcomes
+from chanops.daemon._parts import Parts
+from chanops.daemon._queue import Cause, WorkQueue
+from chanops.daemon._revision import RevisionReader
+from chanops.daemon._watcher import Batch
 from chanops.manifests.model import Diagnostic, LoadResult
 from chanops.observability.logging import describe_error
 

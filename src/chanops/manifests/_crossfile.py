@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 
+from chanops.manifests._reading import read_manifest
 from chanops.manifests._yaml import locate, parse
 from chanops.manifests.model import Diagnostic, Manifest
-from chanops.manifests.reading import read_manifest
 
 __all__ = ["Positions", "cross_file_diagnostics", "field_positions", "without_duplicates"]
 

@@ -41,6 +41,15 @@ import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from chanops.engine._found import SETTLED, UNKNOWN, Adopt, Create, Found, Managed
+from chanops.engine._guards import (
+    RootFacts,
+    blocked_condition,
+    default_max_delete,
+    mass_delete,
+    removal,
+)
+from chanops.engine._procedures import sync_actions
 from chanops.engine.conditions import Condition, ConditionType, holding
 from chanops.engine.diff import (
     Desired,
@@ -51,14 +60,6 @@ from chanops.engine.diff import (
     diff,
     fingerprint,
     source_key,
-)
-from chanops.engine.found import SETTLED, UNKNOWN, Adopt, Create, Found, Managed
-from chanops.engine.guards import (
-    RootFacts,
-    blocked_condition,
-    default_max_delete,
-    mass_delete,
-    removal,
 )
 from chanops.engine.plan import (
     AWAITING_AUTHORIZATION,
@@ -77,7 +78,6 @@ from chanops.engine.plan import (
     PlanProblem,
     Unmanaged,
 )
-from chanops.engine.procedures import sync_actions
 from chanops.manifests.model import Manifest
 from chanops.platform.models import Connection
 from chanops.state.store import Record

@@ -1,4 +1,4 @@
-"""The event history in the state store (chanops.state.history): the writer appends
+"""The event history in the state store (chanops.state._history): the writer appends
 its events in batches, off the reconcile path; everyone shows what the store keeps.
 
 An event costs the reconcile path a deque append (`EventLog`); once a second (and at
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, TypeVar
 from chanops.errors import ChanopsError
 
 if TYPE_CHECKING:
-    from chanops.daemon.status import EventLog
+    from chanops.daemon._status import EventLog
     from chanops.state.protocol import Store
 
 T = TypeVar("T")

@@ -19,11 +19,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
+from chanops.platform._shapes import connection_from, driver_from, job_from
 from chanops.platform.answers import InvalidAnswer
 from chanops.platform.api import page_turned
 from chanops.platform.client import MAX_PAGES, PlatformClient, _listing_error
 from chanops.platform.models import Connection, CreateResult, Driver, Job
-from chanops.platform.shapes import connection_from, driver_from, job_from
 from chanops.rpcprofile import AnswerError, Profile
 
 T = TypeVar("T")

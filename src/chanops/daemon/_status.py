@@ -15,17 +15,17 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.responses import JSONResponse
 
+from chanops.daemon._gitsource import git_status, readiness_reasons
+from chanops.daemon._outcomes import PLATFORM, UNREACHABLE
+from chanops.daemon._scheduler import utc_iso
 from chanops.daemon.auth import AuthGate, auth_readiness
-from chanops.daemon.gitsource import git_status, readiness_reasons
-from chanops.daemon.outcomes import PLATFORM, UNREACHABLE
-from chanops.daemon.scheduler import utc_iso
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Receive, Scope, Send
 
-    from chanops.daemon.backoff import Retry
-    from chanops.daemon.outcomes import Outcomes
-    from chanops.daemon.parts import Parts
+    from chanops.daemon._backoff import Retry
+    from chanops.daemon._outcomes import Outcomes
+    from chanops.daemon._parts import Parts
     from chanops.manifests.model import LoadResult, Manifest
     from chanops.platform.models import Connection
     from chanops.state.store import Record
@@ -62,7 +62,7 @@ class EventLog:
     """The last events, overall and per connection (subscribed to the log tap).
 
     This replica's own events also wait in `unsaved` until the writer appends them to
-    the store's history (`chanops.daemon.history`); `replace` shows the store's history
+    the store's history (`chanops.daemon._history`); `replace` shows the store's history
     (a standby's refresh, a new term, a restart) with this replica's unsaved events.
     """
 

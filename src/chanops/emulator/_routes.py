@@ -1,6 +1,6 @@
 """The emulator's endpoints: schemas/platform-api.yaml, plus the emulator-only testing routes.
 
-Each handler checks the request's shape (`chanops.emulator.parse`) and hands the rest to
+Each handler checks the request's shape (`chanops.emulator._parse`) and hands the rest to
 the app's `store.Platform` (`request.app.state.platform`), which holds the platform's
 rules; a `Problem` raised on the way becomes the contract's `{error, message, field}`.
 Writes go through `Platform.idempotent`, keyed by the request's Idempotency-Key.
@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from chanops.emulator import rules
-from chanops.emulator.parse import (
+from chanops.emulator._parse import (
     DEFAULT_LIMIT,
     MAX_ID,
     MAX_LIMIT,
@@ -37,7 +37,7 @@ from chanops.emulator.parse import (
     query_int,
     require_str,
 )
-from chanops.emulator.store import Platform, Problem, encode_json
+from chanops.emulator._store import Platform, Problem, encode_json
 
 API = "/api/v1"
 TESTING = f"{API}/testing/"

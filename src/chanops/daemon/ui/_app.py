@@ -3,7 +3,7 @@
 Every route answers GET (and HEAD) only; Starlette refuses any other method with 405.
 Templates autoescape everything (names, labels and error texts are written by people
 the daemon does not trust), and the pages load one script and one style sheet from
-/ui/static/, so the Content-Security-Policy (`auth.py`) can forbid inline script.
+/ui/static/, so the Content-Security-Policy (`_auth.py`) can forbid inline script.
 Without JavaScript the pages are complete; with it, `ui.js` follows /ui/live and
 fetches the page again when something changed.
 """
@@ -23,16 +23,16 @@ from starlette.responses import HTMLResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from chanops.daemon.ui import views
-from chanops.daemon.ui.auth import UIAuth, UIGuard, is_loopback
-from chanops.daemon.ui.live import MAX_STREAMS, LiveFeed, reconciles_shown
-from chanops.daemon.ui.source import UIData
+from chanops.daemon.ui import _views as views
+from chanops.daemon.ui._auth import UIAuth, UIGuard, is_loopback
+from chanops.daemon.ui._live import MAX_STREAMS, LiveFeed, reconciles_shown
+from chanops.daemon.ui._source import UIData
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp
 
-    from chanops.daemon.parts import Parts
-    from chanops.daemon.status import Status
+    from chanops.daemon._parts import Parts
+    from chanops.daemon._status import Status
     from chanops.manifests.model import LoadResult
 
 HERE = Path(__file__).parent

@@ -2,7 +2,7 @@
 
 Each method of the profile (`chanops.rpcprofile`, the shipped core1 profile unless the
 app was given another) is served over the same `store.Platform` as the REST API, with
-the same checks (`chanops.emulator.parse`), rules and error answers (the HTTP status
+the same checks (`chanops.emulator._parse`), rules and error answers (the HTTP status
 and `{error, message, field}`, the field under its Core1 name), so both protocols see
 the same connections and refuse the same things. Differences are the wire's only:
 every success answers 200 with the profile's answer layout, lists page by offset
@@ -21,7 +21,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from chanops.emulator import rules
-from chanops.emulator.parse import (
+from chanops.emulator._parse import (
     MAX_ID,
     MAX_LIMIT,
     check_create,
@@ -32,9 +32,9 @@ from chanops.emulator.parse import (
     idempotency_key,
     json_object,
 )
-from chanops.emulator.routes import error_response, respond
-from chanops.emulator.store import LIST_SQL, Platform, Problem, problem
-from chanops.emulator.wire import connection_wire
+from chanops.emulator._routes import error_response, respond
+from chanops.emulator._store import LIST_SQL, Platform, Problem, problem
+from chanops.emulator._wire import connection_wire
 from chanops.rpcprofile import Argument, Operation, Profile, RequestError
 
 __all__ = ["RPC_TEMPLATE", "rpc_routes"]

@@ -8,13 +8,13 @@ away) rebuilds every row. Rebuilds are at most `REBUILD_GAP` apart; a page rende
 from an older snapshot says which version it shows, and the live script's fetch names
 the version it wants, which waits out the rest of the gap (`fresh`).
 
-Rows are built like the /status document (`daemon/status.py`), from the same sources
+Rows are built like the /status document (`daemon/_status.py`), from the same sources
 but the in-memory ones: the file index's manifests, the record cache, the platform
 listing kept by the last resync, the scheduler, the backoff table and the event ring.
 The store itself is not read (reading 10,000 rows costs 0.2 s): the last sync comes
 from the sync events, or from the record loaded at startup. Nothing shown holds a
 secret: desired state without credentials, events already redacted, fields masked by
-`fields.py`; the plan is rendered by the engine's own renderer, which never has a
+`_fields.py`; the plan is rendered by the engine's own renderer, which never has a
 secret value.
 """
 
@@ -26,17 +26,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from chanops.daemon._scheduler import utc_iso
+from chanops.daemon._status import _backoff, _desired, _last_sync, _observed
 from chanops.daemon.auth import awaiting_conditions
-from chanops.daemon.scheduler import utc_iso
-from chanops.daemon.status import _backoff, _desired, _last_sync, _observed
-from chanops.daemon.ui import views
-from chanops.daemon.ui.fields import field_rows
+from chanops.daemon.ui import _views as views
+from chanops.daemon.ui._fields import field_rows
 from chanops.engine.render import render_text, summary
 
 if TYPE_CHECKING:
-    from chanops.daemon.parts import Parts
-    from chanops.daemon.status import Status
-    from chanops.daemon.ui.live import LiveFeed
+    from chanops.daemon._parts import Parts
+    from chanops.daemon._status import Status
+    from chanops.daemon.ui._live import LiveFeed
     from chanops.manifests.model import LoadResult
 
 REBUILD_GAP = 0.5

@@ -15,11 +15,11 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from chanops import errors
-from chanops.engine.outcome import Outcome
+from chanops.engine._outcome import Outcome
 from chanops.engine.plan import Action
 
 if TYPE_CHECKING:
-    from chanops.engine.executor import Executor
+    from chanops.engine._executor import Executor
     from chanops.platform.models import Job
 
 __all__ = ["run_sync"]

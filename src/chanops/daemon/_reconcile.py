@@ -34,9 +34,9 @@ from typing import Any
 
 import structlog
 
-from chanops.daemon.outcomes import Outcomes, Tally
-from chanops.daemon.parts import Parts
-from chanops.daemon.queue import Batch, Lane
+from chanops.daemon._outcomes import Outcomes, Tally
+from chanops.daemon._parts import Parts
+from chanops.daemon._queue import Batch, Lane
 from chanops.engine.reconciler import Prepared, ReconcileResult
 from chanops.errors import ChanopsError, NotFound, PlatformError
 from chanops.manifests.model import LoadResult, Manifest

@@ -22,10 +22,11 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
-from chanops.emulator import account, rules
-from chanops.emulator.database import open_database
+from chanops.emulator import _account as account
+from chanops.emulator import rules
+from chanops.emulator._database import open_database
+from chanops.emulator._wire import DURATIONS, JobView, connection_wire, encode_json
 from chanops.emulator.rules import RuleViolation
-from chanops.emulator.wire import DURATIONS, JobView, connection_wire, encode_json
 
 __all__ = ["LIST_SQL", "Platform", "Problem", "encode_json", "problem"]
 

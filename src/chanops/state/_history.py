@@ -1,8 +1,8 @@
 """The event history the status page shows, kept in the state store (docs/ha.md).
 
-The daemon keeps its last events in memory (`chanops.daemon.status.EventLog`) for
+The daemon keeps its last events in memory (`chanops.daemon._status.EventLog`) for
 `/status` and the status page. The writer also appends them to the store in batches
-(`chanops.daemon.history`), so a standby on a shared PostgreSQL store, a new leader
+(`chanops.daemon._history`), so a standby on a shared PostgreSQL store, a new leader
 after a failover, and a restarted daemon show the same recent history. The table
 holds the last `HISTORY_SIZE` events overall, trimmed in the transaction that appends.
 
@@ -21,7 +21,7 @@ from typing import Any
 
 from chanops.errors import StoreError
 
-HISTORY_SIZE = 100  # the in-memory ring's size (chanops.daemon.status.RECENT_EVENTS)
+HISTORY_SIZE = 100  # the in-memory ring's size (chanops.daemon._status.RECENT_EVENTS)
 
 # Appended to each backend's migrations (the same table, each dialect's serial id).
 SQLITE_HISTORY_DDL = """

@@ -24,10 +24,10 @@ import structlog
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from chanops.emulator._routes import TESTING, error_response
+from chanops.emulator._rpc import RPC_TEMPLATE
 from chanops.emulator.faults import Decision, FaultInjector
 from chanops.emulator.oauth import AUTHORIZE_PATH, TOKEN_PATH, OAuthServer
-from chanops.emulator.routes import TESTING, error_response
-from chanops.emulator.rpc import RPC_TEMPLATE
 
 # Served before any token check: the contract, and the OAuth server's own URLs.
 _OPEN_PATHS = frozenset({"/openapi.json", AUTHORIZE_PATH, TOKEN_PATH})
