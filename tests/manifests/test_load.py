@@ -224,7 +224,7 @@ def test_copy_of_examples_elsewhere_still_valid(tmp_path: Path) -> None:
 # with no other thread, which a long pytest session cannot promise.
 BACKGROUND = """
 import json, os, sys
-from chanops.manifests import load, pool
+from chanops.manifests import _pool as pool, load
 pool.BACKGROUND_MIN_BYTES = 1
 mode, root = sys.argv[1], sys.argv[2]
 if mode == "kill-one":
