@@ -1,7 +1,7 @@
 """What the event history costs the store (issue 17): one flush, and one read.
 
 The daemon appends the events of the last second in one transaction that also trims
-the table to the last 100 (`chanops.state.history`), on SQLite in the event loop's
+the table to the last 100 (`chanops.state._history`), on SQLite in the event loop's
 thread, on PostgreSQL in a worker thread; standbys read the table at each refresh. This
 times `append_events` with batches of 1, 10 and 100 events, and `events()`, on a fresh
 SQLite store and a fresh PostgreSQL database (CHANOPS_TEST_POSTGRES_DSN, default
