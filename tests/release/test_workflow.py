@@ -3,6 +3,9 @@ permissions it needs and no more, and the steps a release cannot do without."""
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -95,3 +98,35 @@ def test_ci_recipes_take_the_version_from_one_variable(recipe: str) -> None:
     installs = [line for line in text.splitlines() if "pip install" in line]
     assert installs
     assert all("CHANOPS_VERSION" in line for line in installs), installs
+
+
+def test_the_release_step_finds_the_pinned_versions_changelog_section(
+    workflow: dict[str, Any], tmp_path: Path
+) -> None:
+    """The release job's own script, run on CHANGELOG.md for the version the CI recipes
+    pin: the section exists, is dated, and holds the notes (not the next section's)."""
+    pinned = {
+        yaml.safe_load((ROOT / "deploy" / "ci" / r).read_text())[
+            "variables" if "gitlab" in r else "env"
+        ]["CHANOPS_VERSION"]
+        for r in ("github-actions.yml", "gitlab-ci.yml")
+    }
+    assert len(pinned) == 1, pinned
+    (version,) = pinned
+    (step,) = [s for s in workflow["jobs"]["release"]["steps"] if "CHANGELOG" in s.get("name", "")]
+    (tmp_path / "CHANGELOG.md").write_text((ROOT / "CHANGELOG.md").read_text())
+    subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", step["run"]],
+        cwd=tmp_path,
+        env={"PATH": os.environ["PATH"], "GITHUB_REF_NAME": f"v{version}"},
+        check=True,
+    )
+    notes = (tmp_path / "release-notes.md").read_text()
+    assert "### Added" in notes and "### Fixed" in notes
+    assert "## [" not in notes  # one section, not the rest of the file
+    heading = next(
+        line
+        for line in (ROOT / "CHANGELOG.md").read_text().splitlines()
+        if line.startswith(f"## [{version}]")
+    )
+    assert re.fullmatch(rf"## \[{re.escape(version)}\] - \d{{4}}-\d{{2}}-\d{{2}}", heading), heading
