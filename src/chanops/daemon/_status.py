@@ -19,6 +19,7 @@ from chanops.daemon._gitsource import git_status, readiness_reasons
 from chanops.daemon._outcomes import PLATFORM, UNREACHABLE
 from chanops.daemon._scheduler import utc_iso
 from chanops.daemon.auth import AuthGate, auth_readiness
+from chanops.state import HISTORY_SIZE
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Receive, Scope, Send
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     from chanops.state.store import Record
 
 EVENTS_PER_CONNECTION = 20
-RECENT_EVENTS = 100
+RECENT_EVENTS = HISTORY_SIZE  # the ring shows what the stored history keeps
 _EVENT_FIELDS = (
     "event",
     "timestamp",

@@ -21,7 +21,7 @@ from typing import Any
 
 from chanops.errors import StoreError
 
-HISTORY_SIZE = 100  # the in-memory ring's size (chanops.daemon._status.RECENT_EVENTS)
+HISTORY_SIZE = 100  # also the in-memory ring's size (chanops.daemon._status)
 
 # Appended to each backend's migrations (the same table, each dialect's serial id).
 SQLITE_HISTORY_DDL = """
